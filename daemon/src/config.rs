@@ -1,0 +1,437 @@
+//! The daemon's one typed configuration: defaults, the TOML file, and flag overrides.
+//!
+//! Owns parsing and validation only. Every error names the file, line and key (or the flag)
+//! in one sentence, because an operator reading a failed unit's journal has nothing else.
+
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/layerguard/layerguard.toml";
+pub const DEFAULT_CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/layerguard";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Name reported in every alert; defaults to the host name.
+    pub node_name: String,
+    pub containerd_socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub log_format: LogFormat,
+    /// A tracing filter (`info`, `debug`, `layerguard::sensor=debug`, ...).
+    pub log_level: String,
+    pub sensor: SensorConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SensorConfig {
+    /// Report processes of the host mount namespace too (off: dropped in the kernel).
+    pub monitor_host: bool,
+    /// Size of the kernel ring buffer; a power of two, at least one page.
+    pub ring_buffer_bytes: u32,
+    /// The kernel wakes the daemon only when this much data waits; the drain timer
+    /// collects the rest. Wake-ups per event cost more than the sensor itself.
+    pub wakeup_bytes: u32,
+    /// How often the daemon drains the ring buffer without being woken.
+    pub drain_interval_ms: u64,
+    /// Capacity of the channel from the sensor to the next stage, in events.
+    pub event_queue: usize,
+    /// How often the kernel's loss counters are read and reported.
+    pub stats_interval_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node_name: hostname(),
+            containerd_socket: DEFAULT_CONTAINERD_SOCKET.into(),
+            state_dir: DEFAULT_STATE_DIR.into(),
+            log_format: LogFormat::Json,
+            log_level: "info".into(),
+            sensor: SensorConfig::default(),
+        }
+    }
+}
+
+impl Default for SensorConfig {
+    fn default() -> Self {
+        Self {
+            monitor_host: false,
+            ring_buffer_bytes: 8 * 1024 * 1024,
+            wakeup_bytes: 256 * 1024,
+            drain_interval_ms: 2,
+            event_queue: 16 * 1024,
+            stats_interval_ms: 1000,
+        }
+    }
+}
+
+impl SensorConfig {
+    pub fn drain_interval(&self) -> Duration {
+        Duration::from_millis(self.drain_interval_ms)
+    }
+    pub fn stats_interval(&self) -> Duration {
+        Duration::from_millis(self.stats_interval_ms)
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Where a setting came from, so that an error can point at it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    File { path: PathBuf, line: Option<usize> },
+    Flag(String),
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Origin::File {
+                path,
+                line: Some(line),
+            } => write!(f, "config file {}, line {line}", path.display()),
+            Origin::File { path, line: None } => write!(f, "config file {}", path.display()),
+            Origin::Flag(flag) => write!(f, "flag {flag}"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    Read { path: PathBuf, reason: String },
+    #[error("{origin}: {message}")]
+    Parse { origin: Origin, message: String },
+    #[error("{origin}: key `{key}` {problem}")]
+    Invalid {
+        origin: Origin,
+        key: String,
+        problem: String,
+    },
+}
+
+/// A `KEY=VALUE` override from the command line (`--set sensor.monitor_host=true`, or a
+/// dedicated flag such as `--state-dir`).
+#[derive(Clone, Debug)]
+pub struct Override {
+    pub key: String,
+    pub value: toml::Value,
+    /// How the user spelled it, for error messages.
+    pub flag: String,
+}
+
+impl Override {
+    /// Parses `key=value`; the value is TOML (`true`, `5`, `"x"`) or else a bare string.
+    pub fn parse_set(s: &str) -> Result<Self, String> {
+        let (key, raw) = s
+            .split_once('=')
+            .ok_or_else(|| format!("`{s}` is not KEY=VALUE"))?;
+        let key = key.trim().to_string();
+        if key.is_empty() {
+            return Err(format!("`{s}` has an empty key"));
+        }
+        let raw = raw.trim();
+        let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+        Ok(Self {
+            flag: format!("--set {s}"),
+            key,
+            value,
+        })
+    }
+
+    pub fn new(flag: &str, key: &str, value: impl Into<toml::Value>) -> Self {
+        Self {
+            flag: flag.to_string(),
+            key: key.to_string(),
+            value: value.into(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads the file (a missing file at the default path means defaults), then applies
+    /// overrides in order, then validates.
+    pub fn load(path: &Path, explicit: bool, overrides: &[Override]) -> Result<Self, ConfigError> {
+        let (config, text) = match std::fs::read_to_string(path) {
+            Ok(text) => (Self::from_toml(&text, path)?, Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                (Self::default(), None)
+            }
+            Err(e) => {
+                return Err(ConfigError::Read {
+                    path: path.to_path_buf(),
+                    reason: e.to_string(),
+                })
+            }
+        };
+        let config = config.with_overrides(overrides)?;
+        config.validate().map_err(|(key, problem)| {
+            let origin = overrides
+                .iter()
+                .rev()
+                .find(|o| o.key == key)
+                .map(|o| Origin::Flag(o.flag.clone()))
+                .unwrap_or_else(|| Origin::File {
+                    path: path.to_path_buf(),
+                    line: text.as_deref().and_then(|t| line_of_key(t, &key)),
+                });
+            ConfigError::Invalid {
+                origin,
+                key,
+                problem,
+            }
+        })?;
+        Ok(config)
+    }
+
+    pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_number(text, s.start));
+            let mut message = e.message().trim().to_string();
+            if let Some(key) = e.span().and_then(|s| key_at(text, s.start)) {
+                if !message.contains(&format!("`{}`", key.rsplit('.').next().unwrap_or(&key)))
+                {
+                    message = format!("key `{key}`: {message}");
+                } else {
+                    message = format!("{message} (in `{key}`)");
+                }
+            }
+            ConfigError::Parse {
+                origin: Origin::File {
+                    path: path.to_path_buf(),
+                    line,
+                },
+                message,
+            }
+        })
+    }
+
+    fn with_overrides(self, overrides: &[Override]) -> Result<Self, ConfigError> {
+        if overrides.is_empty() {
+            return Ok(self);
+        }
+        let mut table = toml::Table::try_from(&self).expect("a Config always serializes");
+        for o in overrides {
+            set_dotted(&mut table, &o.key, o.value.clone());
+            // Checking after each one pins an error on the flag that caused it.
+            toml::Value::Table(table.clone())
+                .try_into::<Config>()
+                .map_err(|e| ConfigError::Parse {
+                    origin: Origin::Flag(o.flag.clone()),
+                    message: format!("key `{}`: {}", o.key, e.message().trim()),
+                })?;
+        }
+        Ok(toml::Value::Table(table)
+            .try_into::<Config>()
+            .expect("checked above"))
+    }
+
+    /// Semantic checks that types alone cannot express; returns (key, problem).
+    fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |key: &str, problem: String| Err((key.to_string(), problem));
+        let s = &self.sensor;
+        if !s.ring_buffer_bytes.is_power_of_two() || s.ring_buffer_bytes < 4096 {
+            return bad(
+                "sensor.ring_buffer_bytes",
+                format!(
+                    "must be a power of two of at least 4096, not {}",
+                    s.ring_buffer_bytes
+                ),
+            );
+        }
+        if s.wakeup_bytes >= s.ring_buffer_bytes {
+            return bad(
+                "sensor.wakeup_bytes",
+                format!(
+                    "must be smaller than sensor.ring_buffer_bytes ({}), not {}",
+                    s.ring_buffer_bytes, s.wakeup_bytes
+                ),
+            );
+        }
+        if s.drain_interval_ms == 0 || s.drain_interval_ms > 1000 {
+            return bad(
+                "sensor.drain_interval_ms",
+                format!("must be between 1 and 1000, not {}", s.drain_interval_ms),
+            );
+        }
+        if s.event_queue == 0 {
+            return bad("sensor.event_queue", "must be at least 1".into());
+        }
+        if s.stats_interval_ms == 0 {
+            return bad("sensor.stats_interval_ms", "must be at least 1".into());
+        }
+        if self.node_name.trim().is_empty() {
+            return bad("node_name", "must not be empty".into());
+        }
+        if !self.state_dir.is_absolute() {
+            return bad(
+                "state_dir",
+                format!("must be an absolute path, not {}", self.state_dir.display()),
+            );
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log_level) {
+            return bad("log_level", format!("is not a valid log filter: {e}"));
+        }
+        Ok(())
+    }
+}
+
+fn set_dotted(table: &mut toml::Table, key: &str, value: toml::Value) {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let last = parts.pop().expect("split yields at least one part");
+    let mut t = table;
+    for p in parts {
+        let entry = t
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        t = entry.as_table_mut().expect("made a table above");
+    }
+    t.insert(last.to_string(), value);
+}
+
+fn line_number(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The dotted key on the line holding `offset`: the table header above it plus the key
+/// before `=`. Good enough for the flat files we document; errors fall back to no key.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next()?;
+    let key = line.split_once('=')?.0.trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('[') {
+        return None;
+    }
+    let table = text[..line_start]
+        .lines()
+        .rev()
+        .find_map(|l| {
+            let l = l.trim();
+            (l.starts_with('[') && l.ends_with(']'))
+                .then(|| l.trim_matches(|c| c == '[' || c == ']').trim().to_string())
+        })
+        .filter(|t| !t.is_empty());
+    Some(match table {
+        Some(t) => format!("{t}.{key}"),
+        None => key.to_string(),
+    })
+}
+
+fn line_of_key(text: &str, dotted: &str) -> Option<usize> {
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if line.contains('=') && key_at(text, offset).as_deref() == Some(dotted) {
+            return Some(line_number(text, offset));
+        }
+        offset += line.len();
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("/etc/lg.toml"))
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.sensor, SensorConfig::default());
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = parse("log_format = \"text\"\n\n[sensor]\nmonitor_hots = true\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("line 4"), "{msg}");
+        assert!(msg.contains("monitor_hots"), "{msg}");
+        assert!(msg.contains("/etc/lg.toml"), "{msg}");
+        assert!(!msg.contains('\n'), "one line: {msg}");
+    }
+
+    #[test]
+    fn bad_value_names_key_and_line() {
+        let err = parse("[sensor]\ndrain_interval_ms = \"fast\"\n").unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("line 2"), "{msg}");
+        assert!(msg.contains("sensor.drain_interval_ms"), "{msg}");
+        let err = parse("log_format = \"xml\"\n").unwrap_err().to_string();
+        assert!(err.contains("line 1") && err.contains("log_format"), "{err}");
+    }
+
+    #[test]
+    fn semantic_errors_point_at_the_file_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "# x\n[sensor]\nring_buffer_bytes = 5000\n").unwrap();
+        let err = Config::load(&path, true, &[]).unwrap_err().to_string();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("sensor.ring_buffer_bytes"), "{err}");
+        assert!(err.contains("power of two"), "{err}");
+    }
+
+    #[test]
+    fn overrides_apply_and_errors_name_the_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none.toml");
+        let c = Config::load(
+            &missing,
+            false,
+            &[
+                Override::parse_set("sensor.monitor_host=true").unwrap(),
+                Override::new("--state-dir", "state_dir", "/tmp/x"),
+            ],
+        )
+        .unwrap();
+        assert!(c.sensor.monitor_host);
+        assert_eq!(c.state_dir, PathBuf::from("/tmp/x"));
+
+        let err = Config::load(
+            &missing,
+            false,
+            &[Override::parse_set("sensor.nope=1").unwrap()],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--set sensor.nope=1"), "{err}");
+        let err = Config::load(
+            &missing,
+            false,
+            &[Override::parse_set("sensor.drain_interval_ms=0").unwrap()],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--set sensor.drain_interval_ms=0"), "{err}");
+    }
+
+    #[test]
+    fn explicit_missing_file_is_an_error() {
+        let err = Config::load(Path::new("/nonexistent/lg.toml"), true, &[]).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+    }
+}

@@ -1,0 +1,117 @@
+//! The `layerguard` binary: the daemon (`run`) and the tools that share its code.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use layerguard::config::{Config, LogFormat, Override, DEFAULT_CONFIG_PATH};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "layerguard", version, about = "Runtime integrity daemon for container hosts")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Config file (TOML). Missing at the default path means defaults.
+    #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    /// containerd's API socket.
+    #[arg(long)]
+    containerd_socket: Option<PathBuf>,
+    /// Where layerguard keeps its caches and journal.
+    #[arg(long)]
+    state_dir: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    log_format: Option<LogFormat>,
+    /// Log filter, e.g. `info` or `layerguard::sensor=debug`.
+    #[arg(long)]
+    log_level: Option<String>,
+    /// Name reported in alerts (default: the host name).
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Also report processes of the host mount namespace.
+    #[arg(long)]
+    monitor_host: bool,
+    /// Set any config key: `--set sensor.drain_interval_ms=5` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE", value_parser = Override::parse_set)]
+    set: Vec<Override>,
+}
+
+impl RunArgs {
+    fn overrides(&self) -> Vec<Override> {
+        let mut o = Vec::new();
+        let path = |p: &PathBuf| p.display().to_string();
+        if let Some(p) = &self.containerd_socket {
+            o.push(Override::new("--containerd-socket", "containerd_socket", path(p)));
+        }
+        if let Some(p) = &self.state_dir {
+            o.push(Override::new("--state-dir", "state_dir", path(p)));
+        }
+        if let Some(f) = self.log_format {
+            let v = match f {
+                LogFormat::Json => "json",
+                LogFormat::Text => "text",
+            };
+            o.push(Override::new("--log-format", "log_format", v));
+        }
+        if let Some(l) = &self.log_level {
+            o.push(Override::new("--log-level", "log_level", l.as_str()));
+        }
+        if let Some(n) = &self.node_name {
+            o.push(Override::new("--node-name", "node_name", n.as_str()));
+        }
+        if self.monitor_host {
+            o.push(Override::new("--monitor-host", "sensor.monitor_host", true));
+        }
+        o.extend(self.set.iter().cloned());
+        o
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => match run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                // One sentence: the chain of causes joined, for a journal line.
+                eprintln!("layerguard: {}", chain(&e));
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn chain(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    parts.join(": ")
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let explicit = args.config != std::path::Path::new(DEFAULT_CONFIG_PATH);
+    let config = Config::load(&args.config, explicit, &args.overrides())?;
+    layerguard::logging::init(config.log_format, &config.log_level);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("layerguard")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(layerguard::run::run(config))?;
+    Ok(())
+}

@@ -1,0 +1,110 @@
+//! Struct layouts read from the BTF of the compiled sensor object, for the wire test.
+//!
+//! Tetragon's alignchecker idea: the truth about the C layout is what clang emitted, so
+//! the test reads it from the object rather than trusting a second hand-written copy.
+
+use std::collections::HashMap;
+
+#[derive(Debug)]
+pub struct MemberLayout {
+    pub name: String,
+    pub offset_bytes: usize,
+}
+
+#[derive(Debug)]
+pub struct StructLayout {
+    pub size: usize,
+    pub members: Vec<MemberLayout>,
+}
+
+pub struct BtfLayouts {
+    structs: HashMap<String, StructLayout>,
+}
+
+const BTF_MAGIC: u16 = 0xeb9f;
+const KIND_STRUCT: u32 = 4;
+
+impl BtfLayouts {
+    pub fn from_elf(elf: &[u8]) -> Result<Self, String> {
+        use object::{Object, ObjectSection};
+        let file = object::File::parse(elf).map_err(|e| format!("not an ELF object: {e}"))?;
+        let btf = file
+            .section_by_name(".BTF")
+            .ok_or("the object has no .BTF section (built without -g?)")?;
+        let data = btf.data().map_err(|e| format!(".BTF unreadable: {e}"))?;
+        Self::parse(data)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&StructLayout> {
+        self.structs.get(name)
+    }
+
+    fn parse(data: &[u8]) -> Result<Self, String> {
+        let u16_at = |o: usize| -> Result<u16, String> {
+            data.get(o..o + 2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                .ok_or_else(|| format!("BTF truncated at {o}"))
+        };
+        let u32_at = |o: usize| -> Result<u32, String> {
+            data.get(o..o + 4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .ok_or_else(|| format!("BTF truncated at {o}"))
+        };
+        if u16_at(0)? != BTF_MAGIC {
+            return Err("bad BTF magic (big-endian objects are not supported)".into());
+        }
+        let hdr_len = u32_at(4)? as usize;
+        let type_off = hdr_len + u32_at(8)? as usize;
+        let type_len = u32_at(12)? as usize;
+        let str_off = hdr_len + u32_at(16)? as usize;
+        let name = |off: u32| -> String {
+            let start = str_off + off as usize;
+            let bytes = data.get(start..).unwrap_or_default();
+            let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+            String::from_utf8_lossy(&bytes[..end]).into_owned()
+        };
+
+        let mut structs = HashMap::new();
+        let mut pos = type_off;
+        while pos < type_off + type_len {
+            let name_off = u32_at(pos)?;
+            let info = u32_at(pos + 4)?;
+            let size = u32_at(pos + 8)?;
+            let vlen = (info & 0xffff) as usize;
+            let kind = (info >> 24) & 0x1f;
+            let kind_flag = info >> 31 == 1;
+            pos += 12;
+            // Each kind is followed by kind-specific data; its size is all we need to skip it.
+            let extra = match kind {
+                1 | 14 | 17 => 4,        // INT, VAR, DECL_TAG
+                3 => 12,                 // ARRAY
+                4 | 5 => 12 * vlen,      // STRUCT, UNION
+                6 | 13 => 8 * vlen,      // ENUM, FUNC_PROTO
+                15 | 19 => 12 * vlen,    // DATASEC, ENUM64
+                2 | 7..=12 | 16 | 18 => 0,
+                other => return Err(format!("unknown BTF kind {other}")),
+            };
+            if kind == KIND_STRUCT && name_off != 0 {
+                let mut members = Vec::with_capacity(vlen);
+                for i in 0..vlen {
+                    let m = pos + 12 * i;
+                    let bits = u32_at(m + 8)?;
+                    let bit_offset = if kind_flag { bits & 0x00ff_ffff } else { bits };
+                    members.push(MemberLayout {
+                        name: name(u32_at(m)?),
+                        offset_bytes: (bit_offset / 8) as usize,
+                    });
+                }
+                structs.insert(
+                    name(name_off),
+                    StructLayout {
+                        size: size as usize,
+                        members,
+                    },
+                );
+            }
+            pos += extra;
+        }
+        Ok(Self { structs })
+    }
+}

@@ -1,0 +1,337 @@
+//! The kernel sensor: loads the C eBPF programs, attaches them, and turns ring buffer
+//! records into [`SensorEvent`]s on a bounded channel.
+//!
+//! Owns the loaded programs (dropping [`Sensor`] detaches them), the ring buffer consumer
+//! and the kernel's loss counters. It never blocks the kernel: when the channel is full
+//! the consumer waits, the ring buffer fills, and the kernel counts what it drops; those
+//! counts come out as [`SensorEvent::Lost`] so that no loss is silent.
+
+#[cfg(test)]
+mod btf_layout;
+pub mod event;
+pub mod preflight;
+pub mod wire;
+
+pub use event::{ExecEvent, ExitEvent, FileIdentity, ForkEvent, LossCounts, SensorEvent};
+pub use preflight::KernelFeatures;
+
+use crate::config::SensorConfig;
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::programs::BtfTracePoint;
+use aya::{Btf, Ebpf, EbpfLoader};
+use std::os::unix::fs::MetadataExt;
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+/// The sensor object clang built from `ebpf/sensor.bpf.c` (see build.rs).
+pub static SENSOR_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor.bpf.o"));
+
+/// Program name in the object, and the BTF tracepoint it attaches to.
+const PROGRAMS: [(&str, &str); 3] = [
+    ("lg_exec", "sched_process_exec"),
+    ("lg_fork", "sched_process_fork"),
+    ("lg_exit", "sched_process_exit"),
+];
+
+/// Records drained before the consumer yields to the runtime, so a flood cannot starve
+/// the other tasks on its worker thread.
+const DRAIN_BATCH: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SensorError {
+    #[error(transparent)]
+    Preflight(#[from] preflight::PreflightError),
+    #[error("cannot read the kernel's BTF from {path}: {source}")]
+    Btf {
+        path: &'static str,
+        #[source]
+        source: aya::BtfError,
+    },
+    #[error("the kernel refused the sensor object: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("the kernel refused program {program} (tp_btf/{tracepoint}): {source}")]
+    Program {
+        program: &'static str,
+        tracepoint: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("the sensor object has no {what} named {name} (build mismatch)")]
+    Missing { what: &'static str, name: &'static str },
+    #[error("sensor map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("cannot read the host mount namespace from {path}: {source}")]
+    HostNamespace {
+        path: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot watch the ring buffer: {0}")]
+    Poll(#[source] std::io::Error),
+}
+
+/// A loaded and attached sensor, not yet consuming.
+pub struct Sensor {
+    ebpf: Ebpf,
+    features: KernelFeatures,
+    host_mnt_ns: u32,
+    config: SensorConfig,
+}
+
+/// The mount namespace of the host: PID 1's when readable, else our own (the daemon runs
+/// in the host's mount namespace under systemd; in a DaemonSet it needs hostPID).
+pub fn host_mount_namespace() -> Result<u32, SensorError> {
+    match std::fs::metadata("/proc/1/ns/mnt") {
+        Ok(m) => Ok(m.ino() as u32),
+        Err(_) => std::fs::metadata("/proc/self/ns/mnt")
+            .map(|m| m.ino() as u32)
+            .map_err(|source| SensorError::HostNamespace {
+                path: "/proc/self/ns/mnt",
+                source,
+            }),
+    }
+}
+
+impl Sensor {
+    /// Checks the host, loads the object with the config baked into its globals, and
+    /// attaches every program.
+    pub fn load(config: &SensorConfig) -> Result<Self, SensorError> {
+        let features = preflight::check()?;
+        let btf = Btf::from_sys_fs().map_err(|source| SensorError::Btf {
+            path: preflight::VMLINUX_BTF,
+            source,
+        })?;
+        let host_mnt_ns = host_mount_namespace()?;
+        let monitor_host = u32::from(config.monitor_host);
+        let mut ebpf = EbpfLoader::new()
+            .btf(Some(&btf))
+            .override_global("host_mnt_ns", &host_mnt_ns, true)
+            .override_global("monitor_host", &monitor_host, true)
+            .override_global("wakeup_bytes", &config.wakeup_bytes, true)
+            .map_max_entries("lg_events", config.ring_buffer_bytes)
+            .load(SENSOR_OBJECT)
+            .map_err(SensorError::Load)?;
+        for (program, tracepoint) in PROGRAMS {
+            let prog: &mut BtfTracePoint = ebpf
+                .program_mut(program)
+                .ok_or(SensorError::Missing {
+                    what: "program",
+                    name: program,
+                })?
+                .try_into()
+                .map_err(|source| SensorError::Program {
+                    program,
+                    tracepoint,
+                    source,
+                })?;
+            prog.load(tracepoint, &btf)
+                .and_then(|()| prog.attach().map(drop))
+                .map_err(|source| SensorError::Program {
+                    program,
+                    tracepoint,
+                    source,
+                })?;
+            debug!(program, tracepoint, "attached");
+        }
+        Ok(Self {
+            ebpf,
+            features,
+            host_mnt_ns,
+            config: config.clone(),
+        })
+    }
+
+    pub fn features(&self) -> &KernelFeatures {
+        &self.features
+    }
+
+    pub fn host_mnt_ns(&self) -> u32 {
+        self.host_mnt_ns
+    }
+
+    pub fn programs(&self) -> Vec<String> {
+        PROGRAMS
+            .iter()
+            .map(|(p, t)| format!("{p} (tp_btf/{t})"))
+            .collect()
+    }
+
+    /// Consumes the ring buffer until `shutdown` turns true, then drops (detaches) the
+    /// programs. Events go to `tx`; if the receiver is gone the sensor stops.
+    pub async fn run(
+        mut self,
+        tx: mpsc::Sender<SensorEvent>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), SensorError> {
+        let ring = RingBuf::try_from(self.ebpf.take_map("lg_events").ok_or(
+            SensorError::Missing {
+                what: "map",
+                name: "lg_events",
+            },
+        )?)
+        .map_err(|source| SensorError::Map {
+            name: "lg_events",
+            source,
+        })?;
+        let stats: PerCpuArray<MapData, u64> =
+            PerCpuArray::try_from(self.ebpf.take_map("lg_stats").ok_or(
+                SensorError::Missing {
+                    what: "map",
+                    name: "lg_stats",
+                },
+            )?)
+            .map_err(|source| SensorError::Map {
+                name: "lg_stats",
+                source,
+            })?;
+        // SAFETY: the ring buffer owns its fd and keeps it open and unchanged for as long
+        // as the AsyncFd holds it; nothing else closes or replaces that fd.
+        let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|e| SensorError::Poll(e.into()))?;
+        let mut losses = LossTracker::default();
+        let mut drain = tokio::time::interval(self.config.drain_interval());
+        drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut stats_tick = tokio::time::interval(self.config.stats_interval());
+        stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut batch = Vec::with_capacity(DRAIN_BATCH);
+
+        info!(
+            programs = ?self.programs(),
+            host_mnt_ns = self.host_mnt_ns,
+            "sensor attached"
+        );
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.changed() => break,
+                guard = ring.readable_mut() => {
+                    let mut guard = guard.map_err(SensorError::Poll)?;
+                    let more = drain_into(guard.get_inner_mut(), &mut batch, &mut losses);
+                    if !more {
+                        guard.clear_ready();
+                    }
+                }
+                _ = drain.tick() => {
+                    drain_into(ring.get_mut(), &mut batch, &mut losses);
+                }
+                _ = stats_tick.tick() => {
+                    if let Some(lost) = losses.poll_kernel(&stats) {
+                        batch.push(SensorEvent::Lost(lost));
+                    }
+                }
+            }
+            for event in batch.drain(..) {
+                if tx.send(event).await.is_err() {
+                    info!("event consumer stopped; sensor stopping");
+                    return Ok(());
+                }
+            }
+        }
+        // A last look so that losses in the final interval are still reported.
+        drain_into(ring.get_mut(), &mut batch, &mut losses);
+        if let Some(lost) = losses.poll_kernel(&stats) {
+            batch.push(SensorEvent::Lost(lost));
+        }
+        for event in batch.drain(..) {
+            let _ = tx.send(event).await;
+        }
+        info!("sensor detached");
+        Ok(())
+    }
+}
+
+/// Decodes up to [`DRAIN_BATCH`] records; returns true when the ring may hold more.
+fn drain_into(ring: &mut RingBuf<MapData>, batch: &mut Vec<SensorEvent>, losses: &mut LossTracker) -> bool {
+    for _ in 0..DRAIN_BATCH {
+        let Some(item) = ring.next() else {
+            return false;
+        };
+        match event::decode(&item) {
+            Ok(ev) => batch.push(ev),
+            Err(e) => {
+                losses.undecodable += 1;
+                warn!(error = %e, "undecodable sensor record");
+            }
+        }
+    }
+    true
+}
+
+/// Turns the kernel's cumulative per-CPU loss counters into new-loss reports.
+#[derive(Default)]
+struct LossTracker {
+    reported: LossCounts,
+    undecodable: u64,
+}
+
+impl LossTracker {
+    fn poll_kernel(&mut self, stats: &PerCpuArray<MapData, u64>) -> Option<LossCounts> {
+        let sum = |idx: u32| -> u64 {
+            stats
+                .get(&idx, 0)
+                .map(|v| v.iter().sum())
+                .unwrap_or_else(|e| {
+                    warn!(error = %e, index = idx, "cannot read sensor counters");
+                    0
+                })
+        };
+        let now = LossCounts {
+            exec: sum(wire::STAT_EXEC_LOST),
+            fork: sum(wire::STAT_FORK_LOST),
+            exit: sum(wire::STAT_EXIT_LOST),
+            undecodable: self.undecodable,
+        };
+        self.diff(now)
+    }
+
+    fn diff(&mut self, now: LossCounts) -> Option<LossCounts> {
+        let new = LossCounts {
+            exec: now.exec.saturating_sub(self.reported.exec),
+            fork: now.fork.saturating_sub(self.reported.fork),
+            exit: now.exit.saturating_sub(self.reported.exit),
+            undecodable: now.undecodable.saturating_sub(self.reported.undecodable),
+        };
+        self.reported = now;
+        (new.total() > 0).then_some(new)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn losses_are_reported_once_as_increments() {
+        let mut t = LossTracker::default();
+        assert_eq!(t.diff(LossCounts::default()), None);
+        let first = t
+            .diff(LossCounts {
+                exec: 3,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(first.exec, 3);
+        assert_eq!(
+            t.diff(LossCounts {
+                exec: 3,
+                ..Default::default()
+            }),
+            None
+        );
+        let next = t
+            .diff(LossCounts {
+                exec: 5,
+                fork: 1,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!((next.exec, next.fork), (2, 1));
+    }
+}

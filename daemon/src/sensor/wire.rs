@@ -1,0 +1,186 @@
+//! The Rust mirror of `ebpf/layerguard.h`: the exact bytes the kernel sensor writes.
+//!
+//! Owns nothing but layout. Decoding into owned, checked events lives in `event.rs`.
+//! `tests::layouts_match_the_compiled_object` compares every struct here with the BTF of
+//! the object clang built from the header, so a change on one side alone fails the tests.
+
+pub const COMM_LEN: usize = 16;
+pub const PATH_LEN: usize = 256;
+pub const ARGV_LEN: usize = 512;
+
+pub const EVENT_EXEC: u32 = 1;
+pub const EVENT_FORK: u32 = 2;
+pub const EVENT_EXIT: u32 = 3;
+
+pub const EXEC_UPPER_LAYER: u32 = 1 << 0;
+pub const EXEC_MEMFD: u32 = 1 << 1;
+pub const EXEC_DELETED: u32 = 1 << 2;
+pub const EXEC_OVERLAY: u32 = 1 << 3;
+pub const EXEC_ARGV_TRUNCATED: u32 = 1 << 4;
+pub const EXEC_FILENAME_TRUNCATED: u32 = 1 << 5;
+pub const EXEC_INTERP_TRUNCATED: u32 = 1 << 6;
+pub const EXEC_HAS_INTERP: u32 = 1 << 7;
+
+/// Indexes of the per-CPU counters in the `lg_stats` map (`enum lg_stat`).
+pub const STAT_EXEC_SEEN: u32 = 0;
+pub const STAT_EXEC_LOST: u32 = 1;
+pub const STAT_FORK_LOST: u32 = 2;
+pub const STAT_EXIT_LOST: u32 = 3;
+pub const STAT_HOST_FILTERED: u32 = 4;
+pub const STAT_READ_ERRORS: u32 = 5;
+pub const STAT_COUNT: u32 = 8;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct EventHeader {
+    pub kind: u32,
+    pub cpu: u32,
+    pub ktime_ns: u64,
+    pub pid: u32,
+    pub tgid: u32,
+    pub mnt_ns: u32,
+    pub pid_ns: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FileId {
+    pub ino: u64,
+    pub dev: u32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecEvent {
+    pub hdr: EventHeader,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub flags: u32,
+    pub file: FileId,
+    pub real: FileId,
+    pub ctime_sec: i64,
+    pub ctime_nsec: u32,
+    pub nlink: u32,
+    pub size: u64,
+    pub mode: u32,
+    pub argc: u16,
+    pub argv_len: u16,
+    pub filename_len: u16,
+    pub interp_len: u16,
+    pub _pad: u32,
+    pub comm: [u8; COMM_LEN],
+    pub filename: [u8; PATH_LEN],
+    pub interp: [u8; PATH_LEN],
+    pub argv: [u8; ARGV_LEN],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ForkEvent {
+    pub hdr: EventHeader,
+    pub parent_tgid: u32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ExitEvent {
+    pub hdr: EventHeader,
+    pub exit_code: i32,
+    pub _pad: u32,
+}
+
+/// Marks the wire structs as plain bytes: any bit pattern is a valid value.
+///
+/// # Safety
+/// Implement only for `#[repr(C)]` structs made of integers and integer arrays.
+pub unsafe trait Pod: Copy {}
+unsafe impl Pod for EventHeader {}
+unsafe impl Pod for ExecEvent {}
+unsafe impl Pod for ForkEvent {}
+unsafe impl Pod for ExitEvent {}
+
+/// Reads a wire struct from the front of a ring buffer record; `None` if it is too short.
+pub fn read<T: Pod>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < std::mem::size_of::<T>() {
+        return None;
+    }
+    // SAFETY: T is Pod (any bit pattern is valid) and the length was checked; ring buffer
+    // records are only 8-byte aligned, hence read_unaligned.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sensor::btf_layout::{BtfLayouts, StructLayout};
+    use std::mem::{offset_of, size_of};
+
+    fn layouts() -> BtfLayouts {
+        BtfLayouts::from_elf(crate::sensor::SENSOR_OBJECT).expect("parse the sensor object's BTF")
+    }
+
+    fn check(layouts: &BtfLayouts, c_name: &str, size: usize, fields: &[(&str, usize)]) {
+        let s: &StructLayout = layouts
+            .get(c_name)
+            .unwrap_or_else(|| panic!("struct {c_name} is not in the sensor object's BTF"));
+        assert_eq!(s.size, size, "size of struct {c_name}: C {} vs Rust {size}", s.size);
+        let c_fields: Vec<&str> = s.members.iter().map(|m| m.name.as_str()).collect();
+        let rust_fields: Vec<&str> = fields.iter().map(|(n, _)| *n).collect();
+        assert_eq!(c_fields, rust_fields, "fields of struct {c_name} differ");
+        for (name, off) in fields {
+            let m = s.members.iter().find(|m| m.name == *name).unwrap();
+            assert_eq!(
+                m.offset_bytes, *off,
+                "offset of {c_name}.{name}: C {} vs Rust {off}",
+                m.offset_bytes
+            );
+        }
+    }
+
+    macro_rules! fields {
+        ($t:ty: $($f:ident),* $(,)?) => {
+            &[$((stringify!($f), offset_of!($t, $f))),*]
+        };
+    }
+
+    #[test]
+    fn layouts_match_the_compiled_object() {
+        let l = layouts();
+        check(
+            &l,
+            "lg_event_header",
+            size_of::<EventHeader>(),
+            fields!(EventHeader: kind, cpu, ktime_ns, pid, tgid, mnt_ns, pid_ns),
+        );
+        check(&l, "lg_file_id", size_of::<FileId>(), fields!(FileId: ino, dev, _pad));
+        check(
+            &l,
+            "lg_exec_event",
+            size_of::<ExecEvent>(),
+            fields!(ExecEvent: hdr, ppid, uid, gid, flags, file, real, ctime_sec, ctime_nsec,
+                nlink, size, mode, argc, argv_len, filename_len, interp_len, _pad, comm,
+                filename, interp, argv),
+        );
+        check(
+            &l,
+            "lg_fork_event",
+            size_of::<ForkEvent>(),
+            fields!(ForkEvent: hdr, parent_tgid, _pad),
+        );
+        check(
+            &l,
+            "lg_exit_event",
+            size_of::<ExitEvent>(),
+            fields!(ExitEvent: hdr, exit_code, _pad),
+        );
+    }
+
+    #[test]
+    fn short_records_are_rejected() {
+        assert!(read::<ForkEvent>(&[0u8; 8]).is_none());
+        assert!(read::<ForkEvent>(&[0u8; 40]).is_some());
+    }
+}

@@ -1,0 +1,135 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * The few kernel types the sensor reads, declared with only the fields it touches.
+ * preserve_access_index makes every access a CO-RE relocation, so the loader fixes the
+ * offsets against the running kernel's BTF; field names (not positions) are what count.
+ * Anonymous unions mirror the kernel's where a field lives inside one.
+ */
+#ifndef LAYERGUARD_KERNEL_H
+#define LAYERGUARD_KERNEL_H
+
+#include <linux/types.h>
+
+typedef __u8 u8;
+typedef __u16 u16;
+typedef __u32 u32;
+typedef __u64 u64;
+typedef __s64 s64;
+typedef int pid_t;
+typedef __u32 dev_t;
+typedef unsigned short umode_t;
+typedef long long loff_t;
+typedef long long time64_t;
+
+#pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
+
+struct super_block {
+	dev_t s_dev;
+	unsigned long s_magic;
+};
+
+struct timespec64 {
+	time64_t tv_sec;
+	long tv_nsec;
+};
+
+struct inode {
+	umode_t i_mode;
+	struct super_block *i_sb;
+	unsigned long i_ino;
+	union {
+		const unsigned int i_nlink;
+		unsigned int __i_nlink;
+	};
+	loff_t i_size;
+	time64_t i_ctime_sec;	/* kernels >= 6.11 */
+	u32 i_ctime_nsec;
+	struct timespec64 __i_ctime;	/* kernels 6.6 - 6.10 */
+};
+
+struct qstr {
+	const unsigned char *name;
+};
+
+struct dentry {
+	union {
+		struct qstr __d_name;
+		const struct qstr d_name;
+	};
+	struct inode *d_inode;
+};
+
+struct path {
+	struct dentry *dentry;
+};
+
+struct file {
+	struct inode *f_inode;
+	union {
+		const struct path f_path;
+		struct path __f_path;
+	};
+};
+
+struct ns_common {
+	unsigned int inum;
+};
+
+struct mnt_namespace {
+	struct ns_common ns;
+};
+
+struct pid_namespace {
+	struct ns_common ns;
+};
+
+struct nsproxy {
+	struct mnt_namespace *mnt_ns;
+	struct pid_namespace *pid_ns_for_children;
+};
+
+struct mm_struct {
+	struct {
+		unsigned long arg_start;
+		unsigned long arg_end;
+	};
+};
+
+struct task_struct {
+	pid_t pid;
+	pid_t tgid;
+	int exit_code;
+	struct task_struct *real_parent;
+	struct nsproxy *nsproxy;
+	struct mm_struct *mm;
+};
+
+struct linux_binprm {
+	struct file *file;
+	const char *filename;
+	const char *interp;
+	int argc;
+};
+
+/* overlayfs: the overlay inode is embedded in this, and knows its upper and lower dentries. */
+struct ovl_path {
+	const void *layer;
+	struct dentry *dentry;
+};
+
+struct ovl_entry {
+	unsigned int __numlower;
+	/* Only its offset is relocated: aya-obj rejects CO-RE access into zero-length arrays,
+	 * so the sensor adds the offset itself. */
+	struct ovl_path __lowerstack[0];
+};
+
+struct ovl_inode {
+	struct inode vfs_inode;
+	struct dentry *__upperdentry;
+	struct ovl_entry *oe;
+};
+
+#pragma clang attribute pop
+
+#endif

@@ -1,0 +1,254 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * The layerguard kernel sensor: process exec, fork and exit, from BTF tracepoints only
+ * (fentry, kprobes and the BPF LSM are not available on the hosts we target).
+ *
+ * What it owns: deciding in the kernel which events leave it (container mount namespaces
+ * only, unless host monitoring is on), reading everything about the executed file that
+ * is only true at exec time (inode identity, overlayfs upper/lower, memfd, link count),
+ * and counting every event it could not deliver. It does no policy: the daemon judges.
+ */
+#include <linux/bpf.h>
+#include "kernel.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "layerguard.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define OVERLAYFS_SUPER_MAGIC 0x794c7630
+#define TMPFS_MAGIC 0x01021994
+#define HUGETLBFS_MAGIC 0x958458f6
+#define ANON_INODE_FS_MAGIC 0x09041934
+#define S_IFMT 00170000
+
+/* Load-time settings, written by the daemon before load (aya override_global). */
+const volatile __u32 host_mnt_ns = 0;
+const volatile __u32 monitor_host = 0;
+/* Wake the consumer only once this many bytes wait; a timer in the daemon drains the rest.
+ * A wake-up per event would cost more than the whole program (measured: x1.12 exec time). */
+const volatile __u32 wakeup_bytes = 256 * 1024;
+
+/* Keeps every wire struct in the object's BTF (clang emits BTF only for types that globals,
+ * maps and functions reference; the exec event is a map value already), so a test can
+ * compare their layout with the Rust mirror. */
+struct lg_wire_types {
+	struct lg_fork_event fork;
+	struct lg_exit_event exit;
+};
+const volatile struct lg_wire_types lg_wire_anchor = {};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 * 1024 * 1024);
+} lg_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LG_STAT_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} lg_stats SEC(".maps");
+
+/* Exec events are too large for the BPF stack; they are assembled here, then copied. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lg_exec_event);
+} lg_exec_scratch SEC(".maps");
+
+static __always_inline void count(__u32 stat)
+{
+	__u64 *v = bpf_map_lookup_elem(&lg_stats, &stat);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline __u64 submit_flags(void)
+{
+	__u64 avail = bpf_ringbuf_query(&lg_events, BPF_RB_AVAIL_DATA);
+	return avail >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
+/* Fills the header; returns 0 when the task must not be reported (host, filtered). */
+static __always_inline int fill_header(struct lg_event_header *h, struct task_struct *task, __u32 kind)
+{
+	h->mnt_ns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
+	if (h->mnt_ns == host_mnt_ns && !monitor_host) {
+		count(LG_STAT_HOST_FILTERED);
+		return 0;
+	}
+	h->kind = kind;
+	h->cpu = bpf_get_smp_processor_id();
+	h->ktime_ns = bpf_ktime_get_ns();
+	h->pid = BPF_CORE_READ(task, pid);
+	h->tgid = BPF_CORE_READ(task, tgid);
+	h->pid_ns = BPF_CORE_READ(task, nsproxy, pid_ns_for_children, ns.inum);
+	return 1;
+}
+
+static __always_inline int name_starts_with_memfd(struct dentry *d)
+{
+	char name[8] = {};
+	const unsigned char *p = BPF_CORE_READ(d, d_name.name);
+	if (bpf_probe_read_kernel_str(name, sizeof(name), p) < 7)
+		return 0;
+	return name[0] == 'm' && name[1] == 'e' && name[2] == 'm' && name[3] == 'f' && name[4] == 'd' &&
+	       name[5] == ':';
+}
+
+static __always_inline void read_ctime(struct inode *inode, struct lg_exec_event *e)
+{
+	if (bpf_core_field_exists(inode->i_ctime_sec)) {
+		e->ctime_sec = BPF_CORE_READ(inode, i_ctime_sec);
+		/* Bit 31 is the multigrain "ctime was queried" flag, not time. */
+		e->ctime_nsec = BPF_CORE_READ(inode, i_ctime_nsec) & 0x7fffffff;
+	} else {
+		e->ctime_sec = BPF_CORE_READ(inode, __i_ctime.tv_sec);
+		e->ctime_nsec = BPF_CORE_READ(inode, __i_ctime.tv_nsec);
+	}
+}
+
+/*
+ * On overlayfs the inode the process sees is embedded in struct ovl_inode. A non-NULL
+ * __upperdentry means the file was copied up or created in the container; otherwise the
+ * first lower layer that has it holds the real inode.
+ */
+static __always_inline struct inode *overlay_real_inode(struct inode *inode, __u32 *flags)
+{
+	struct ovl_inode *oi = (void *)inode - bpf_core_field_offset(struct ovl_inode, vfs_inode);
+	struct dentry *upper = BPF_CORE_READ(oi, __upperdentry);
+	if (upper) {
+		*flags |= LG_EXEC_UPPER_LAYER;
+		return BPF_CORE_READ(upper, d_inode);
+	}
+	struct ovl_entry *oe = BPF_CORE_READ(oi, oe);
+	if (!oe || BPF_CORE_READ(oe, __numlower) == 0)
+		return 0;
+	struct ovl_path *lower = (void *)oe + bpf_core_field_offset(struct ovl_entry, __lowerstack);
+	struct dentry *ld = BPF_CORE_READ(lower, dentry);
+	return ld ? BPF_CORE_READ(ld, d_inode) : 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(lg_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
+{
+	__u32 zero = 0;
+	struct lg_exec_event *e = bpf_map_lookup_elem(&lg_exec_scratch, &zero);
+	if (!e)
+		return 0;
+	count(LG_STAT_EXEC_SEEN);
+	if (!fill_header(&e->hdr, task, LG_EVENT_EXEC))
+		return 0;
+
+	__u64 ugid = bpf_get_current_uid_gid();
+	e->uid = (__u32)ugid;
+	e->gid = ugid >> 32;
+	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	e->flags = 0;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+
+	struct file *file = BPF_CORE_READ(bprm, file);
+	struct inode *inode = BPF_CORE_READ(file, f_inode);
+	struct super_block *sb = BPF_CORE_READ(inode, i_sb);
+	unsigned long magic = BPF_CORE_READ(sb, s_magic);
+	e->file.ino = BPF_CORE_READ(inode, i_ino);
+	e->file.dev = BPF_CORE_READ(sb, s_dev);
+	e->file._pad = 0;
+	e->mode = BPF_CORE_READ(inode, i_mode);
+	e->nlink = BPF_CORE_READ(inode, __i_nlink);
+	if (e->nlink == 0)
+		e->flags |= LG_EXEC_DELETED;
+
+	struct inode *real = inode;
+	if (magic == OVERLAYFS_SUPER_MAGIC) {
+		e->flags |= LG_EXEC_OVERLAY;
+		struct inode *r = overlay_real_inode(inode, &e->flags);
+		if (r)
+			real = r;
+		else
+			count(LG_STAT_READ_ERRORS);
+	} else if (magic == ANON_INODE_FS_MAGIC) {
+		e->flags |= LG_EXEC_MEMFD;
+	} else if (magic == TMPFS_MAGIC || magic == HUGETLBFS_MAGIC) {
+		struct dentry *d = BPF_CORE_READ(file, f_path.dentry);
+		if (name_starts_with_memfd(d))
+			e->flags |= LG_EXEC_MEMFD;
+	}
+	e->real.ino = BPF_CORE_READ(real, i_ino);
+	e->real.dev = BPF_CORE_READ(real, i_sb, s_dev);
+	e->real._pad = 0;
+	e->size = BPF_CORE_READ(real, i_size);
+	read_ctime(real, e);
+
+	const char *filename = BPF_CORE_READ(bprm, filename);
+	const char *interp = BPF_CORE_READ(bprm, interp);
+	long n = bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), filename);
+	e->filename_len = n > 0 ? n - 1 : 0;
+	if (n == sizeof(e->filename))
+		e->flags |= LG_EXEC_FILENAME_TRUNCATED;
+	e->interp_len = 0;
+	e->interp[0] = 0;
+	if (interp && interp != filename) {
+		n = bpf_probe_read_kernel_str(e->interp, sizeof(e->interp), interp);
+		e->interp_len = n > 0 ? n - 1 : 0;
+		e->flags |= LG_EXEC_HAS_INTERP;
+		if (n == sizeof(e->interp))
+			e->flags |= LG_EXEC_INTERP_TRUNCATED;
+	}
+
+	/* argv sits in the new image's memory; this tracepoint runs in the exec'ing task. */
+	e->argc = BPF_CORE_READ(bprm, argc);
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
+	unsigned long start = BPF_CORE_READ(mm, arg_start);
+	unsigned long end = BPF_CORE_READ(mm, arg_end);
+	unsigned long len = end > start ? end - start : 0;
+	/* One byte short of the buffer so that a power-of-two mask proves the bound to the
+	 * verifier. */
+	if (len > LG_ARGV_LEN - 1) {
+		len = LG_ARGV_LEN - 1;
+		e->flags |= LG_EXEC_ARGV_TRUNCATED;
+	}
+	len &= LG_ARGV_LEN - 1;
+	e->argv_len = 0;
+	if (len > 0 && bpf_probe_read_user(e->argv, len, (void *)start) == 0)
+		e->argv_len = len;
+	else if (len > 0)
+		count(LG_STAT_READ_ERRORS);
+	e->_pad = 0;
+
+	if (bpf_ringbuf_output(&lg_events, e, sizeof(*e), submit_flags()) != 0)
+		count(LG_STAT_EXEC_LOST);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(lg_fork, struct task_struct *parent, struct task_struct *child)
+{
+	/* Threads share their process's identity; only new processes matter. */
+	if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
+		return 0;
+	struct lg_fork_event e = {};
+	if (!fill_header(&e.hdr, child, LG_EVENT_FORK))
+		return 0;
+	e.parent_tgid = BPF_CORE_READ(parent, tgid);
+	if (bpf_ringbuf_output(&lg_events, &e, sizeof(e), submit_flags()) != 0)
+		count(LG_STAT_FORK_LOST);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(lg_exit, struct task_struct *task)
+{
+	if (BPF_CORE_READ(task, pid) != BPF_CORE_READ(task, tgid))
+		return 0;
+	struct lg_exit_event e = {};
+	if (!fill_header(&e.hdr, task, LG_EVENT_EXIT))
+		return 0;
+	e.exit_code = BPF_CORE_READ(task, exit_code);
+	if (bpf_ringbuf_output(&lg_events, &e, sizeof(e), submit_flags()) != 0)
+		count(LG_STAT_EXIT_LOST);
+	return 0;
+}
