@@ -43,6 +43,8 @@ struct Ready<'a> {
 }
 
 pub async fn run(config: Config) -> Result<(), RunError> {
+    // Privileges and BTF first: a non-root user should hear that, not a state-dir error.
+    crate::sensor::preflight::check().map_err(SensorError::from)?;
     std::fs::create_dir_all(&config.state_dir).map_err(|source| RunError::StateDir {
         path: config.state_dir.clone(),
         source,

@@ -12,7 +12,7 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
     #[error(
-        "layerguard must run as root (it needs CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN to load \
+        "the daemon must run as root (it needs CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN to load \
          its eBPF sensor); run it with sudo"
     )]
     NotPrivileged,

@@ -1,0 +1,82 @@
+# layerguard: `sudo make run` and `sudo make test` work on a fresh Debian/Ubuntu host.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+export PATH := $(HOME)/.cargo/bin:/root/.cargo/bin:/usr/local/sbin:/usr/sbin:/sbin:$(PATH)
+
+DEB_PACKAGES := build-essential clang libbpf-dev protobuf-compiler libprotobuf-dev \
+	containerd runc busybox-static python3 pkg-config
+HOST_CONTAINERD_SOCK := /run/containerd/containerd.sock
+PRIVATE_DIR := /var/lib/layerguard/containerd
+PRIVATE_RUN := /run/layerguard/containerd
+PRIVATE_SOCK := $(PRIVATE_RUN)/containerd.sock
+RELEASE_BIN := target/release/layerguard
+# Extra arguments for `make run`, e.g. ARGS="--log-format text".
+ARGS ?=
+
+.PHONY: all deps build release run test unit-test integration-test lint bench clean
+
+all: build
+
+## deps: install the Debian packages layerguard needs (only those missing).
+deps:
+	@if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root (sudo make ...): it installs Debian packages" >&2; exit 1; fi
+	@missing=""; for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		apt-get update -q; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+	@command -v cargo >/dev/null || { echo "make deps: cargo not found; install Rust (rustup) first" >&2; exit 1; }
+
+build: deps
+	cargo build --workspace --all-targets
+
+release: deps
+	cargo build --release -p layerguard
+
+## run: build, make sure a containerd answers (a private one if needed), run the daemon.
+run: release
+	@mkdir -p /run/layerguard
+	@if ctr --address $(HOST_CONTAINERD_SOCK) version >/dev/null 2>&1; then \
+		echo "using the running containerd at $(HOST_CONTAINERD_SOCK)"; \
+		exec $(RELEASE_BIN) run --containerd-socket $(HOST_CONTAINERD_SOCK) $(ARGS); \
+	fi; \
+	mkdir -p $(PRIVATE_DIR) $(PRIVATE_RUN); \
+	printf '%s\n' 'version = 2' 'root = "$(PRIVATE_DIR)/root"' 'state = "$(PRIVATE_RUN)/state"' \
+		'disabled_plugins = ["io.containerd.grpc.v1.cri"]' \
+		'[grpc]' '  address = "$(PRIVATE_SOCK)"' '[ttrpc]' '  address = "$(PRIVATE_SOCK).ttrpc"' \
+		'[debug]' '  address = "$(PRIVATE_SOCK).debug"' > $(PRIVATE_DIR)/config.toml; \
+	if ! ctr --address $(PRIVATE_SOCK) version >/dev/null 2>&1; then \
+		echo "no containerd at $(HOST_CONTAINERD_SOCK): starting a private one at $(PRIVATE_SOCK) (log: $(PRIVATE_DIR)/containerd.log)"; \
+		containerd --config $(PRIVATE_DIR)/config.toml >$(PRIVATE_DIR)/containerd.log 2>&1 & cpid=$$!; \
+		trap 'kill $$cpid 2>/dev/null; wait $$cpid 2>/dev/null' EXIT; \
+		for i in $$(seq 50); do ctr --address $(PRIVATE_SOCK) version >/dev/null 2>&1 && break; sleep 0.1; done; \
+		echo "use it with: ctr --address $(PRIVATE_SOCK) ..."; \
+	fi; \
+	$(RELEASE_BIN) run --containerd-socket $(PRIVATE_SOCK) $(ARGS)
+
+## test: everything CI checks: format, lints, unit tests, real-kernel/real-containerd tests.
+test: deps lint
+	cargo build --workspace --all-targets
+	cargo build --release -p layerguard
+	LAYERGUARD_BIN=$(CURDIR)/$(RELEASE_BIN) cargo test --workspace --all-targets -- --test-threads=1
+
+unit-test: deps
+	cargo test -p layerguard
+
+integration-test: release
+	LAYERGUARD_BIN=$(CURDIR)/$(RELEASE_BIN) cargo test -p layerguard-tests -- --test-threads=1
+
+lint: deps
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+## bench: overhead and throughput, each as a ratio against a baseline in the same run.
+bench: release
+	cargo run --release -p layerguard-bench -- --layerguard $(CURDIR)/$(RELEASE_BIN)
+
+clean:
+	cargo clean
