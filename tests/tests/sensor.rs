@@ -1,0 +1,348 @@
+//! The kernel sensor, end to end: the real daemon, a real containerd, real containers.
+//!
+//! User story: an operator runs `layerguard run` on a node and every program a container
+//! executes shows up as one exec record that tells where the file really lives (image
+//! layer or the container's writable layer, memfd), while the host's own processes stay
+//! out of it.
+
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+use layerguard_tests::{
+    build_static_c, busybox_image, require_root, unique_id, Container, DaemonProcess, Layer,
+    PrivateContainerd,
+};
+use serde_json::Value;
+use tempfile::TempDir;
+
+const NS: &str = "lg-sensor";
+const WAIT: Duration = Duration::from_secs(20);
+
+const MEMFD_EXEC_C: &str = include_str!("../c/memfd_exec.c");
+const TINY_C: &str = include_str!("../../bench/c/tiny.c");
+
+/// A private containerd, a busybox image with a few test programs, one running container
+/// and the daemon watching it.
+struct Node {
+    daemon: DaemonProcess,
+    container: Container,
+    host_mnt_ns: u64,
+    container_mnt_ns: u64,
+    _state: TempDir,
+    _containerd: PrivateContainerd,
+}
+
+fn start_node(extra_daemon_args: &[&str]) -> Node {
+    require_root();
+    let containerd = PrivateContainerd::start().expect("start private containerd");
+    let memfd_exec = build_static_c("memfd_exec", MEMFD_EXEC_C).expect("build memfd_exec");
+    let tiny = build_static_c("tiny", TINY_C).expect("build tiny");
+    let image = busybox_image("layerguard.test/sensor:1")
+        .expect("busybox image")
+        .layer(
+            Layer::new()
+                .file_from_host("/usr/local/bin/memfd_exec", memfd_exec, 0o755)
+                .file_from_host("/usr/local/bin/tiny", tiny, 0o755)
+                .file(
+                    "/app/hello.sh",
+                    "#!/bin/sh\necho hello-from-script\n",
+                    0o755,
+                ),
+        )
+        .import(&containerd, NS)
+        .expect("import image");
+
+    let state = tempfile::tempdir().expect("state dir");
+    let socket = containerd.socket_path();
+    let mut args = vec![
+        "run",
+        "--containerd-socket",
+        socket.to_str().unwrap(),
+        "--state-dir",
+        state.path().to_str().unwrap(),
+        "--log-format",
+        "json",
+    ];
+    args.extend_from_slice(extra_daemon_args);
+    let mut daemon = DaemonProcess::spawn(&args).expect("spawn daemon");
+    let ready = daemon.wait_ready(WAIT).expect("daemon ready");
+    let host_mnt_ns = ready["host_mnt_ns"]
+        .as_u64()
+        .expect("ready line has host_mnt_ns");
+
+    let container = Container::run_detached(
+        &containerd,
+        NS,
+        &image.reference,
+        &unique_id("sensor"),
+        &["sleep", "600"],
+        &[],
+    )
+    .expect("run container");
+    let pid = container.pid().expect("container pid");
+    let container_mnt_ns = std::fs::metadata(format!("/proc/{pid}/ns/mnt"))
+        .expect("container mount namespace")
+        .ino();
+    Node {
+        daemon,
+        container,
+        host_mnt_ns,
+        container_mnt_ns,
+        _state: state,
+        _containerd: containerd,
+    }
+}
+
+fn argv_is(v: &Value, argv: &[&str]) -> bool {
+    v["message"] == "exec"
+        && v["argv"].as_array().is_some_and(|a| {
+            a.iter()
+                .map(|x| x.as_str())
+                .eq(argv.iter().map(|s| Some(*s)))
+        })
+}
+
+impl Node {
+    /// Runs `args` in the container and returns the exec record whose argv is `expect_argv`.
+    fn exec_and_find(&self, args: &[&str], expect_argv: &[&str]) -> Value {
+        let cursor = self.daemon.cursor();
+        let out = self.container.exec(args).expect("exec in container");
+        assert!(
+            out.status.success(),
+            "{args:?} failed in the container: {out:?}"
+        );
+        self.daemon
+            .wait_for_line_after(cursor, |v| argv_is(v, expect_argv), WAIT)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no exec record with argv {expect_argv:?}; daemon output:\n{}",
+                    self.daemon.dump_string(40)
+                )
+            })
+    }
+}
+
+#[test]
+fn image_binary_exec_is_logged_with_the_container_mount_namespace_and_lower_layer() {
+    let node = start_node(&[]);
+    let marker = unique_id("image-bin");
+    let rec = node.exec_and_find(
+        &["/bin/busybox", "echo", &marker],
+        &["/bin/busybox", "echo", &marker],
+    );
+    assert_eq!(
+        rec["process"]["mnt_ns"].as_u64(),
+        Some(node.container_mnt_ns)
+    );
+    assert_ne!(node.container_mnt_ns, node.host_mnt_ns);
+    assert_eq!(rec["filename"], "/bin/busybox");
+    assert_eq!(rec["overlay"], true, "{rec}");
+    assert_eq!(rec["upper_layer"], false, "{rec}");
+    assert_eq!(rec["memfd"], false);
+    assert_eq!(rec["deleted"], false);
+    // The lower file is the busybox layer's copy: same size as the host's static busybox.
+    let host_size = std::fs::metadata("/bin/busybox").unwrap().len();
+    assert_eq!(rec["size"].as_u64(), Some(host_size), "{rec}");
+}
+
+#[test]
+fn binary_copied_to_tmp_is_logged_in_the_upper_layer() {
+    let node = start_node(&[]);
+    let marker = unique_id("dropped");
+    let out = node
+        .container
+        // busybox picks its applet from argv[0]: the copy is named after one.
+        .exec(&["cp", "/bin/busybox", "/tmp/echo"])
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let rec = node.exec_and_find(&["/tmp/echo", &marker], &["/tmp/echo", &marker]);
+    assert_eq!(rec["filename"], "/tmp/echo");
+    assert_eq!(rec["upper_layer"], true, "{rec}");
+    assert_eq!(
+        rec["process"]["mnt_ns"].as_u64(),
+        Some(node.container_mnt_ns)
+    );
+    // The real inode is the upper dir's file, on the host filesystem.
+    let upper = node.container.upper_dir().unwrap().join("tmp/echo");
+    let meta = std::fs::metadata(&upper).expect("dropped file in the upper dir");
+    assert_eq!(rec["real_file"]["ino"].as_u64(), Some(meta.ino()), "{rec}");
+    assert_eq!(rec["real_file"]["dev"].as_u64(), Some(meta.dev()), "{rec}");
+}
+
+#[test]
+fn chmod_of_an_image_binary_copies_it_up_to_a_new_real_inode() {
+    let node = start_node(&[]);
+    let before = node.exec_and_find(
+        &["/bin/busybox", "echo", "before"],
+        &["/bin/busybox", "echo", "before"],
+    );
+    assert_eq!(before["upper_layer"], false, "{before}");
+    let lower_ino = before["real_file"]["ino"].as_u64().unwrap();
+    // The lower inode is the one in the image's layer directory on the host.
+    let lower = node.container.lower_dirs().unwrap()[0].join("bin/busybox");
+    assert_eq!(
+        std::fs::metadata(&lower).unwrap().ino(),
+        lower_ino,
+        "{before}"
+    );
+
+    let out = node
+        .container
+        .exec(&["chmod", "0775", "/bin/busybox"])
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let after = node.exec_and_find(
+        &["/bin/busybox", "echo", "after"],
+        &["/bin/busybox", "echo", "after"],
+    );
+    assert_eq!(after["upper_layer"], true, "{after}");
+    let upper_ino = after["real_file"]["ino"].as_u64().unwrap();
+    assert_ne!(
+        upper_ino, lower_ino,
+        "copy-up must give a new real inode: {after}"
+    );
+    let upper = node.container.upper_dir().unwrap().join("bin/busybox");
+    assert_eq!(
+        std::fs::metadata(&upper).unwrap().ino(),
+        upper_ino,
+        "{after}"
+    );
+    // The overlay inode number the process sees does not change with copy-up, which is why
+    // the sensor reports the real one.
+    assert_eq!(after["file"]["ino"], before["file"]["ino"]);
+}
+
+#[test]
+fn script_exec_shows_script_and_interpreter() {
+    let node = start_node(&[]);
+    let rec = node.exec_and_find(&["/app/hello.sh", "x"], &["/bin/sh", "/app/hello.sh", "x"]);
+    assert_eq!(rec["filename"], "/app/hello.sh", "{rec}");
+    assert_eq!(rec["interpreter"], "/bin/sh", "{rec}");
+
+    // Relative path, as a shell runs `./x.sh`.
+    let cursor = node.daemon.cursor();
+    let out = node
+        .container
+        .exec(&["sh", "-c", "cd /app && ./hello.sh rel"])
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let rel = node
+        .daemon
+        .wait_for_line_after(
+            cursor,
+            |v| v["message"] == "exec" && v["filename"] == "./hello.sh",
+            WAIT,
+        )
+        .unwrap_or_else(|| panic!("no ./hello.sh exec:\n{}", node.daemon.dump_string(30)));
+    assert_eq!(rel["interpreter"], "/bin/sh", "{rel}");
+}
+
+#[test]
+fn memfd_exec_is_flagged() {
+    let node = start_node(&[]);
+    let marker = unique_id("memfd");
+    let rec = node.exec_and_find(
+        &["/usr/local/bin/memfd_exec", "/bin/busybox", "echo", &marker],
+        &["/bin/busybox", "echo", &marker],
+    );
+    assert_eq!(rec["memfd"], true, "{rec}");
+    assert!(
+        rec["filename"].as_str().unwrap().starts_with("/dev/fd/"),
+        "fexecve passes /dev/fd/N: {rec}"
+    );
+    assert_eq!(rec["overlay"], false, "{rec}");
+}
+
+#[test]
+fn processes_living_under_a_millisecond_are_all_seen() {
+    let node = start_node(&[]);
+    const N: usize = 25;
+    let script = format!("for i in $(seq {N}); do /usr/local/bin/tiny; done");
+    let out = node.container.exec(&["sh", "-c", &script]).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // The loop's end is marked by an exec after it; every tiny exec before it must be there.
+    let marker = unique_id("after-tiny");
+    node.exec_and_find(
+        &["/bin/busybox", "echo", &marker],
+        &["/bin/busybox", "echo", &marker],
+    );
+    let seen = node
+        .daemon
+        .json_lines()
+        .iter()
+        .filter(|v| v["message"] == "exec" && v["filename"] == "/usr/local/bin/tiny")
+        .filter(|v| v["process"]["mnt_ns"].as_u64() == Some(node.container_mnt_ns))
+        .count();
+    assert_eq!(
+        seen, N,
+        "a program that exits at once (tiny: _exit(0)) must still be seen"
+    );
+}
+
+#[test]
+fn host_execs_are_not_logged_by_default() {
+    let node = start_node(&[]);
+    let host_marker = unique_id("host");
+    let out = std::process::Command::new("/bin/echo")
+        .arg(&host_marker)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // Events leave the ring buffer in order: once a later container exec is seen, the host
+    // exec would have been seen too.
+    let marker = unique_id("container");
+    node.exec_and_find(
+        &["/bin/busybox", "echo", &marker],
+        &["/bin/busybox", "echo", &marker],
+    );
+    let leaked: Vec<Value> = node
+        .daemon
+        .json_lines()
+        .into_iter()
+        .filter(|v| v["message"] == "exec")
+        .filter(|v| {
+            v["process"]["mnt_ns"].as_u64() == Some(node.host_mnt_ns)
+                || v.to_string().contains(&host_marker)
+        })
+        .collect();
+    assert!(leaked.is_empty(), "host execs were logged: {leaked:?}");
+}
+
+#[test]
+fn host_execs_are_logged_with_monitor_host() {
+    let node = start_node(&["--monitor-host"]);
+    let host_marker = unique_id("host");
+    let cursor = node.daemon.cursor();
+    let out = std::process::Command::new("/bin/echo")
+        .arg(&host_marker)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let rec = node
+        .daemon
+        .wait_for_line_after(cursor, |v| argv_is(v, &["/bin/echo", &host_marker]), WAIT)
+        .unwrap_or_else(|| panic!("host exec not logged:\n{}", node.daemon.dump_string(30)));
+    assert_eq!(rec["process"]["mnt_ns"].as_u64(), Some(node.host_mnt_ns));
+}
+
+#[test]
+fn sigterm_detaches_the_sensor_and_exits_cleanly() {
+    let mut node = start_node(&[]);
+    let status = node.daemon.stop().expect("stop daemon");
+    assert!(status.success(), "exit status {status:?}");
+    let lines = node.daemon.json_lines();
+    assert!(lines.iter().any(|v| v["message"] == "sensor detached"));
+    assert!(lines.iter().any(|v| v["message"] == "layerguard stopped"));
+    // No layerguard program stays attached after exit.
+    let progs = std::process::Command::new("bpftool")
+        .args(["prog", "show"])
+        .output();
+    if let Ok(out) = progs {
+        let text = String::from_utf8_lossy(&out.stdout);
+        let pid = node.daemon.pid();
+        assert!(
+            !text.contains(&format!("pids layerguard({pid})")),
+            "programs still held by the daemon:\n{text}"
+        );
+    }
+}
