@@ -25,7 +25,15 @@ fn main() {
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "x86_64-linux-gnu".to_string());
     let status = Command::new(&clang)
-        .args(["-target", "bpf", "-O2", "-g", "-Wall", "-Werror", "-D__TARGET_ARCH_x86"])
+        .args([
+            "-target",
+            "bpf",
+            "-O2",
+            "-g",
+            "-Wall",
+            "-Werror",
+            "-D__TARGET_ARCH_x86",
+        ])
         .arg(format!("-I/usr/include/{multiarch}"))
         .arg("-I")
         .arg(&ebpf)

@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "layerguard", version, about = "Runtime integrity daemon for container hosts")]
+#[command(
+    name = "layerguard",
+    version,
+    about = "Runtime integrity daemon for container hosts"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -51,7 +55,11 @@ impl RunArgs {
         let mut o = Vec::new();
         let path = |p: &PathBuf| p.display().to_string();
         if let Some(p) = &self.containerd_socket {
-            o.push(Override::new("--containerd-socket", "containerd_socket", path(p)));
+            o.push(Override::new(
+                "--containerd-socket",
+                "containerd_socket",
+                path(p),
+            ));
         }
         if let Some(p) = &self.state_dir {
             o.push(Override::new("--state-dir", "state_dir", path(p)));

@@ -76,11 +76,11 @@ impl BtfLayouts {
             pos += 12;
             // Each kind is followed by kind-specific data; its size is all we need to skip it.
             let extra = match kind {
-                1 | 14 | 17 => 4,        // INT, VAR, DECL_TAG
-                3 => 12,                 // ARRAY
-                4 | 5 => 12 * vlen,      // STRUCT, UNION
-                6 | 13 => 8 * vlen,      // ENUM, FUNC_PROTO
-                15 | 19 => 12 * vlen,    // DATASEC, ENUM64
+                1 | 14 | 17 => 4,     // INT, VAR, DECL_TAG
+                3 => 12,              // ARRAY
+                4 | 5 => 12 * vlen,   // STRUCT, UNION
+                6 | 13 => 8 * vlen,   // ENUM, FUNC_PROTO
+                15 | 19 => 12 * vlen, // DATASEC, ENUM64
                 2 | 7..=12 | 16 | 18 => 0,
                 other => return Err(format!("unknown BTF kind {other}")),
             };

@@ -125,7 +125,11 @@ pub enum DecodeError {
     #[error("ring buffer record of {len} bytes is shorter than its header")]
     Short { len: usize },
     #[error("ring buffer record of kind {kind} has {len} bytes, expected {expected}")]
-    Size { kind: u32, len: usize, expected: usize },
+    Size {
+        kind: u32,
+        len: usize,
+        expected: usize,
+    },
     #[error("unknown event kind {kind}")]
     UnknownKind { kind: u32 },
 }
@@ -230,7 +234,10 @@ mod tests {
 
     #[test]
     fn argv_is_split_on_nul() {
-        assert_eq!(split_argv(b"/bin/ls\0-l\0/tmp\0"), vec!["/bin/ls", "-l", "/tmp"]);
+        assert_eq!(
+            split_argv(b"/bin/ls\0-l\0/tmp\0"),
+            vec!["/bin/ls", "-l", "/tmp"]
+        );
         assert_eq!(split_argv(b"truncat"), vec!["truncat"]);
         assert!(split_argv(b"").is_empty());
     }
@@ -270,7 +277,10 @@ mod tests {
         assert_eq!(decode(&[0; 4]).unwrap_err(), DecodeError::Short { len: 4 });
         let mut b = [0u8; 40];
         b[0] = 9;
-        assert_eq!(decode(&b).unwrap_err(), DecodeError::UnknownKind { kind: 9 });
+        assert_eq!(
+            decode(&b).unwrap_err(),
+            DecodeError::UnknownKind { kind: 9 }
+        );
         b[0] = wire::EVENT_EXEC as u8;
         assert!(matches!(decode(&b).unwrap_err(), DecodeError::Size { .. }));
     }

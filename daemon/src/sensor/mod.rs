@@ -60,7 +60,10 @@ pub enum SensorError {
         source: aya::programs::ProgramError,
     },
     #[error("the sensor object has no {what} named {name} (build mismatch)")]
-    Missing { what: &'static str, name: &'static str },
+    Missing {
+        what: &'static str,
+        name: &'static str,
+    },
     #[error("sensor map {name}: {source}")]
     Map {
         name: &'static str,
@@ -181,12 +184,10 @@ impl Sensor {
             source,
         })?;
         let stats: PerCpuArray<MapData, u64> =
-            PerCpuArray::try_from(self.ebpf.take_map("lg_stats").ok_or(
-                SensorError::Missing {
-                    what: "map",
-                    name: "lg_stats",
-                },
-            )?)
+            PerCpuArray::try_from(self.ebpf.take_map("lg_stats").ok_or(SensorError::Missing {
+                what: "map",
+                name: "lg_stats",
+            })?)
             .map_err(|source| SensorError::Map {
                 name: "lg_stats",
                 source,
@@ -248,7 +249,11 @@ impl Sensor {
 }
 
 /// Decodes up to [`DRAIN_BATCH`] records; returns true when the ring may hold more.
-fn drain_into(ring: &mut RingBuf<MapData>, batch: &mut Vec<SensorEvent>, losses: &mut LossTracker) -> bool {
+fn drain_into(
+    ring: &mut RingBuf<MapData>,
+    batch: &mut Vec<SensorEvent>,
+    losses: &mut LossTracker,
+) -> bool {
     for _ in 0..DRAIN_BATCH {
         let Some(item) = ring.next() else {
             return false;

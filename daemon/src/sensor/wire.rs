@@ -126,7 +126,11 @@ mod tests {
         let s: &StructLayout = layouts
             .get(c_name)
             .unwrap_or_else(|| panic!("struct {c_name} is not in the sensor object's BTF"));
-        assert_eq!(s.size, size, "size of struct {c_name}: C {} vs Rust {size}", s.size);
+        assert_eq!(
+            s.size, size,
+            "size of struct {c_name}: C {} vs Rust {size}",
+            s.size
+        );
         let c_fields: Vec<&str> = s.members.iter().map(|m| m.name.as_str()).collect();
         let rust_fields: Vec<&str> = fields.iter().map(|(n, _)| *n).collect();
         assert_eq!(c_fields, rust_fields, "fields of struct {c_name} differ");
@@ -155,7 +159,12 @@ mod tests {
             size_of::<EventHeader>(),
             fields!(EventHeader: kind, cpu, ktime_ns, pid, tgid, mnt_ns, pid_ns),
         );
-        check(&l, "lg_file_id", size_of::<FileId>(), fields!(FileId: ino, dev, _pad));
+        check(
+            &l,
+            "lg_file_id",
+            size_of::<FileId>(),
+            fields!(FileId: ino, dev, _pad),
+        );
         check(
             &l,
             "lg_exec_event",
