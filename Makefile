@@ -11,6 +11,7 @@ PRIVATE_DIR := /var/lib/layerguard/containerd
 PRIVATE_RUN := /run/layerguard/containerd
 PRIVATE_SOCK := $(PRIVATE_RUN)/containerd.sock
 RELEASE_BIN := target/release/layerguard
+DEBUG_BIN := target/debug/layerguard
 # Extra arguments for `make run`, e.g. ARGS="--log-format text".
 ARGS ?=
 
@@ -59,16 +60,17 @@ run: release
 	$(RELEASE_BIN) run --containerd-socket $(PRIVATE_SOCK) $(ARGS)
 
 ## test: everything CI checks: format, lints, unit tests, real-kernel/real-containerd tests.
+# The integration tests run the debug daemon: a release build would double CI's compile
+# time, and no test asserts speed (that is `make bench`).
 test: deps lint
 	cargo build --workspace --all-targets
-	cargo build --release -p layerguard
-	LAYERGUARD_BIN=$(CURDIR)/$(RELEASE_BIN) cargo test --workspace --all-targets -- --test-threads=1
+	LAYERGUARD_BIN=$(CURDIR)/$(DEBUG_BIN) cargo test --workspace --all-targets -- --test-threads=1
 
 unit-test: deps
 	cargo test -p layerguard
 
-integration-test: release
-	LAYERGUARD_BIN=$(CURDIR)/$(RELEASE_BIN) cargo test -p layerguard-tests -- --test-threads=1
+integration-test: build
+	LAYERGUARD_BIN=$(CURDIR)/$(DEBUG_BIN) cargo test -p layerguard-tests -- --test-threads=1
 
 lint: deps
 	cargo fmt --all -- --check

@@ -52,6 +52,7 @@ struct qstr {
 };
 
 struct dentry {
+	struct dentry *d_parent;
 	union {
 		struct qstr __d_name;
 		const struct qstr d_name;
@@ -59,8 +60,25 @@ struct dentry {
 	struct inode *d_inode;
 };
 
+struct vfsmount {
+	struct dentry *mnt_root;
+};
+
 struct path {
+	struct vfsmount *mnt;
 	struct dentry *dentry;
+};
+
+/* The mount a vfsmount is embedded in: how a path walk crosses to the parent mount. */
+struct mount {
+	struct mount *mnt_parent;
+	struct dentry *mnt_mountpoint;
+	struct vfsmount mnt;
+};
+
+struct fs_struct {
+	struct path root;
+	struct path pwd;
 };
 
 struct file {
@@ -102,6 +120,7 @@ struct task_struct {
 	struct task_struct *real_parent;
 	struct nsproxy *nsproxy;
 	struct mm_struct *mm;
+	struct fs_struct *fs;
 };
 
 struct linux_binprm {

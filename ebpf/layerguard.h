@@ -16,6 +16,8 @@
 #define LG_COMM_LEN 16
 #define LG_PATH_LEN 256
 #define LG_ARGV_LEN 512
+#define LG_CWD_DEPTH 16		/* path components of the cwd kept */
+#define LG_CWD_NAME 32		/* bytes per component, NUL included */
 
 enum lg_event_kind {
 	LG_EVENT_EXEC = 1,
@@ -32,6 +34,8 @@ enum lg_event_kind {
 #define LG_EXEC_FILENAME_TRUNCATED (1u << 5)
 #define LG_EXEC_INTERP_TRUNCATED (1u << 6)
 #define LG_EXEC_HAS_INTERP (1u << 7)	/* bprm->interp differs from bprm->filename (#! script) */
+#define LG_EXEC_HAS_CWD (1u << 8)	/* cwd was read (only for relative filenames) */
+#define LG_EXEC_CWD_TRUNCATED (1u << 9)	/* deeper than LG_CWD_DEPTH or a name cut */
 
 /* Indexes of the per-CPU counters in the lg_stats map. */
 enum lg_stat {
@@ -78,11 +82,16 @@ struct lg_exec_event {
 	__u16 argv_len;		/* bytes used in argv, NUL separated */
 	__u16 filename_len;	/* without the NUL */
 	__u16 interp_len;
-	__u32 _pad;
+	__u16 cwd_depth;	/* components in cwd, leaf first */
+	__u16 _pad;
 	char comm[LG_COMM_LEN];
 	char filename[LG_PATH_LEN];	/* as the caller passed it */
 	char interp[LG_PATH_LEN];	/* the interpreter, when LG_EXEC_HAS_INTERP */
 	char argv[LG_ARGV_LEN];
+	/* The working directory inside the task's root, when filename is relative (a process
+	 * that is gone before the daemon looks can no longer tell it): one name per slot,
+	 * leaf first, so that no write needs a variable offset the verifier must bound. */
+	char cwd[LG_CWD_DEPTH][LG_CWD_NAME];
 };
 
 struct lg_fork_event {

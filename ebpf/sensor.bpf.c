@@ -132,6 +132,96 @@ static __always_inline struct inode *overlay_real_inode(struct inode *inode, __u
 	return ld ? BPF_CORE_READ(ld, d_inode) : 0;
 }
 
+/* State of the cwd walk, shared with the bpf_loop callback. */
+struct cwd_walk {
+	struct lg_exec_event *e;
+	struct dentry *d;
+	struct vfsmount *vfs;
+	struct mount *mnt;
+	struct dentry *root;
+	struct vfsmount *root_mnt;
+	__u32 n;
+	__u32 complete;
+	/* Field offsets, relocated in the main program: aya 0.14 does not apply CO-RE
+	 * relocations inside a bpf_loop callback (it poisons them). */
+	__u64 off_mnt_root;
+	__u64 off_mnt_parent;
+	__u64 off_mnt_mountpoint;
+	__u64 off_mount_mnt;
+	__u64 off_d_parent;
+	__u64 off_d_name_name;
+};
+
+static __always_inline void *read_ptr(void *base, __u64 off)
+{
+	void *p = 0;
+	bpf_probe_read_kernel(&p, sizeof(p), base + off);
+	return p;
+}
+
+/* One step up from w->d: a name, or a crossing to the parent mount. Returns 1 to stop. */
+static long cwd_step(__u64 index, void *ctx)
+{
+	struct cwd_walk *w = ctx;
+	if (w->d == w->root && w->vfs == w->root_mnt) {
+		w->complete = 1;
+		return 1;
+	}
+	if (w->d == read_ptr(w->vfs, w->off_mnt_root)) {
+		struct mount *parent = read_ptr(w->mnt, w->off_mnt_parent);
+		if (parent == w->mnt) {
+			w->complete = 1; /* the namespace's root mount */
+			return 1;
+		}
+		w->d = read_ptr(w->mnt, w->off_mnt_mountpoint);
+		w->mnt = parent;
+		w->vfs = (void *)parent + w->off_mount_mnt;
+		return 0;
+	}
+	if (w->n >= LG_CWD_DEPTH)
+		return 1;
+	struct lg_exec_event *e = w->e;
+	long len = bpf_probe_read_kernel_str(e->cwd[w->n & (LG_CWD_DEPTH - 1)], LG_CWD_NAME,
+					     read_ptr(w->d, w->off_d_name_name));
+	if (len == LG_CWD_NAME)
+		e->flags |= LG_EXEC_CWD_TRUNCATED;
+	w->n++;
+	w->d = read_ptr(w->d, w->off_d_parent);
+	return 0;
+}
+
+/*
+ * Records the task's working directory, relative to its root, in e->cwd: at most
+ * LG_CWD_DEPTH names (crossing mounts), leaf first. bpf_loop keeps the verifier's work
+ * to one pass over the step. Only called for relative filenames, so absolute execs pay
+ * nothing.
+ */
+static __always_inline void read_cwd(struct task_struct *task, struct lg_exec_event *e)
+{
+	struct fs_struct *fs = BPF_CORE_READ(task, fs);
+	struct cwd_walk w = {
+		.e = e,
+		.d = BPF_CORE_READ(fs, pwd.dentry),
+		.vfs = BPF_CORE_READ(fs, pwd.mnt),
+		.root = BPF_CORE_READ(fs, root.dentry),
+		.root_mnt = BPF_CORE_READ(fs, root.mnt),
+		.off_mnt_root = bpf_core_field_offset(struct vfsmount, mnt_root),
+		.off_mnt_parent = bpf_core_field_offset(struct mount, mnt_parent),
+		.off_mnt_mountpoint = bpf_core_field_offset(struct mount, mnt_mountpoint),
+		.off_mount_mnt = bpf_core_field_offset(struct mount, mnt),
+		.off_d_parent = bpf_core_field_offset(struct dentry, d_parent),
+		/* d_name is a struct qstr whose name pointer sits at its own offset. */
+		.off_d_name_name = bpf_core_field_offset(struct dentry, d_name) +
+				   bpf_core_field_offset(struct qstr, name),
+	};
+	w.mnt = (void *)w.vfs - w.off_mount_mnt;
+	bpf_loop(2 * LG_CWD_DEPTH, cwd_step, &w, 0);
+	if (!w.complete)
+		e->flags |= LG_EXEC_CWD_TRUNCATED;
+	e->cwd_depth = w.n;
+	e->flags |= LG_EXEC_HAS_CWD;
+}
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(lg_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
 {
@@ -189,6 +279,9 @@ int BPF_PROG(lg_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	e->filename_len = n > 0 ? n - 1 : 0;
 	if (n == sizeof(e->filename))
 		e->flags |= LG_EXEC_FILENAME_TRUNCATED;
+	e->cwd_depth = 0;
+	if (e->filename[0] != '/')
+		read_cwd(task, e);
 	e->interp_len = 0;
 	e->interp[0] = 0;
 	if (interp && interp != filename) {

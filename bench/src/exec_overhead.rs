@@ -5,7 +5,7 @@ use anyhow::{ensure, Context, Result};
 use layerguard_tests::{
     build_static_c, busybox_image, unique_id, Container, Layer, PrivateContainerd,
 };
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 const NS: &str = "lg-bench";
@@ -26,6 +26,7 @@ impl Daemon {
         bin: &std::path::Path,
         socket: &std::path::Path,
         dir: &std::path::Path,
+        extra: &[String],
     ) -> Result<Self> {
         let log = dir.join(format!("daemon-{}.log", unique_id("r")));
         let out = std::fs::File::create(&log)?;
@@ -34,6 +35,7 @@ impl Daemon {
             .arg(socket)
             .arg("--state-dir")
             .arg(dir.join("state"))
+            .args(extra)
             .stdout(out.try_clone()?)
             .stderr(out)
             .spawn()
@@ -50,17 +52,35 @@ impl Daemon {
         Ok(Self { child, log })
     }
 
-    /// SIGTERM, wait, and count the exec records of `filename` it wrote.
-    fn stop(mut self, filename: &str) -> Result<usize> {
+    /// CPU time (user + system) the daemon has used so far.
+    fn cpu_time(&self) -> Result<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // Fields after the parenthesised comm; utime and stime are the 12th and 13th.
+        let rest = stat.rsplit_once(')').context("malformed /proc/PID/stat")?.1;
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .map(|x| x.parse().unwrap_or(0))
+            .collect();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Ok(Duration::from_millis((f[0] + f[1]) * 1000 / hz))
+    }
+
+    /// SIGTERM, wait, and count the exec records of `filename` it wrote (they are only
+    /// written with `verify.log_execs`; `None` then).
+    fn stop(mut self, filename: &str) -> Result<Option<usize>> {
         // SAFETY: kill(2) on our own child, which has not been reaped yet.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         self.child.wait()?;
         let text = std::fs::read_to_string(&self.log)?;
         let needle = format!("\"filename\":\"{filename}\"");
-        Ok(text
+        let n = text
             .lines()
             .filter(|l| l.contains("\"message\":\"exec\"") && l.contains(&needle))
-            .count())
+            .count();
+        Ok((n > 0).then_some(n))
     }
 }
 
@@ -110,7 +130,7 @@ pub fn run(args: &Args) -> Result<()> {
     exec_loop(&c, 200)?; // warm caches before anything is measured
 
     let n = args.execs_per_round;
-    let (mut off, mut on) = (Vec::new(), Vec::new());
+    let (mut off, mut on, mut daemon_cpu_us) = (Vec::new(), Vec::new(), Vec::new());
     for round in 0..args.rounds {
         let on_first = round % 2 == 1;
         for side in if on_first {
@@ -119,15 +139,25 @@ pub fn run(args: &Args) -> Result<()> {
             [false, true]
         } {
             if side {
-                let d = Daemon::start(&args.layerguard, &containerd.socket_path(), dir.path())?;
+                let d = Daemon::start(
+                    &args.layerguard,
+                    &containerd.socket_path(),
+                    dir.path(),
+                    &args.daemon_args,
+                )?;
+                let cpu_before = d.cpu_time()?;
                 let us = exec_loop(&c, n)?;
+                let cpu = d.cpu_time()? - cpu_before;
+                daemon_cpu_us.push(cpu.as_secs_f64() * 1e6 / n as f64);
                 let seen = d.stop("/bench/tiny")?;
-                ensure!(
-                    seen == n as usize,
-                    "daemon on: {seen} exec records for {n} execs (events lost?)"
-                );
+                if let Some(seen) = seen {
+                    ensure!(
+                        seen == n as usize,
+                        "daemon on: {seen} exec records for {n} execs (events lost?)"
+                    );
+                }
                 on.push(us);
-                println!("  round {round}: on  {us:8.1} us/exec ({seen} exec records)");
+                println!("  round {round}: on  {us:8.1} us/exec ({seen:?} exec records)");
             } else {
                 let us = exec_loop(&c, n)?;
                 off.push(us);
@@ -142,6 +172,10 @@ pub fn run(args: &Args) -> Result<()> {
          ratio on/off = {ratio:.3} (target <= {TARGET_RATIO}) {}",
         args.rounds,
         if ratio <= TARGET_RATIO { "OK" } else { "OVER TARGET" }
+    );
+    println!(
+        "daemon CPU while on: {:.1} us per exec (median; user + system, all threads)",
+        median(&mut daemon_cpu_us)
     );
     Ok(())
 }

@@ -26,6 +26,10 @@ pub struct Args {
     /// Rounds per side; the order of off/on alternates between rounds.
     #[arg(long, default_value_t = 4)]
     rounds: u32,
+    /// Extra arguments for `layerguard run` (repeatable), e.g. `--daemon-arg=--set
+    /// --daemon-arg=verify.log_execs=true`.
+    #[arg(long = "daemon-arg", allow_hyphen_values = true)]
+    daemon_args: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {

@@ -29,6 +29,9 @@ pub struct Config {
     /// A tracing filter (`info`, `debug`, `layerguard::sensor=debug`, ...).
     pub log_level: String,
     pub sensor: SensorConfig,
+    pub containers: ContainersConfig,
+    pub verify: VerifyConfig,
+    pub alerts: AlertsConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -49,6 +52,29 @@ pub struct SensorConfig {
     pub stats_interval_ms: u64,
 }
 
+/// The containers stage: how long events wait for containerd, how long exited containers
+/// are remembered, how containerd is retried.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContainersConfig {
+    /// How long an event whose container containerd has not reported yet may wait before
+    /// it goes on marked unresolved. Containers exec within milliseconds of their start,
+    /// often before containerd's task event reaches us.
+    pub pending_timeout_ms: u64,
+    /// Events that may wait at once; beyond that the oldest goes on unresolved.
+    pub pending_capacity: usize,
+    /// How long an exited task's namespace, and a deleted container, stay known for
+    /// events that arrive late. Bounds memory: after it they leave the table.
+    pub exited_grace_ms: u64,
+    /// First wait before reconnecting to containerd; doubles per failure up to the max.
+    pub reconnect_min_ms: u64,
+    pub reconnect_max_ms: u64,
+    /// Deadline for one containerd call, so that a hung containerd cannot wedge the stage.
+    pub request_timeout_ms: u64,
+    /// How often the table's size and the stage's counters are logged.
+    pub stats_interval_ms: u64,
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -58,6 +84,9 @@ impl Default for Config {
             log_format: LogFormat::Json,
             log_level: "info".into(),
             sensor: SensorConfig::default(),
+            containers: ContainersConfig::default(),
+            verify: VerifyConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -81,6 +110,185 @@ impl SensorConfig {
     }
     pub fn stats_interval(&self) -> Duration {
         Duration::from_millis(self.stats_interval_ms)
+    }
+}
+
+impl Default for ContainersConfig {
+    fn default() -> Self {
+        Self {
+            pending_timeout_ms: 1000,
+            pending_capacity: 4096,
+            exited_grace_ms: 10_000,
+            reconnect_min_ms: 100,
+            reconnect_max_ms: 5000,
+            request_timeout_ms: 5000,
+            stats_interval_ms: 60_000,
+        }
+    }
+}
+
+impl ContainersConfig {
+    pub fn pending_timeout(&self) -> Duration {
+        Duration::from_millis(self.pending_timeout_ms)
+    }
+    pub fn exited_grace(&self) -> Duration {
+        Duration::from_millis(self.exited_grace_ms)
+    }
+    pub fn reconnect_min(&self) -> Duration {
+        Duration::from_millis(self.reconnect_min_ms)
+    }
+    pub fn reconnect_max(&self) -> Duration {
+        Duration::from_millis(self.reconnect_max_ms)
+    }
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+    pub fn stats_interval(&self) -> Duration {
+        Duration::from_millis(self.stats_interval_ms)
+    }
+
+    /// Returns (key, problem) for the first invalid setting.
+    fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |key: &str, problem: String| Err((format!("containers.{key}"), problem));
+        let within = |key: &str, value: u64, min: u64, max: u64| {
+            if value < min || value > max {
+                bad(key, format!("must be between {min} and {max}, not {value}"))
+            } else {
+                Ok(())
+            }
+        };
+        // An hour is far beyond any sensible wait; larger values are typos (seconds read
+        // as milliseconds the other way round) that would hold events or memory forever.
+        const HOUR_MS: u64 = 3_600_000;
+        within("pending_timeout_ms", self.pending_timeout_ms, 1, 60_000)?;
+        within("pending_capacity", self.pending_capacity as u64, 1, 1 << 20)?;
+        within("exited_grace_ms", self.exited_grace_ms, 0, HOUR_MS)?;
+        within("reconnect_min_ms", self.reconnect_min_ms, 1, 60_000)?;
+        within("reconnect_max_ms", self.reconnect_max_ms, 1, 600_000)?;
+        if self.reconnect_max_ms < self.reconnect_min_ms {
+            return bad(
+                "reconnect_max_ms",
+                format!(
+                    "must not be smaller than containers.reconnect_min_ms ({}), not {}",
+                    self.reconnect_min_ms, self.reconnect_max_ms
+                ),
+            );
+        }
+        within("request_timeout_ms", self.request_timeout_ms, 1, 600_000)?;
+        within("stats_interval_ms", self.stats_interval_ms, 1, 24 * HOUR_MS)?;
+        Ok(())
+    }
+}
+
+/// `[verify]`: how execs are judged.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifyConfig {
+    /// Log every exec with its verdict (`message: "exec"`), not only alerts. Useful while
+    /// rolling out; off by default because the line costs more daemon CPU per exec
+    /// (measured ~40 us) than judging the exec does.
+    pub log_execs: bool,
+    /// Content hashes remembered, keyed by real inode + ctime + size.
+    pub hash_cache_entries: usize,
+    /// Files larger than this are not hashed (verdict `unverifiable`).
+    pub max_file_bytes: u64,
+    /// Execs judged at once (image indexing and hashing run on the blocking pool).
+    pub concurrency: usize,
+    /// Host paths of container runtime binaries whose memfd self-copy (runc) is expected.
+    pub runtime_binaries: Vec<PathBuf>,
+    /// Processes remembered for alert ancestry.
+    pub process_table_entries: usize,
+    /// Scoped allow rules: matching verdicts are logged as info instead of alerting.
+    pub allow: Vec<crate::verify::allowlist::AllowRule>,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        Self {
+            log_execs: false,
+            hash_cache_entries: 16 * 1024,
+            max_file_bytes: 1 << 30,
+            concurrency: 4,
+            runtime_binaries: [
+                "/usr/sbin/runc",
+                "/usr/bin/runc",
+                "/usr/local/sbin/runc",
+                "/usr/local/bin/runc",
+                "/usr/bin/crun",
+            ]
+            .iter()
+            .map(PathBuf::from)
+            .collect(),
+            process_table_entries: 64 * 1024,
+            allow: Vec::new(),
+        }
+    }
+}
+
+impl VerifyConfig {
+    fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |key: &str, problem: String| Err((format!("verify.{key}"), problem));
+        if self.hash_cache_entries == 0 {
+            return bad("hash_cache_entries", "must be at least 1".into());
+        }
+        if self.max_file_bytes == 0 {
+            return bad("max_file_bytes", "must be at least 1".into());
+        }
+        if self.concurrency == 0 || self.concurrency > 256 {
+            return bad(
+                "concurrency",
+                format!("must be between 1 and 256, not {}", self.concurrency),
+            );
+        }
+        for (i, rule) in self.allow.iter().enumerate() {
+            if let Some(problem) = rule.problem() {
+                return bad(&format!("allow[{i}]"), problem);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[alerts]`: where alerts go besides the gRPC stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Every alert as a JSON record on the daemon's output.
+    pub log: bool,
+    /// Also append alerts to this JSONL file (`--alert-log`); empty: off.
+    pub file: Option<PathBuf>,
+    /// Rotate the file beyond this size ...
+    pub file_max_bytes: u64,
+    /// ... keeping this many old files (`FILE.1` newest).
+    pub file_keep: u32,
+    /// Alert drafts waiting for the alert stage.
+    pub queue: usize,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            log: true,
+            file: None,
+            file_max_bytes: 64 * 1024 * 1024,
+            file_keep: 5,
+            queue: 16 * 1024,
+        }
+    }
+}
+
+impl AlertsConfig {
+    fn validate(&self) -> Result<(), (String, String)> {
+        if self.file_max_bytes < 4096 {
+            return Err((
+                "alerts.file_max_bytes".into(),
+                format!("must be at least 4096, not {}", self.file_max_bytes),
+            ));
+        }
+        if self.queue == 0 {
+            return Err(("alerts.queue".into(), "must be at least 1".into()));
+        }
+        Ok(())
     }
 }
 
@@ -206,8 +414,7 @@ impl Config {
             let line = e.span().map(|s| line_number(text, s.start));
             let mut message = e.message().trim().to_string();
             if let Some(key) = e.span().and_then(|s| key_at(text, s.start)) {
-                if !message.contains(&format!("`{}`", key.rsplit('.').next().unwrap_or(&key)))
-                {
+                if !message.contains(&format!("`{}`", key.rsplit('.').next().unwrap_or(&key))) {
                     message = format!("key `{key}`: {message}");
                 } else {
                     message = format!("{message} (in `{key}`)");
@@ -277,6 +484,9 @@ impl Config {
         if s.stats_interval_ms == 0 {
             return bad("sensor.stats_interval_ms", "must be at least 1".into());
         }
+        self.containers.validate()?;
+        self.verify.validate()?;
+        self.alerts.validate()?;
         if self.node_name.trim().is_empty() {
             return bad("node_name", "must not be empty".into());
         }
@@ -381,7 +591,10 @@ mod tests {
         assert!(msg.contains("line 2"), "{msg}");
         assert!(msg.contains("sensor.drain_interval_ms"), "{msg}");
         let err = parse("log_format = \"xml\"\n").unwrap_err().to_string();
-        assert!(err.contains("line 1") && err.contains("log_format"), "{err}");
+        assert!(
+            err.contains("line 1") && err.contains("log_format"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -427,6 +640,77 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("--set sensor.drain_interval_ms=0"), "{err}");
+    }
+
+    #[test]
+    fn containers_section_parses_and_defaults() {
+        let c = parse("[containers]\npending_timeout_ms = 250\n").unwrap();
+        assert_eq!(c.containers.pending_timeout(), Duration::from_millis(250));
+        assert_eq!(
+            c.containers.exited_grace_ms,
+            ContainersConfig::default().exited_grace_ms
+        );
+        assert_eq!(parse("").unwrap().containers, ContainersConfig::default());
+    }
+
+    #[test]
+    fn containers_unknown_key_names_key_and_line() {
+        let err = parse("[containers]\npending_timeout = 5\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 2") && err.contains("pending_timeout"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn containers_semantic_errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[containers]\nreconnect_min_ms = 500\nreconnect_max_ms = 100\n",
+        )
+        .unwrap();
+        let err = Config::load(&path, true, &[]).unwrap_err().to_string();
+        assert!(err.contains("line 3"), "{err}");
+        assert!(err.contains("containers.reconnect_max_ms"), "{err}");
+
+        let missing = dir.path().join("none.toml");
+        for (set, key) in [
+            (
+                "containers.pending_timeout_ms=0",
+                "containers.pending_timeout_ms",
+            ),
+            (
+                "containers.pending_capacity=0",
+                "containers.pending_capacity",
+            ),
+            (
+                "containers.exited_grace_ms=99999999",
+                "containers.exited_grace_ms",
+            ),
+            (
+                "containers.stats_interval_ms=0",
+                "containers.stats_interval_ms",
+            ),
+        ] {
+            let err = Config::load(&missing, false, &[Override::parse_set(set).unwrap()])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("--set {set}")) && err.contains(key),
+                "{err}"
+            );
+        }
+        let c = Config::load(
+            &missing,
+            false,
+            &[Override::parse_set("containers.exited_grace_ms=0").unwrap()],
+        )
+        .unwrap();
+        assert_eq!(c.containers.exited_grace(), Duration::ZERO);
     }
 
     #[test]

@@ -21,6 +21,16 @@ struct Cli {
 enum Command {
     /// Run the daemon in the foreground.
     Run(RunArgs),
+    /// Work with images in containerd's content store (no daemon needed).
+    #[command(subcommand)]
+    Image(ImageCommand),
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Verify an image's chain of trust and index its files: exit 0 verified, 1 untrusted,
+    /// 2 error.
+    Verify(layerguard::image::VerifyArgs),
 }
 
 #[derive(clap::Args)]
@@ -45,6 +55,9 @@ struct RunArgs {
     /// Also report processes of the host mount namespace.
     #[arg(long)]
     monitor_host: bool,
+    /// Append alerts to this JSONL file too (rotated by size).
+    #[arg(long)]
+    alert_log: Option<PathBuf>,
     /// Set any config key: `--set sensor.drain_interval_ms=5` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE", value_parser = Override::parse_set)]
     set: Vec<Override>,
@@ -77,6 +90,9 @@ impl RunArgs {
         if let Some(n) = &self.node_name {
             o.push(Override::new("--node-name", "node_name", n.as_str()));
         }
+        if let Some(p) = &self.alert_log {
+            o.push(Override::new("--alert-log", "alerts.file", path(p)));
+        }
         if self.monitor_host {
             o.push(Override::new("--monitor-host", "sensor.monitor_host", true));
         }
@@ -96,6 +112,18 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Image(ImageCommand::Verify(args)) => {
+            match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(layerguard::image::verify_command(args)),
+                Err(e) => {
+                    eprintln!("layerguard: cannot start the async runtime: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
     }
 }
 

@@ -1,16 +1,23 @@
 //! `layerguard run`: wires the stages together and owns the daemon's lifetime.
 //!
-//! Data flows one way over bounded channels: kernel -> sensor -> (containers -> verify ->
-//! alert, as they arrive) . This module only builds the stages, starts them, and shuts
-//! them down in order on SIGINT/SIGTERM so that nothing in flight is lost.
+//! Data flows one way over bounded channels: kernel -> sensor -> containers -> verify ->
+//! alert (log, file sinks). This module only builds the stages, starts
+//! them, and shuts them down in order on SIGINT/SIGTERM so that nothing in flight is lost.
 
-use crate::config::Config;
+use crate::alert::file::FileSink;
+use crate::alert::log::LogSink;
+use crate::alert::{AlertSink, AlertStage, AlertStats};
+use crate::config::{AlertsConfig, Config};
+use crate::containers::{ContainersStage, StageStats};
+use crate::image::IndexerConfig;
 use crate::logging;
-use crate::sensor::{ExecEvent, LossCounts, Sensor, SensorError, SensorEvent};
+use crate::sensor::{Sensor, SensorError};
+use crate::verify::images::ImageCatalog;
+use crate::verify::{VerifyStage, VerifyStats};
 use serde::Serialize;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
-use tracing::{info, warn};
+use tracing::info;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -61,6 +68,13 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let sensor = Sensor::load(&config.sensor)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (event_tx, event_rx) = mpsc::channel(config.sensor.event_queue);
+    // The same capacity after the containers stage: it adds no burst of its own.
+    let (attributed_tx, attributed_rx) = mpsc::channel(config.sensor.event_queue);
+    let containers = ContainersStage::new(
+        &config.containers,
+        &config.containerd_socket,
+        sensor.host_mnt_ns(),
+    );
 
     logging::record(
         "INFO",
@@ -76,49 +90,66 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         },
     );
 
-    let sensor_task = tokio::spawn(sensor.run(event_tx, shutdown_rx));
-    let consumer_task = tokio::spawn(log_events(event_rx));
+    let (verified_tx, alert_drafts) = mpsc::channel(config.alerts.queue);
+    let catalog = ImageCatalog::new(
+        &config.containerd_socket,
+        IndexerConfig::new(&config.state_dir),
+    );
+    let verify = VerifyStage::new(&config.verify, catalog);
+    let alerts = AlertStage::new(&config.node_name, 1, alert_sinks(&config.alerts));
+
+    let sensor_task = tokio::spawn(sensor.run(event_tx, shutdown_rx.clone()));
+    let containers_task = tokio::spawn(containers.run(event_rx, attributed_tx, shutdown_rx));
+    let verify_task = tokio::spawn(verify.run(attributed_rx, verified_tx));
+    let alert_task = tokio::spawn(alerts.run(alert_drafts));
 
     tokio::select! {
         _ = sigterm.recv() => info!(signal = "SIGTERM", "shutting down"),
         _ = sigint.recv() => info!(signal = "SIGINT", "shutting down"),
     }
     let _ = shutdown_tx.send(true);
-    // The sensor drains what is left and detaches; the consumer ends when its channel
-    // closes, so every event the kernel delivered is still handled.
-    let sensor_result = sensor_task
-        .await
-        .map_err(|e| RunError::Stage(format!("sensor task: {e}")))?;
-    consumer_task
-        .await
-        .map_err(|e| RunError::Stage(format!("event consumer task: {e}")))?;
+    // The sensor drains what is left and detaches; each later stage ends when its input
+    // channel closes, so every event the kernel delivered is still judged and alerted.
+    let stage = |name: &'static str| {
+        move |e: tokio::task::JoinError| RunError::Stage(format!("{name} task: {e}"))
+    };
+    let sensor_result = sensor_task.await.map_err(stage("sensor"))?;
+    let containers = containers_task.await.map_err(stage("containers"))?;
+    let verify = verify_task.await.map_err(stage("verify"))?;
+    let alerts = alert_task.await.map_err(stage("alert"))?;
     sensor_result?;
-    info!("layerguard stopped");
+    logging::record(
+        "INFO",
+        "layerguard",
+        "layerguard stopped",
+        &Stopped {
+            containers,
+            verify,
+            alerts,
+        },
+    );
     Ok(())
 }
 
-/// Until the judging stages exist, every exec event is logged as a record.
-async fn log_events(mut rx: mpsc::Receiver<SensorEvent>) {
-    while let Some(event) = rx.recv().await {
-        match event {
-            SensorEvent::Exec(exec) => log_exec(&exec),
-            SensorEvent::Lost(lost) => log_loss(&lost),
-            SensorEvent::Fork(_) | SensorEvent::Exit(_) => {}
-        }
+fn alert_sinks(config: &AlertsConfig) -> Vec<Box<dyn AlertSink>> {
+    let mut sinks: Vec<Box<dyn AlertSink>> = Vec::new();
+    if config.log {
+        sinks.push(Box::new(LogSink));
     }
+    if let Some(path) = &config.file {
+        sinks.push(Box::new(FileSink::new(
+            path,
+            config.file_max_bytes,
+            config.file_keep,
+        )));
+    }
+    sinks
 }
 
-fn log_exec(exec: &ExecEvent) {
-    logging::record("INFO", "layerguard::exec", "exec", exec);
-}
-
-fn log_loss(lost: &LossCounts) {
-    warn!(
-        exec = lost.exec,
-        fork = lost.fork,
-        exit = lost.exit,
-        undecodable = lost.undecodable,
-        "sensor events lost"
-    );
-    logging::record("WARN", "layerguard::sensor", "sensor_events_lost", lost);
+#[derive(Serialize)]
+struct Stopped {
+    /// The containers table at the end, and how events were attributed over the run.
+    containers: StageStats,
+    verify: VerifyStats,
+    alerts: AlertStats,
 }

@@ -62,6 +62,9 @@ fn start_node(extra_daemon_args: &[&str]) -> Node {
         state.path().to_str().unwrap(),
         "--log-format",
         "json",
+        // These tests read the per-exec records, which are off by default.
+        "--set",
+        "verify.log_execs=true",
     ];
     args.extend_from_slice(extra_daemon_args);
     let mut daemon = DaemonProcess::spawn(&args).expect("spawn daemon");

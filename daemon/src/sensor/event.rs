@@ -68,6 +68,11 @@ pub struct ExecEvent {
     pub argc: u32,
     pub argv_truncated: bool,
     pub filename_truncated: bool,
+    /// The working directory inside the container, read by the kernel when `filename` is
+    /// relative (absent otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    pub cwd_truncated: bool,
     /// The executed file as the process sees it (the overlay inode on overlayfs).
     pub file: FileIdentity,
     /// The inode behind it: the overlayfs upper or lower file; equal to `file` elsewhere.
@@ -151,6 +156,20 @@ fn split_argv(bytes: &[u8]) -> Vec<String> {
         .collect()
 }
 
+/// Joins the kernel's leaf-first cwd names into a path.
+fn cwd_path(w: &wire::ExecEvent) -> String {
+    let depth = (w.cwd_depth as usize).min(wire::CWD_DEPTH);
+    let mut path = String::new();
+    for name in w.cwd[..depth].iter().rev() {
+        path.push('/');
+        path.push_str(&cstr(name, wire::CWD_NAME));
+    }
+    if path.is_empty() {
+        path.push('/');
+    }
+    path
+}
+
 fn decode_exec(w: &wire::ExecEvent) -> ExecEvent {
     let flag = |bit: u32| w.flags & bit != 0;
     ExecEvent {
@@ -165,6 +184,8 @@ fn decode_exec(w: &wire::ExecEvent) -> ExecEvent {
         argc: w.argc as u32,
         argv_truncated: flag(wire::EXEC_ARGV_TRUNCATED),
         filename_truncated: flag(wire::EXEC_FILENAME_TRUNCATED),
+        cwd: flag(wire::EXEC_HAS_CWD).then(|| cwd_path(w)),
+        cwd_truncated: flag(wire::EXEC_CWD_TRUNCATED),
         file: FileIdentity::from_wire(&w.file),
         real_file: FileIdentity::from_wire(&w.real),
         ctime_sec: w.ctime_sec,
@@ -255,6 +276,10 @@ mod tests {
         w.interp_len = 7;
         w.argv[..8].copy_from_slice(b"sh\0x.sh\0");
         w.argv_len = 8;
+        w.flags |= wire::EXEC_HAS_CWD;
+        w.cwd[0][..3].copy_from_slice(b"bin");
+        w.cwd[1][..3].copy_from_slice(b"usr");
+        w.cwd_depth = 2;
         // SAFETY: reading the bytes of a Pod struct.
         let bytes = unsafe {
             std::slice::from_raw_parts(
@@ -269,6 +294,7 @@ mod tests {
         assert_eq!(e.filename, "./x.sh");
         assert_eq!(e.interpreter.as_deref(), Some("/bin/sh"));
         assert_eq!(e.argv, vec!["sh", "x.sh"]);
+        assert_eq!(e.cwd.as_deref(), Some("/usr/bin"));
         assert!(e.upper_layer && !e.memfd && !e.deleted);
     }
 

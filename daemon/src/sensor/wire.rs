@@ -7,6 +7,8 @@
 pub const COMM_LEN: usize = 16;
 pub const PATH_LEN: usize = 256;
 pub const ARGV_LEN: usize = 512;
+pub const CWD_DEPTH: usize = 16;
+pub const CWD_NAME: usize = 32;
 
 pub const EVENT_EXEC: u32 = 1;
 pub const EVENT_FORK: u32 = 2;
@@ -20,6 +22,8 @@ pub const EXEC_ARGV_TRUNCATED: u32 = 1 << 4;
 pub const EXEC_FILENAME_TRUNCATED: u32 = 1 << 5;
 pub const EXEC_INTERP_TRUNCATED: u32 = 1 << 6;
 pub const EXEC_HAS_INTERP: u32 = 1 << 7;
+pub const EXEC_HAS_CWD: u32 = 1 << 8;
+pub const EXEC_CWD_TRUNCATED: u32 = 1 << 9;
 
 /// Indexes of the per-CPU counters in the `lg_stats` map (`enum lg_stat`).
 pub const STAT_EXEC_SEEN: u32 = 0;
@@ -69,11 +73,14 @@ pub struct ExecEvent {
     pub argv_len: u16,
     pub filename_len: u16,
     pub interp_len: u16,
-    pub _pad: u32,
+    pub cwd_depth: u16,
+    pub _pad: u16,
     pub comm: [u8; COMM_LEN],
     pub filename: [u8; PATH_LEN],
     pub interp: [u8; PATH_LEN],
     pub argv: [u8; ARGV_LEN],
+    /// Leaf first, one name per slot.
+    pub cwd: [[u8; CWD_NAME]; CWD_DEPTH],
 }
 
 #[repr(C)]
@@ -170,8 +177,8 @@ mod tests {
             "lg_exec_event",
             size_of::<ExecEvent>(),
             fields!(ExecEvent: hdr, ppid, uid, gid, flags, file, real, ctime_sec, ctime_nsec,
-                nlink, size, mode, argc, argv_len, filename_len, interp_len, _pad, comm,
-                filename, interp, argv),
+                nlink, size, mode, argc, argv_len, filename_len, interp_len, cwd_depth, _pad, comm,
+                filename, interp, argv, cwd),
         );
         check(
             &l,

@@ -1,0 +1,235 @@
+//! The alert: what layerguard tells a SOC tool or a responder, and the one schema every
+//! sink (JSON log, JSONL file, gRPC stream, journal) carries.
+//!
+//! Owns the types and their JSON shape only. Field names are API: renaming one breaks
+//! consumers, so add fields rather than change them. Absent values are omitted, not null.
+
+use serde::{Deserialize, Serialize};
+
+/// How bad it is; ordered, so that filters can ask for "at least high".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Medium => "medium",
+            Self::High => "high",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    /// The executed file exists in the image with another digest.
+    ExecModified,
+    /// No such file in the image (a dropped binary or script).
+    ExecNotInImage,
+    /// Executed from a memfd or anonymous file.
+    ExecFileless,
+    /// The executed file had no links left when it ran.
+    ExecDeleted,
+    /// The file could not be read, or the image could not be indexed.
+    ExecUnverifiable,
+    /// The container's image failed verification (blob, config or diff_id mismatch).
+    ImageUntrusted,
+    /// Events were lost in the kernel or in a queue.
+    SensorEventsLost,
+}
+
+impl AlertKind {
+    pub const ALL: [AlertKind; 7] = [
+        Self::ExecModified,
+        Self::ExecNotInImage,
+        Self::ExecFileless,
+        Self::ExecDeleted,
+        Self::ExecUnverifiable,
+        Self::ImageUntrusted,
+        Self::SensorEventsLost,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::ExecModified => "exec_modified",
+            Self::ExecNotInImage => "exec_not_in_image",
+            Self::ExecFileless => "exec_fileless",
+            Self::ExecDeleted => "exec_deleted",
+            Self::ExecUnverifiable => "exec_unverifiable",
+            Self::ImageUntrusted => "image_untrusted",
+            Self::SensorEventsLost => "sensor_events_lost",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// The severity each kind carries (issue 5's table).
+    pub fn severity(&self) -> Severity {
+        match self {
+            Self::ExecModified | Self::ExecFileless | Self::ImageUntrusted => Severity::Critical,
+            Self::ExecNotInImage | Self::ExecDeleted => Severity::High,
+            Self::ExecUnverifiable | Self::SensorEventsLost => Severity::Medium,
+        }
+    }
+}
+
+/// The container an alert is about.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertContainer {
+    /// containerd namespace (`k8s.io`, `default`, ...).
+    pub namespace: String,
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ancestor {
+    pub pid: u32,
+    /// The executable as the host sees it (`/proc/PID/exe`), if it was still readable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+}
+
+/// The process that executed the file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertProcess {
+    /// Host pid (thread group id).
+    pub pid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// The executed path inside the container, resolved against its cwd when relative.
+    pub exe: String,
+    pub argv: Vec<String>,
+    #[serde(default)]
+    pub argv_truncated: bool,
+    /// Parent first, up to 8.
+    #[serde(default)]
+    pub ancestry: Vec<Ancestor>,
+}
+
+/// Why the verdict was reached: what the image says and what actually ran.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// The checked path inside the container (the script, for a script alert).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// sha256 hex the verified image records at that path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_sha256: Option<String>,
+    /// The layer (blob digest) that recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_layer: Option<String>,
+    /// sha256 hex of the file that ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actual_sha256: Option<String>,
+    #[serde(default)]
+    pub upper_layer: bool,
+    /// The interpreter, when a script was executed; `interpreter_verdict` says how it fared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interpreter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interpreter_verdict: Option<String>,
+    /// One sentence, for people.
+    pub reason: String,
+}
+
+/// Counts of lost events, for `sensor_events_lost`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Loss {
+    /// Lost in the kernel (ring buffer full), by event type.
+    pub kernel_exec: u64,
+    pub kernel_fork: u64,
+    pub kernel_exit: u64,
+    /// Records the daemon could not decode.
+    pub undecodable: u64,
+    /// Lost in a queue inside the daemon, by queue name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub queues: Vec<(String, u64)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Position in this node's alert sequence: strictly increasing, gap-free, kept across
+    /// restarts (the journal remembers it), so a subscriber can resume after the last one.
+    pub seq: u64,
+    /// Unique id (node name + boot-independent random part); stable in every sink.
+    pub id: String,
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub node: String,
+    pub severity: Severity,
+    pub kind: AlertKind,
+    /// One sentence that says what happened, for people.
+    pub summary: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<AlertContainer>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<AlertProcess>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss: Option<Loss>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_and_carry_their_severity() {
+        for k in AlertKind::ALL {
+            assert_eq!(AlertKind::parse(k.as_str()), Some(k));
+            let json = serde_json::to_string(&k).unwrap();
+            assert_eq!(json, format!("\"{}\"", k.as_str()));
+        }
+        assert_eq!(AlertKind::ExecModified.severity(), Severity::Critical);
+        assert_eq!(AlertKind::ExecNotInImage.severity(), Severity::High);
+        assert_eq!(AlertKind::ExecUnverifiable.severity(), Severity::Medium);
+        assert!(Severity::Critical > Severity::High && Severity::High > Severity::Medium);
+    }
+
+    #[test]
+    fn absent_fields_are_omitted() {
+        let a = Alert {
+            seq: 1,
+            id: "n-1".into(),
+            time: "2026-01-01T00:00:00Z".into(),
+            node: "n".into(),
+            severity: Severity::High,
+            kind: AlertKind::ExecNotInImage,
+            summary: "x".into(),
+            container: None,
+            process: None,
+            evidence: None,
+            loss: None,
+        };
+        let v = serde_json::to_value(&a).unwrap();
+        assert!(v.get("container").is_none());
+        assert_eq!(v["kind"], "exec_not_in_image");
+        assert_eq!(v["severity"], "high");
+        let back: Alert = serde_json::from_value(v).unwrap();
+        assert_eq!(back, a);
+    }
+}

@@ -1,0 +1,114 @@
+//! The containers stage: between the sensor and everything that judges events, it says
+//! which container (containerd namespace, id, image, manifest digest, pod) each event
+//! came from.
+//!
+//! Owns a live table of the node's containers, fed by containerd's API (all namespaces,
+//! listed at connect and followed through the event stream), and the mapping from a
+//! sensor event's mount namespace (or, failing that, its pid ancestry) to a container.
+//! Events are never dropped here: one whose container containerd has not reported yet
+//! waits in a bounded queue for a short time and then goes on marked unresolved, with the
+//! reason. It must not judge events, and containerd being down must not stop it.
+//!
+//! Parts: [`identity`] (what is known and attached), [`table`] and [`pending`] (pure
+//! state), [`resolver`] (pure decisions), [`stage`] (the async loop), [`watcher`]
+//! (containerd I/O), [`manifest`] (platform pick in an image index), [`procfs`], and
+//! [`clock`] (the sensor's time base, which every lookup is done in).
+
+pub mod clock;
+pub mod identity;
+pub mod manifest;
+pub mod pending;
+pub mod procfs;
+pub mod resolver;
+pub mod stage;
+pub mod table;
+pub mod watcher;
+
+pub use identity::{Attribution, ContainerInfo, ContainerKey, UnresolvedReason};
+pub use resolver::{Counts, StageStats};
+pub use table::{ContainerTable, TableStats};
+pub use watcher::ContainerdError;
+
+use crate::config::ContainersConfig;
+use crate::sensor::{ExecEvent, ExitEvent, ForkEvent, LossCounts, SensorEvent};
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::{mpsc, watch, Notify};
+use tracing::error;
+
+/// Updates from the watcher waiting for the stage. A resync is one message, so this only
+/// needs to absorb a burst of container starts.
+pub const UPDATE_QUEUE: usize = 1024;
+
+/// A sensor event with the container it came from.
+#[derive(Clone, Debug)]
+pub enum ContainerEvent {
+    Exec(Box<ExecEvent>, Attribution),
+    Fork(ForkEvent, Attribution),
+    Exit(ExitEvent, Attribution),
+    /// Sensor losses pass through untouched (they belong to no process).
+    Lost(LossCounts),
+}
+
+/// The stage, configured and not yet running.
+pub struct ContainersStage {
+    config: ContainersConfig,
+    socket: PathBuf,
+    host_mnt_ns: u32,
+}
+
+impl ContainersStage {
+    /// `host_mnt_ns` is the sensor's idea of the host mount namespace: events from it are
+    /// attributed to the host without a lookup.
+    pub fn new(
+        config: &ContainersConfig,
+        containerd_socket: impl Into<PathBuf>,
+        host_mnt_ns: u32,
+    ) -> Self {
+        Self {
+            config: config.clone(),
+            socket: containerd_socket.into(),
+            host_mnt_ns,
+        }
+    }
+
+    /// Attributes every event from `events` and sends it to `out`, until `events` closes
+    /// (the sensor stopped). Watches containerd meanwhile; `shutdown` stops the watcher.
+    pub async fn run(
+        self,
+        events: mpsc::Receiver<SensorEvent>,
+        out: mpsc::Sender<ContainerEvent>,
+        shutdown: watch::Receiver<bool>,
+    ) -> StageStats {
+        let (updates_tx, updates) = mpsc::channel(UPDATE_QUEUE);
+        let poke = Arc::new(Notify::new());
+        let watcher = watcher::Watcher {
+            socket: self.socket,
+            request_timeout: self.config.request_timeout(),
+            backoff: watcher::Backoff::new(
+                self.config.reconnect_min(),
+                self.config.reconnect_max(),
+            ),
+            platform: manifest::Platform::host(),
+            updates: updates_tx,
+            poke: Arc::clone(&poke),
+            shutdown,
+        };
+        let watcher = tokio::spawn(watcher.run());
+        let resolver = resolver::Resolver::new(&self.config, self.host_mnt_ns, resolver::ProcTree);
+        let channels = stage::Channels {
+            events,
+            updates,
+            out,
+            poke,
+        };
+        let stats = stage::drive(resolver, channels, self.config.stats_interval()).await;
+        watcher.abort();
+        if let Err(e) = watcher.await {
+            if e.is_panic() {
+                error!(error = %e, "containerd watcher panicked");
+            }
+        }
+        stats
+    }
+}

@@ -1,0 +1,784 @@
+//! The containerd side of the stage: connects over the API socket, lists every namespace's
+//! containers and tasks, follows the event stream, and turns all of it into [`Update`]s.
+//!
+//! Owns the connection and its life: reconnect with capped exponential backoff, one log
+//! line per state change ("containerd connected" / "containerd unavailable"), and a full
+//! resync after every (re)connect. It must not decide anything about sensor events; it
+//! only reports what containerd says, plus the mount namespace of each task's init
+//! process, read here because that process may be gone a moment later.
+
+use super::clock;
+use super::identity::{ContainerInfo, ContainerKey};
+use super::manifest::{self, ManifestError, Platform};
+use super::procfs;
+use super::resolver::Update;
+use super::table::{Listed, ListedTask};
+use containerd_client::events::{
+    ContainerCreate, ContainerDelete, ContainerUpdate, NamespaceCreate, TaskCreate, TaskDelete,
+    TaskExit, TaskStart,
+};
+use containerd_client::services::v1::{
+    Container, GetContainerRequest, GetImageRequest, ListContainersRequest, ListNamespacesRequest,
+    ListTasksRequest, ReadContentRequest, SubscribeRequest,
+};
+use containerd_client::tonic::{self, metadata::MetadataValue, Code, Request};
+use containerd_client::types::v1::Status as TaskStatus;
+use containerd_client::types::Envelope;
+use containerd_client::Client;
+use prost::Message;
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{mpsc, watch, Notify};
+use tracing::{debug, info, warn};
+
+/// gRPC metadata key containerd reads the namespace from.
+const NAMESPACE_HEADER: &str = "containerd-namespace";
+
+/// Image reference -> (manifest digest, index digest), within one namespace's listing.
+type ImageDigests = HashMap<String, (Option<String>, Option<String>)>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerdError {
+    #[error("cannot connect to containerd at {socket}: {source}")]
+    Connect {
+        socket: PathBuf,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("containerd {call} failed: {source}")]
+    Call {
+        call: &'static str,
+        #[source]
+        source: Box<tonic::Status>,
+    },
+    #[error("containerd {call} did not answer within {timeout:?}")]
+    Timeout {
+        call: &'static str,
+        timeout: Duration,
+    },
+    #[error("containerd closed the event stream")]
+    StreamEnded,
+    #[error("containerd namespace {0:?} cannot be sent as gRPC metadata")]
+    BadNamespace(String),
+    #[error("image index {digest} is larger than {limit} bytes")]
+    IndexTooLarge { digest: String, limit: usize },
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("the containers stage stopped")]
+    StageGone,
+}
+
+impl ContainerdError {
+    fn is_not_found(&self) -> bool {
+        matches!(self, Self::Call { source, .. } if source.code() == Code::NotFound)
+    }
+
+    /// True when the connection (not the one request) is the problem: the session must
+    /// end and reconnect rather than carry on with a partial answer.
+    fn is_connection_loss(&self) -> bool {
+        match self {
+            Self::Connect { .. } | Self::Timeout { .. } | Self::StreamEnded | Self::StageGone => {
+                true
+            }
+            Self::Call { source, .. } => matches!(
+                source.code(),
+                Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded
+            ),
+            Self::BadNamespace(_) | Self::IndexTooLarge { .. } | Self::Manifest(_) => false,
+        }
+    }
+}
+
+/// Capped exponential backoff: min, 2*min, 4*min, ... max, max, ...
+#[derive(Debug)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            min,
+            max,
+            next: min,
+        }
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        d
+    }
+
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+/// What one containerd event means for the table.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Change {
+    /// Created or updated: fetch it (the event does not carry the labels).
+    Container(String),
+    ContainerDeleted(String),
+    TaskStarted {
+        container_id: String,
+        pid: u32,
+    },
+    TaskExited {
+        container_id: String,
+        pid: u32,
+        /// When the shim reaped it (wall clock), if containerd said.
+        exited_at: Option<SystemTime>,
+    },
+    NamespaceCreated(String),
+}
+
+/// Decodes an event payload by its topic. Topics the table does not care about give
+/// `None`. Exec processes (`ctr exec`, `kubectl exec`) share the container's mount
+/// namespace, so only the init process's start and exit matter.
+pub fn decode(topic: &str, payload: &[u8]) -> Result<Option<Change>, prost::DecodeError> {
+    Ok(Some(match topic {
+        "/containers/create" => Change::Container(ContainerCreate::decode(payload)?.id),
+        "/containers/update" => Change::Container(ContainerUpdate::decode(payload)?.id),
+        "/containers/delete" => Change::ContainerDeleted(ContainerDelete::decode(payload)?.id),
+        "/tasks/create" => {
+            let e = TaskCreate::decode(payload)?;
+            Change::TaskStarted {
+                container_id: e.container_id,
+                pid: e.pid,
+            }
+        }
+        "/tasks/start" => {
+            let e = TaskStart::decode(payload)?;
+            Change::TaskStarted {
+                container_id: e.container_id,
+                pid: e.pid,
+            }
+        }
+        "/tasks/exit" => {
+            let e = TaskExit::decode(payload)?;
+            if !(e.id.is_empty() || e.id == e.container_id) {
+                return Ok(None);
+            }
+            Change::TaskExited {
+                container_id: e.container_id,
+                pid: e.pid,
+                exited_at: system_time(e.exited_at),
+            }
+        }
+        "/tasks/delete" => {
+            let e = TaskDelete::decode(payload)?;
+            if !(e.id.is_empty() || e.id == e.container_id) {
+                return Ok(None);
+            }
+            Change::TaskExited {
+                container_id: e.container_id,
+                pid: e.pid,
+                exited_at: system_time(e.exited_at),
+            }
+        }
+        "/namespaces/create" => Change::NamespaceCreated(NamespaceCreate::decode(payload)?.name),
+        _ => return Ok(None),
+    }))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Link {
+    /// Not tried yet: the first outcome is logged either way.
+    Unknown,
+    Up,
+    Down,
+}
+
+pub struct Watcher {
+    pub socket: PathBuf,
+    pub request_timeout: Duration,
+    pub backoff: Backoff,
+    pub platform: Platform,
+    pub updates: mpsc::Sender<Update>,
+    /// Rung by the stage when an event waits on an unknown container while containerd is
+    /// down: retry now rather than at the end of the backoff.
+    pub poke: Arc<Notify>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+fn request<T>(message: T, namespace: &str) -> Result<Request<T>, ContainerdError> {
+    let value = MetadataValue::try_from(namespace)
+        .map_err(|_| ContainerdError::BadNamespace(namespace.to_string()))?;
+    let mut req = Request::new(message);
+    req.metadata_mut().insert(NAMESPACE_HEADER, value);
+    Ok(req)
+}
+
+/// The error and its sources in one line: tonic's own message for a refused or missing
+/// socket is just "transport error", the reason is further down the chain.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !out.contains(&s_text) {
+            out.push_str(": ");
+            out.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    out
+}
+
+fn system_time(ts: Option<prost_types::Timestamp>) -> Option<SystemTime> {
+    ts.and_then(|t| SystemTime::try_from(t).ok())
+}
+
+impl Watcher {
+    /// Runs until shutdown or until the stage is gone. Never fails: containerd being
+    /// absent is a state, not an error.
+    pub async fn run(mut self) {
+        let mut link = Link::Unknown;
+        loop {
+            let err = match self.session(&mut link).await {
+                Ok(()) | Err(ContainerdError::StageGone) => return,
+                Err(e) => e,
+            };
+            if self.stopping() {
+                return;
+            }
+            if link == Link::Down {
+                debug!(error = %causes(&err), "containerd still unavailable");
+            } else {
+                warn!(
+                    socket = %self.socket.display(),
+                    error = %causes(&err),
+                    "containerd unavailable"
+                );
+                link = Link::Down;
+                if self.updates.send(Update::Disconnected).await.is_err() {
+                    return;
+                }
+            }
+            let delay = self.backoff.next_delay();
+            // The first `min` is always waited, so that a stream of pokes cannot turn the
+            // backoff into a busy loop; a poke only cuts the rest short.
+            let floor = delay.min(self.backoff.min);
+            tokio::select! {
+                _ = tokio::time::sleep(floor) => {}
+                _ = self.shutdown.changed() => return,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay - floor) => {}
+                _ = self.poke.notified() => debug!("retrying containerd early: events are waiting"),
+                _ = self.shutdown.changed() => return,
+            }
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    async fn call<T>(
+        &self,
+        call: &'static str,
+        fut: impl Future<Output = Result<T, tonic::Status>>,
+    ) -> Result<T, ContainerdError> {
+        match tokio::time::timeout(self.request_timeout, fut).await {
+            Err(_) => Err(ContainerdError::Timeout {
+                call,
+                timeout: self.request_timeout,
+            }),
+            Ok(Err(source)) => Err(ContainerdError::Call {
+                call,
+                source: Box::new(source),
+            }),
+            Ok(Ok(v)) => Ok(v),
+        }
+    }
+
+    async fn send(&self, update: Update) -> Result<(), ContainerdError> {
+        self.updates
+            .send(update)
+            .await
+            .map_err(|_| ContainerdError::StageGone)
+    }
+
+    /// One connection: subscribe, list, follow. Returns Ok only at shutdown.
+    async fn session(&mut self, link: &mut Link) -> Result<(), ContainerdError> {
+        let client =
+            match tokio::time::timeout(self.request_timeout, Client::from_path(&self.socket)).await
+            {
+                Err(_) => {
+                    return Err(ContainerdError::Timeout {
+                        call: "connect",
+                        timeout: self.request_timeout,
+                    })
+                }
+                Ok(r) => r.map_err(|source| ContainerdError::Connect {
+                    socket: self.socket.clone(),
+                    source,
+                })?,
+            };
+        // Subscribe before listing: whatever happens while we list is then in the stream,
+        // so nothing falls between the two. No filter and no namespace: all namespaces,
+        // including ones created later; each envelope names its namespace.
+        //
+        // containerd sends the response headers only with the first event, so the call
+        // cannot be awaited (nor timed out) before listing. Polling it first (`biased`)
+        // puts the request on the connection ahead of the list calls.
+        let mut events_client = client.events();
+        let subscribe = events_client.subscribe(SubscribeRequest::default());
+        tokio::pin!(subscribe);
+        let mut subscribed = None;
+        let listing = {
+            let list = self.list_all(&client);
+            tokio::pin!(list);
+            loop {
+                tokio::select! {
+                    biased;
+                    r = &mut subscribe, if subscribed.is_none() => subscribed = Some(r),
+                    listing = &mut list => break listing?,
+                }
+            }
+        };
+        let containers = listing.len();
+        self.send(Update::Resync(listing)).await?;
+        self.send(Update::Connected).await?;
+        if *link != Link::Up {
+            info!(
+                socket = %self.socket.display(),
+                containers,
+                "containerd connected"
+            );
+        }
+        *link = Link::Up;
+        self.backoff.reset();
+        let subscribed = match subscribed {
+            Some(r) => r,
+            None => tokio::select! {
+                _ = self.shutdown.changed() => return Ok(()),
+                r = &mut subscribe => r,
+            },
+        };
+        let mut events = subscribed
+            .map_err(|source| ContainerdError::Call {
+                call: "Events.Subscribe",
+                source: Box::new(source),
+            })?
+            .into_inner();
+        loop {
+            let envelope = tokio::select! {
+                _ = self.shutdown.changed() => return Ok(()),
+                msg = events.message() => match msg {
+                    Ok(Some(envelope)) => envelope,
+                    Ok(None) => return Err(ContainerdError::StreamEnded),
+                    Err(source) => return Err(ContainerdError::Call {
+                        call: "Events.Subscribe",
+                        source: Box::new(source),
+                    }),
+                },
+            };
+            self.handle(&client, envelope).await?;
+        }
+    }
+
+    async fn handle(&self, client: &Client, envelope: Envelope) -> Result<(), ContainerdError> {
+        let Some(payload) = envelope.event else {
+            return Ok(());
+        };
+        let change = match decode(&envelope.topic, &payload.value) {
+            Ok(Some(change)) => change,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                warn!(topic = %envelope.topic, error = %e, "undecodable containerd event");
+                return Ok(());
+            }
+        };
+        let ns = envelope.namespace;
+        let key = |id: String| ContainerKey::new(ns.clone(), id);
+        match change {
+            Change::Container(id) => {
+                if let Some(info) = self.get_container(client, &ns, &id).await? {
+                    self.send(Update::Container(info)).await?;
+                }
+            }
+            Change::ContainerDeleted(id) => self.send(Update::Deleted(key(id))).await?,
+            Change::TaskStarted { container_id, pid } => {
+                // Read now: a short-lived init is gone soon, and the sensor's first events
+                // from this container may already be waiting for exactly this.
+                let mnt_ns = procfs::mnt_ns_of(pid).ok();
+                debug!(
+                    namespace = %ns,
+                    container = %container_id,
+                    pid,
+                    mnt_ns,
+                    topic = %envelope.topic,
+                    "task started"
+                );
+                self.send(Update::TaskStarted {
+                    key: key(container_id),
+                    pid,
+                    mnt_ns,
+                    started_at: system_time(envelope.timestamp),
+                })
+                .await?
+            }
+            Change::TaskExited {
+                container_id,
+                pid,
+                exited_at,
+            } => {
+                // On the sensor's clock, so that the table can tell this container's late
+                // events from those of the next one that gets its namespace number.
+                let exited = exited_at.map_or_else(clock::now, clock::from_wall);
+                self.send(Update::TaskExited {
+                    key: key(container_id),
+                    pid,
+                    exited,
+                })
+                .await?
+            }
+            Change::NamespaceCreated(name) => {
+                debug!(namespace = %name, "containerd namespace created");
+                for listed in self.list_namespace(client, &name).await? {
+                    let key = listed.info.key();
+                    self.send(Update::Container(listed.info)).await?;
+                    if let Some(t) = listed.task {
+                        self.send(Update::TaskStarted {
+                            key,
+                            pid: t.pid,
+                            mnt_ns: t.mnt_ns,
+                            started_at: t.started_at,
+                        })
+                        .await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn list_all(&self, client: &Client) -> Result<Vec<Listed>, ContainerdError> {
+        let namespaces = self
+            .call(
+                "Namespaces.List",
+                client.namespaces().list(ListNamespacesRequest::default()),
+            )
+            .await?
+            .into_inner()
+            .namespaces;
+        let mut all = Vec::new();
+        for ns in namespaces {
+            all.extend(self.list_namespace(client, &ns.name).await?);
+        }
+        Ok(all)
+    }
+
+    async fn list_namespace(
+        &self,
+        client: &Client,
+        ns: &str,
+    ) -> Result<Vec<Listed>, ContainerdError> {
+        let containers = self
+            .call(
+                "Containers.List",
+                client
+                    .containers()
+                    .list(request(ListContainersRequest::default(), ns)?),
+            )
+            .await?
+            .into_inner()
+            .containers;
+        let tasks = self
+            .call(
+                "Tasks.List",
+                client
+                    .tasks()
+                    .list(request(ListTasksRequest::default(), ns)?),
+            )
+            .await?
+            .into_inner()
+            .tasks;
+        // containerd 1.6 leaves `container_id` empty in Tasks.List; the id is in `id`.
+        let live: HashMap<String, u32> = tasks
+            .into_iter()
+            .filter(|p| {
+                p.pid != 0
+                    && matches!(
+                        TaskStatus::try_from(p.status),
+                        Ok(TaskStatus::Created
+                            | TaskStatus::Running
+                            | TaskStatus::Paused
+                            | TaskStatus::Pausing)
+                    )
+            })
+            .map(|p| {
+                let id = if p.container_id.is_empty() {
+                    p.id
+                } else {
+                    p.container_id
+                };
+                (id, p.pid)
+            })
+            .collect();
+        let mut listed = Vec::with_capacity(containers.len());
+        let mut images = ImageDigests::new();
+        for c in containers {
+            let task = live.get(&c.id).map(|&pid| ListedTask {
+                pid,
+                mnt_ns: procfs::mnt_ns_of(pid).ok(),
+                started_at: procfs::start_time(pid),
+            });
+            let info = self.container_info(client, ns, c, &mut images).await?;
+            listed.push(Listed { info, task });
+        }
+        Ok(listed)
+    }
+
+    async fn get_container(
+        &self,
+        client: &Client,
+        ns: &str,
+        id: &str,
+    ) -> Result<Option<ContainerInfo>, ContainerdError> {
+        let got = self
+            .call(
+                "Containers.Get",
+                client
+                    .containers()
+                    .get(request(GetContainerRequest { id: id.to_string() }, ns)?),
+            )
+            .await;
+        match got {
+            Ok(resp) => match resp.into_inner().container {
+                Some(c) => Ok(Some(
+                    self.container_info(client, ns, c, &mut ImageDigests::new())
+                        .await?,
+                )),
+                None => Ok(None),
+            },
+            // Deleted again before we asked: its delete event follows.
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The container's identity with its image's digests. A missing or unreadable image
+    /// leaves the digests empty rather than failing: attribution by namespace and id is
+    /// still right. Only a lost connection is passed up.
+    ///
+    /// `images` remembers digests per image reference within one listing, where many
+    /// containers usually share few images; single events pass a fresh one, so a retagged
+    /// image is seen as it is now.
+    async fn container_info(
+        &self,
+        client: &Client,
+        ns: &str,
+        c: Container,
+        images: &mut ImageDigests,
+    ) -> Result<ContainerInfo, ContainerdError> {
+        let image = (!c.image.is_empty()).then(|| c.image.clone());
+        let mut info = ContainerInfo::new(
+            ns,
+            c.id,
+            image,
+            c.labels.into_iter().collect(),
+            system_time(c.created_at),
+        );
+        if let Some(image) = info.image.clone() {
+            if let Some((manifest, index)) = images.get(&image) {
+                info.manifest_digest = manifest.clone();
+                info.index_digest = index.clone();
+                return Ok(info);
+            }
+            match self.image_digests(client, ns, &image).await {
+                Ok((manifest, index)) => {
+                    info.manifest_digest = manifest.clone();
+                    info.index_digest = index.clone();
+                    images.insert(image, (manifest, index));
+                }
+                Err(e) if e.is_connection_loss() => return Err(e),
+                Err(e) if e.is_not_found() => {
+                    debug!(namespace = ns, image = %image, "image of container not found")
+                }
+                Err(e) => warn!(
+                    namespace = ns,
+                    container = %info.id,
+                    image = %image,
+                    error = %e,
+                    "cannot resolve the image's manifest digest"
+                ),
+            }
+        }
+        Ok(info)
+    }
+
+    /// (manifest digest, index digest) of an image reference.
+    async fn image_digests(
+        &self,
+        client: &Client,
+        ns: &str,
+        image: &str,
+    ) -> Result<(Option<String>, Option<String>), ContainerdError> {
+        let target = self
+            .call(
+                "Images.Get",
+                client.images().get(request(
+                    GetImageRequest {
+                        name: image.to_string(),
+                    },
+                    ns,
+                )?),
+            )
+            .await?
+            .into_inner()
+            .image
+            .and_then(|i| i.target);
+        let Some(target) = target else {
+            return Ok((None, None));
+        };
+        if !manifest::is_index(&target.media_type) {
+            return Ok((Some(target.digest), None));
+        }
+        let blob = self.read_blob(client, ns, &target.digest).await?;
+        let manifest = manifest::pick_manifest(&blob, &self.platform)?;
+        Ok((Some(manifest), Some(target.digest)))
+    }
+
+    async fn read_blob(
+        &self,
+        client: &Client,
+        ns: &str,
+        digest: &str,
+    ) -> Result<Vec<u8>, ContainerdError> {
+        let limit = manifest::MAX_INDEX_BYTES;
+        let mut stream = self
+            .call(
+                "Content.Read",
+                client.content().read(request(
+                    ReadContentRequest {
+                        digest: digest.to_string(),
+                        offset: 0,
+                        size: 0,
+                    },
+                    ns,
+                )?),
+            )
+            .await?
+            .into_inner();
+        let mut data = Vec::new();
+        while let Some(chunk) = self.call("Content.Read", stream.message()).await? {
+            if data.len() + chunk.data.len() > limit {
+                return Err(ContainerdError::IndexTooLarge {
+                    digest: digest.to_string(),
+                    limit,
+                });
+            }
+            data.extend_from_slice(&chunk.data);
+        }
+        Ok(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(500));
+        let seq: Vec<u64> = (0..5).map(|_| b.next_delay().as_millis() as u64).collect();
+        assert_eq!(seq, vec![100, 200, 400, 500, 500]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn events_decode_by_topic() {
+        let start = TaskStart {
+            container_id: "c1".into(),
+            pid: 42,
+        };
+        assert_eq!(
+            decode("/tasks/start", &start.encode_to_vec()).unwrap(),
+            Some(Change::TaskStarted {
+                container_id: "c1".into(),
+                pid: 42
+            })
+        );
+        let create = TaskCreate {
+            container_id: "c1".into(),
+            pid: 41,
+            ..Default::default()
+        };
+        assert!(matches!(
+            decode("/tasks/create", &create.encode_to_vec()).unwrap(),
+            Some(Change::TaskStarted { pid: 41, .. })
+        ));
+        let init_exit = TaskExit {
+            container_id: "c1".into(),
+            id: "c1".into(),
+            pid: 42,
+            ..Default::default()
+        };
+        assert_eq!(
+            decode("/tasks/exit", &init_exit.encode_to_vec()).unwrap(),
+            Some(Change::TaskExited {
+                container_id: "c1".into(),
+                pid: 42,
+                exited_at: None,
+            })
+        );
+        let exec_exit = TaskExit {
+            container_id: "c1".into(),
+            id: "exec-1".into(),
+            pid: 77,
+            ..Default::default()
+        };
+        assert_eq!(
+            decode("/tasks/exit", &exec_exit.encode_to_vec()).unwrap(),
+            None
+        );
+        let delete = ContainerDelete { id: "c1".into() };
+        assert_eq!(
+            decode("/containers/delete", &delete.encode_to_vec()).unwrap(),
+            Some(Change::ContainerDeleted("c1".into()))
+        );
+        let ns = NamespaceCreate {
+            name: "moby".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            decode("/namespaces/create", &ns.encode_to_vec()).unwrap(),
+            Some(Change::NamespaceCreated("moby".into()))
+        );
+        assert_eq!(decode("/images/create", b"").unwrap(), None);
+        assert!(decode("/tasks/start", b"\xff\xff").is_err());
+    }
+
+    #[test]
+    fn error_lines_carry_the_cause() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such socket");
+        let err = ContainerdError::Call {
+            call: "Tasks.List",
+            source: Box::new(tonic::Status::from_error(Box::new(io))),
+        };
+        let line = causes(&err);
+        assert!(line.starts_with("containerd Tasks.List failed"), "{line}");
+        assert!(line.contains("no such socket"), "{line}");
+    }
+
+    #[test]
+    fn namespace_goes_into_the_request_header() {
+        let req = request((), "k8s.io").unwrap();
+        assert_eq!(req.metadata().get(NAMESPACE_HEADER).unwrap(), "k8s.io");
+        assert!(matches!(
+            request((), "bad\nns"),
+            Err(ContainerdError::BadNamespace(_))
+        ));
+    }
+}

@@ -1,0 +1,300 @@
+//! containerd as a content store: blobs through Content.Read, image names through Images.Get,
+//! and the set of layers the node's images use (for cache eviction) through Namespaces.List
+//! and Images.List.
+//!
+//! Owns: the gRPC calls, the namespace header on each, timeouts, and mapping gRPC statuses to
+//! `ContentError`. It trusts nothing it receives: the indexer verifies every byte.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use containerd_client::services::v1::{
+    GetImageRequest, ListImagesRequest, ListNamespacesRequest, ReadContentRequest,
+};
+use containerd_client::tonic::{self, transport::Channel, Code, Request};
+use containerd_client::{with_namespace, Client};
+use tokio::sync::mpsc;
+
+use super::content::{Blob, ContentError, ContentStore, CHUNK_QUEUE_DEPTH};
+use super::digest::Digest;
+use super::oci::{parse_index, parse_manifest, Descriptor, MediaKind, MAX_METADATA_BLOB_BYTES};
+
+/// How long to wait for containerd's socket to accept us.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A unary call or the next chunk of a stream taking longer than this is a dead store.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Clone)]
+pub struct ContainerdStore {
+    channel: Channel,
+    namespace: String,
+}
+
+fn status_error(status: tonic::Status) -> ContentError {
+    ContentError::Unavailable {
+        message: format!("{:?}: {}", status.code(), status.message()),
+    }
+}
+
+fn timed_out(what: &str) -> ContentError {
+    ContentError::Unavailable {
+        message: format!("{what} timed out after {}s", CALL_TIMEOUT.as_secs()),
+    }
+}
+
+impl ContainerdStore {
+    pub async fn connect(socket: &Path, namespace: &str) -> Result<Self, ContentError> {
+        let client = tokio::time::timeout(CONNECT_TIMEOUT, Client::from_path(socket))
+            .await
+            .map_err(|_| ContentError::Unavailable {
+                message: format!("connecting to {} timed out", socket.display()),
+            })?
+            .map_err(|e| ContentError::Unavailable {
+                message: format!("connecting to {}: {e}", socket.display()),
+            })?;
+        Ok(Self {
+            channel: client.channel(),
+            namespace: namespace.to_string(),
+        })
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The same connection, another namespace.
+    pub fn in_namespace(&self, namespace: &str) -> Self {
+        Self {
+            channel: self.channel.clone(),
+            namespace: namespace.to_string(),
+        }
+    }
+
+    /// Finds an image by name and returns the name it is stored under and its target. Tries
+    /// the name as given, then its Docker-normalized form (`alpine` ->
+    /// `docker.io/library/alpine:latest`), as `ctr` and the CRI store names.
+    pub async fn resolve(&self, reference: &str) -> Result<(String, Descriptor), ContentError> {
+        let mut images = Client::from(self.channel.clone()).images();
+        let mut candidates = vec![reference.to_string()];
+        let normalized = docker_normalize(reference);
+        if normalized != reference {
+            candidates.push(normalized);
+        }
+        for name in candidates {
+            let request = with_namespace!(
+                GetImageRequest { name: name.clone() },
+                self.namespace.as_str()
+            );
+            let response = tokio::time::timeout(CALL_TIMEOUT, images.get(request))
+                .await
+                .map_err(|_| timed_out("Images.Get"))?;
+            match response {
+                Ok(response) => {
+                    let image = response.into_inner().image.ok_or_else(|| {
+                        ContentError::BadImageRecord {
+                            reference: name.clone(),
+                            detail: "no image in response".into(),
+                        }
+                    })?;
+                    let target = image.target.ok_or_else(|| ContentError::BadImageRecord {
+                        reference: name.clone(),
+                        detail: "no target".into(),
+                    })?;
+                    let descriptor = descriptor_from_proto(&name, target)?;
+                    return Ok((image.name, descriptor));
+                }
+                Err(status) if status.code() == Code::NotFound => continue,
+                Err(status) => return Err(status_error(status)),
+            }
+        }
+        Err(ContentError::ImageNotFound {
+            reference: reference.to_string(),
+            namespace: self.namespace.clone(),
+        })
+    }
+
+    /// Every layer blob referenced by any image in any namespace (all platforms of an index
+    /// whose manifests are present). Used to decide what the layer cache may evict.
+    pub async fn layers_in_use(&self) -> Result<HashSet<Digest>, ContentError> {
+        let mut namespaces = Client::from(self.channel.clone()).namespaces();
+        let listed = tokio::time::timeout(
+            CALL_TIMEOUT,
+            namespaces.list(Request::new(ListNamespacesRequest::default())),
+        )
+        .await
+        .map_err(|_| timed_out("Namespaces.List"))?
+        .map_err(status_error)?
+        .into_inner();
+        let mut in_use = HashSet::new();
+        for namespace in listed.namespaces {
+            let store = self.in_namespace(&namespace.name);
+            let mut images = Client::from(self.channel.clone()).images();
+            let request = with_namespace!(ListImagesRequest::default(), namespace.name.as_str());
+            let list = tokio::time::timeout(CALL_TIMEOUT, images.list(request))
+                .await
+                .map_err(|_| timed_out("Images.List"))?
+                .map_err(status_error)?
+                .into_inner();
+            for image in list.images {
+                let Some(target) = image.target else { continue };
+                let Ok(target) = descriptor_from_proto(&image.name, target) else {
+                    continue;
+                };
+                store.collect_layers(target, &mut in_use).await?;
+            }
+        }
+        Ok(in_use)
+    }
+
+    /// Adds the layers reachable from `target` to `out`. Unreadable or unparsable blobs are
+    /// skipped: their layers were never indexed from this node's store anyway.
+    async fn collect_layers(
+        &self,
+        target: Descriptor,
+        out: &mut HashSet<Digest>,
+    ) -> Result<(), ContentError> {
+        let mut pending = vec![(target, 0usize)];
+        while let Some((desc, depth)) = pending.pop() {
+            if depth > super::indexer::MAX_INDEX_DEPTH || desc.size > MAX_METADATA_BLOB_BYTES {
+                continue;
+            }
+            let bytes = match self.open(desc.digest).await {
+                Ok(blob) => match blob.read_to_vec(MAX_METADATA_BLOB_BYTES).await {
+                    Ok(bytes) if Digest::of(&bytes) == desc.digest => bytes,
+                    Ok(_)
+                    | Err(ContentError::NotFound { .. })
+                    | Err(ContentError::TooLarge { .. }) => continue,
+                    Err(e) => return Err(e),
+                },
+                Err(ContentError::NotFound { .. }) => continue,
+                Err(e) => return Err(e),
+            };
+            match MediaKind::of(&desc.media_type) {
+                MediaKind::Index => {
+                    if let Ok(index) = parse_index(&bytes, &desc) {
+                        pending.extend(index.manifests.into_iter().map(|m| (m, depth + 1)));
+                    }
+                }
+                MediaKind::Manifest => {
+                    if let Ok(manifest) = parse_manifest(&bytes, &desc) {
+                        out.extend(manifest.layers.iter().map(|l| l.digest));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn descriptor_from_proto(
+    reference: &str,
+    target: containerd_client::types::Descriptor,
+) -> Result<Descriptor, ContentError> {
+    let bad = |detail: String| ContentError::BadImageRecord {
+        reference: reference.to_string(),
+        detail,
+    };
+    Ok(Descriptor {
+        digest: Digest::parse(&target.digest).map_err(|e| bad(e.to_string()))?,
+        size: u64::try_from(target.size)
+            .map_err(|_| bad(format!("negative size {}", target.size)))?,
+        media_type: target.media_type,
+        platform: None,
+    })
+}
+
+/// Docker's reference normalization: a bare name lives in `docker.io/library`, a name without a
+/// registry host in `docker.io`, and a missing tag is `latest`.
+pub fn docker_normalize(reference: &str) -> String {
+    let (first, _) = reference.split_once('/').unwrap_or(("", reference));
+    let has_host = first.contains('.') || first.contains(':') || first == "localhost";
+    let mut name = if !reference.contains('/') {
+        format!("docker.io/library/{reference}")
+    } else if has_host {
+        reference.to_string()
+    } else {
+        format!("docker.io/{reference}")
+    };
+    let last = name.rsplit('/').next().unwrap_or_default();
+    if !last.contains(':') && !name.contains('@') {
+        name.push_str(":latest");
+    }
+    name
+}
+
+impl ContentStore for ContainerdStore {
+    async fn open(&self, digest: Digest) -> Result<Blob, ContentError> {
+        let mut content = Client::from(self.channel.clone()).content();
+        let request = with_namespace!(
+            ReadContentRequest {
+                digest: digest.to_string(),
+                offset: 0,
+                size: 0,
+            },
+            self.namespace.as_str()
+        );
+        let map = move |status: tonic::Status| match status.code() {
+            Code::NotFound => ContentError::NotFound { digest },
+            _ => ContentError::Read {
+                digest,
+                message: format!("{:?}: {}", status.code(), status.message()),
+            },
+        };
+        let mut stream = tokio::time::timeout(CALL_TIMEOUT, content.read(request))
+            .await
+            .map_err(|_| timed_out("Content.Read"))?
+            .map_err(map)?
+            .into_inner();
+        // Read the first chunk here so a missing blob is reported by `open`, not mid-stream.
+        let first = tokio::time::timeout(CALL_TIMEOUT, stream.message())
+            .await
+            .map_err(|_| timed_out("Content.Read"))?
+            .map_err(map)?;
+        let (tx, rx) = mpsc::channel(CHUNK_QUEUE_DEPTH);
+        tokio::spawn(async move {
+            let Some(first) = first else { return };
+            if tx.send(Ok(first.data)).await.is_err() {
+                return;
+            }
+            loop {
+                let next = match tokio::time::timeout(CALL_TIMEOUT, stream.message()).await {
+                    Err(_) => Err(timed_out("Content.Read")),
+                    Ok(Err(status)) => Err(map(status)),
+                    Ok(Ok(None)) => return,
+                    Ok(Ok(Some(response))) => Ok(response.data),
+                };
+                let failed = next.is_err();
+                if tx.send(next).await.is_err() || failed {
+                    return; // consumer gone, or the error was the last word
+                }
+            }
+        });
+        Ok(Blob::from_channel(digest, rx))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_names_are_normalized() {
+        assert_eq!(
+            docker_normalize("alpine"),
+            "docker.io/library/alpine:latest"
+        );
+        assert_eq!(docker_normalize("alpine:3"), "docker.io/library/alpine:3");
+        assert_eq!(docker_normalize("me/app"), "docker.io/me/app:latest");
+        assert_eq!(docker_normalize("reg.io/me/app:1"), "reg.io/me/app:1");
+        assert_eq!(
+            docker_normalize("localhost:5000/app"),
+            "localhost:5000/app:latest"
+        );
+        assert_eq!(
+            docker_normalize("localhost/app@sha256:00"),
+            "localhost/app@sha256:00"
+        );
+    }
+}

@@ -1,0 +1,173 @@
+//! Process ancestry for alerts, from the sensor's fork/exec events with `/proc` as the
+//! fall-back (host processes such as the shim are filtered in the kernel).
+//!
+//! Owns a bounded pid table. Exited processes stay until pushed out by newer ones, so an
+//! exec judged after its parent exited still gets its ancestry.
+
+use crate::alert::Ancestor;
+use std::collections::{HashMap, VecDeque};
+
+pub const MAX_ANCESTORS: usize = 8;
+/// Live pids remembered per mount namespace, to reach a container's root filesystem
+/// after the process that exec'd has gone.
+pub const ROOTS_PER_NAMESPACE: usize = 8;
+
+#[derive(Clone, Debug, Default)]
+struct Proc {
+    ppid: u32,
+    exe: Option<String>,
+}
+
+pub struct ProcessTable {
+    capacity: usize,
+    procs: HashMap<u32, Proc>,
+    order: VecDeque<u32>,
+    /// mount namespace -> recently seen live pids in it, newest last.
+    by_namespace: HashMap<u32, VecDeque<u32>>,
+}
+
+impl ProcessTable {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(16),
+            procs: HashMap::new(),
+            order: VecDeque::new(),
+            by_namespace: HashMap::new(),
+        }
+    }
+
+    /// Remembers that `pid` lives in mount namespace `mnt_ns`.
+    pub fn seen_in(&mut self, mnt_ns: u32, pid: u32) {
+        if !self.by_namespace.contains_key(&mnt_ns) && self.by_namespace.len() >= self.capacity {
+            // Far more namespaces than containers: drop them all rather than grow.
+            self.by_namespace.clear();
+        }
+        let pids = self.by_namespace.entry(mnt_ns).or_default();
+        pids.retain(|&p| p != pid);
+        pids.push_back(pid);
+        while pids.len() > ROOTS_PER_NAMESPACE {
+            pids.pop_front();
+        }
+    }
+
+    pub fn on_exit(&mut self, mnt_ns: u32, pid: u32) {
+        if let Some(pids) = self.by_namespace.get_mut(&mnt_ns) {
+            pids.retain(|&p| p != pid);
+            if pids.is_empty() {
+                self.by_namespace.remove(&mnt_ns);
+            }
+        }
+    }
+
+    /// Pids believed alive in `mnt_ns`, newest first.
+    pub fn pids_in(&self, mnt_ns: u32) -> Vec<u32> {
+        self.by_namespace
+            .get(&mnt_ns)
+            .map(|p| p.iter().rev().copied().collect())
+            .unwrap_or_default()
+    }
+
+    fn entry(&mut self, pid: u32) -> &mut Proc {
+        if !self.procs.contains_key(&pid) {
+            self.order.push_back(pid);
+            while self.order.len() > self.capacity {
+                if let Some(old) = self.order.pop_front() {
+                    self.procs.remove(&old);
+                }
+            }
+        }
+        self.procs.entry(pid).or_default()
+    }
+
+    pub fn on_fork(&mut self, child: u32, parent: u32) {
+        let inherited = self.procs.get(&parent).and_then(|p| p.exe.clone());
+        let e = self.entry(child);
+        e.ppid = parent;
+        e.exe = inherited;
+    }
+
+    pub fn on_exec(&mut self, pid: u32, ppid: u32, exe: String) {
+        let e = self.entry(pid);
+        e.ppid = ppid;
+        e.exe = Some(exe);
+    }
+
+    pub fn len(&self) -> usize {
+        self.procs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.procs.is_empty()
+    }
+
+    /// Parent first, up to [`MAX_ANCESTORS`], stopping at pid 1 or an unknown parent.
+    pub fn ancestry(
+        &self,
+        ppid: u32,
+        proc_fallback: impl Fn(u32) -> Option<(u32, Option<String>)>,
+    ) -> Vec<Ancestor> {
+        let mut out = Vec::new();
+        let mut pid = ppid;
+        while pid > 1 && out.len() < MAX_ANCESTORS {
+            let (next, exe) = match self.procs.get(&pid) {
+                Some(p) => (p.ppid, p.exe.clone()),
+                None => match proc_fallback(pid) {
+                    Some(x) => x,
+                    None => {
+                        out.push(Ancestor { pid, exe: None });
+                        break;
+                    }
+                },
+            };
+            out.push(Ancestor { pid, exe });
+            if next == pid {
+                break;
+            }
+            pid = next;
+        }
+        out
+    }
+}
+
+/// Parent pid and executable of a live process, from `/proc`.
+pub fn from_proc(pid: u32) -> Option<(u32, Option<String>)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let ppid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some((ppid, super::target::exe_path(pid)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ancestry_walks_events_then_proc() {
+        let mut t = ProcessTable::new(100);
+        t.on_exec(10, 5, "/bin/sh".into());
+        t.on_fork(11, 10);
+        t.on_exec(11, 10, "/tmp/x".into());
+        let a = t.ancestry(11, |pid| {
+            (pid == 5).then(|| (1, Some("/usr/bin/containerd-shim".into())))
+        });
+        let pids: Vec<u32> = a.iter().map(|x| x.pid).collect();
+        assert_eq!(pids, vec![11, 10, 5]);
+        assert_eq!(a[1].exe.as_deref(), Some("/bin/sh"));
+        assert_eq!(a[2].exe.as_deref(), Some("/usr/bin/containerd-shim"));
+    }
+
+    #[test]
+    fn table_is_bounded_and_ancestry_capped() {
+        let mut t = ProcessTable::new(16);
+        for pid in 2..100 {
+            t.on_exec(pid, pid - 1, format!("/p{pid}"));
+        }
+        assert_eq!(t.len(), 16);
+        let a = t.ancestry(99, |_| None);
+        assert_eq!(a.len(), MAX_ANCESTORS);
+    }
+}

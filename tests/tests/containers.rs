@@ -1,0 +1,579 @@
+//! The containers stage, end to end: the real daemon, a real containerd, real containers.
+//!
+//! User story: an operator reading an exec record (later an alert) sees which container it
+//! came from (containerd namespace, container id, image reference and the manifest digest
+//! that image resolved to, and for Kubernetes the pod), also for a container that execs in
+//! its first millisecond, and also across containerd restarts; and the daemon's memory does
+//! not grow with the number of containers a node has run.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use layerguard_tests::oci::{MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
+use layerguard_tests::{
+    busybox_image, require_root, unique_id, BuiltImage, Container, Ctr, DaemonProcess,
+    PrivateContainerd, RunOptions,
+};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+const WAIT: Duration = Duration::from_secs(20);
+/// containerd reconnect backoff is capped at 5 s by default; a restart is noticed and
+/// recovered well within this.
+const RECONNECT_WAIT: Duration = Duration::from_secs(30);
+
+/// The daemon watching one private containerd.
+struct Node {
+    daemon: DaemonProcess,
+    _state: TempDir,
+}
+
+fn spawn_daemon(containerd: &Ctr, extra: &[&str]) -> Node {
+    let state = tempfile::tempdir().expect("state dir");
+    let socket = containerd.socket_path();
+    let mut args = vec![
+        "run",
+        "--containerd-socket",
+        socket.to_str().unwrap(),
+        "--state-dir",
+        state.path().to_str().unwrap(),
+        "--log-format",
+        "json",
+        // These tests read the per-exec records, which are off by default.
+        "--set",
+        "verify.log_execs=true",
+    ];
+    args.extend_from_slice(extra);
+    let mut daemon = DaemonProcess::spawn(&args).expect("spawn daemon");
+    daemon.wait_ready(WAIT).expect("daemon ready");
+    Node {
+        daemon,
+        _state: state,
+    }
+}
+
+impl Node {
+    /// Waits for the `n`-th "containerd connected" line (1-based).
+    fn wait_connected(&self, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.count("containerd connected") >= n {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "daemon did not log \"containerd connected\" {n} time(s) within {timeout:?}:\n{}",
+            self.daemon.dump_string(40)
+        );
+    }
+
+    fn wait_message(&self, cursor: u64, message: &str, timeout: Duration) -> Value {
+        self.daemon
+            .wait_for_line_after(cursor, |v| v["message"] == message, timeout)
+            .unwrap_or_else(|| {
+                panic!(
+                    "daemon did not log {message:?} within {timeout:?}:\n{}",
+                    self.daemon.dump_string(40)
+                )
+            })
+    }
+
+    fn count(&self, message: &str) -> usize {
+        self.daemon
+            .json_lines()
+            .iter()
+            .filter(|v| v["message"] == message)
+            .count()
+    }
+
+    /// The exec record whose argv contains `marker`.
+    fn exec_record(&self, cursor: u64, marker: &str) -> Value {
+        self.daemon
+            .wait_for_line_after(cursor, |v| has_arg(v, marker), WAIT)
+            .unwrap_or_else(|| {
+                panic!(
+                    "no exec record with {marker:?} in argv; daemon output:\n{}",
+                    self.daemon.dump_string(60)
+                )
+            })
+    }
+
+    fn assert_alive(&mut self) {
+        let status = self.daemon.try_exit_status().expect("poll daemon");
+        assert!(
+            status.is_none(),
+            "daemon exited ({status:?}):\n{}",
+            self.daemon.dump_string(40)
+        );
+    }
+}
+
+fn has_arg(v: &Value, marker: &str) -> bool {
+    v["message"] == "exec"
+        && v["argv"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(marker)))
+}
+
+/// Asserts the record is attributed to `container` running `image`.
+fn assert_attributed(rec: &Value, ns: &str, id: &str, image: &BuiltImage) {
+    let c = &rec["container"];
+    assert_eq!(c["kind"], "container", "{rec}");
+    assert_eq!(c["namespace"], ns, "{rec}");
+    assert_eq!(c["id"], id, "{rec}");
+    assert_eq!(c["image"], image.reference.as_str(), "{rec}");
+    assert_eq!(
+        c["manifest_digest"],
+        image.manifest_digest.as_str(),
+        "{rec}"
+    );
+    assert!(
+        c.get("labels").is_none(),
+        "labels stay out of records: {rec}"
+    );
+    // The exec fields the sensor tests rely on are still at the top level.
+    assert!(rec["process"]["mnt_ns"].is_u64(), "{rec}");
+    assert!(
+        rec["filename"].is_string() && rec["upper_layer"].is_boolean(),
+        "{rec}"
+    );
+}
+
+fn sleeper(containerd: &Ctr, ns: &str, image: &BuiltImage, prefix: &str) -> Container {
+    Container::run_detached(
+        containerd,
+        ns,
+        &image.reference,
+        &unique_id(prefix),
+        &["sleep", "600"],
+        &[],
+    )
+    .expect("run container")
+}
+
+fn exec_marker(node: &Node, container: &Container, prefix: &str) -> Value {
+    let marker = unique_id(prefix);
+    let cursor = node.daemon.cursor();
+    container
+        .exec_ok(&["/bin/busybox", "echo", &marker])
+        .expect("exec in container");
+    node.exec_record(cursor, &marker)
+}
+
+#[test]
+fn execs_in_two_namespaces_carry_namespace_id_image_and_manifest_digest() {
+    require_root();
+    let containerd = PrivateContainerd::start().expect("start containerd");
+    let image_a = busybox_image("layerguard.test/ns-a:1")
+        .expect("image")
+        .import(&containerd, "default")
+        .expect("import a");
+    let image_b = busybox_image("layerguard.test/ns-b:2")
+        .expect("image")
+        .env("FLAVOUR=b")
+        .import(&containerd, "lg-other")
+        .expect("import b");
+    assert_ne!(image_a.manifest_digest, image_b.manifest_digest);
+    // One container exists before the daemon starts (found by listing), one after (found
+    // through the event stream).
+    let a = sleeper(&containerd, "default", &image_a, "ns-a");
+    let node = spawn_daemon(&containerd, &[]);
+    node.wait_connected(1, WAIT);
+    let b = sleeper(&containerd, "lg-other", &image_b, "ns-b");
+
+    let rec = exec_marker(&node, &a, "in-a");
+    assert_attributed(&rec, "default", a.id(), &image_a);
+    assert!(rec["container"].get("index_digest").is_none(), "{rec}");
+    let rec = exec_marker(&node, &b, "in-b");
+    assert_attributed(&rec, "lg-other", b.id(), &image_b);
+}
+
+/// Writes an OCI archive whose `index.json` names an image index (two platforms) instead
+/// of a manifest, the way multi-platform images arrive from a registry.
+fn import_as_index(containerd: &Ctr, ns: &str, image: &BuiltImage) -> String {
+    let manifest = image.blob(&image.manifest_digest).expect("manifest blob");
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let other_arch = if arch == "s390x" { "ppc64le" } else { "s390x" };
+    let bogus = format!("sha256:{}", "0".repeat(64));
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_TYPE_INDEX,
+        "manifests": [
+            {"mediaType": MEDIA_TYPE_MANIFEST, "digest": bogus, "size": 1,
+             "platform": {"os": "linux", "architecture": other_arch}},
+            {"mediaType": MEDIA_TYPE_MANIFEST, "digest": image.manifest_digest,
+             "size": manifest.len(), "platform": {"os": "linux", "architecture": arch}},
+        ],
+    }))
+    .unwrap();
+    let index_digest = layerguard_tests::util::sha256_digest(&index);
+    let layout = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_TYPE_INDEX,
+        "manifests": [{
+            "mediaType": MEDIA_TYPE_INDEX, "digest": index_digest, "size": index.len(),
+            "annotations": {"io.containerd.image.name": image.reference},
+        }],
+    }))
+    .unwrap();
+    let mut blobs: Vec<(String, Vec<u8>)> = vec![(index_digest.clone(), index)];
+    let mut digests = vec![image.manifest_digest.clone(), image.config_digest.clone()];
+    digests.extend(image.layers.iter().map(|l| l.blob_digest.clone()));
+    for d in digests {
+        blobs.push((d.clone(), image.blob(&d).expect("blob").to_vec()));
+    }
+    let archive = containerd.dir().join(format!("{}.tar", unique_id("index")));
+    write_layout(&archive, &layout, &blobs);
+    let out = containerd
+        .ctr_ok(
+            ns,
+            &[
+                "images",
+                "import",
+                "--snapshotter",
+                "overlayfs",
+                archive.to_str().unwrap(),
+            ],
+        )
+        .expect("import index archive");
+    let _ = std::fs::remove_file(&archive);
+    let listed = containerd.ctr_ok(ns, &["images", "ls"]).expect("images ls");
+    assert!(
+        listed.contains(&index_digest),
+        "containerd should list the image by its index digest; import said {out:?}, ls:\n{listed}"
+    );
+    index_digest
+}
+
+fn write_layout(path: &Path, index_json: &[u8], blobs: &[(String, Vec<u8>)]) {
+    let mut tar = tar::Builder::new(std::fs::File::create(path).expect("archive"));
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, name, data).expect("tar entry");
+    };
+    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    add("index.json", index_json);
+    for (digest, data) in blobs {
+        add(
+            &format!("blobs/sha256/{}", digest.strip_prefix("sha256:").unwrap()),
+            data,
+        );
+    }
+    tar.into_inner()
+        .expect("finish tar")
+        .flush()
+        .expect("flush");
+}
+
+#[test]
+fn image_from_an_index_carries_the_index_digest_and_the_platform_manifest_digest() {
+    require_root();
+    let containerd = PrivateContainerd::start().expect("start containerd");
+    let image = busybox_image("layerguard.test/multi:1")
+        .expect("image")
+        .build()
+        .expect("build image");
+    let index_digest = import_as_index(&containerd, "default", &image);
+    let node = spawn_daemon(&containerd, &[]);
+    node.wait_connected(1, WAIT);
+    let c = sleeper(&containerd, "default", &image, "multi");
+    let rec = exec_marker(&node, &c, "in-multi");
+    assert_attributed(&rec, "default", c.id(), &image);
+    assert_eq!(
+        rec["container"]["index_digest"],
+        index_digest.as_str(),
+        "{rec}"
+    );
+}
+
+#[test]
+fn cri_labelled_container_in_k8s_io_carries_pod_fields() {
+    require_root();
+    let containerd = PrivateContainerd::start().expect("start containerd");
+    let image = busybox_image("layerguard.test/pod:1")
+        .expect("image")
+        .import(&containerd, "k8s.io")
+        .expect("import");
+    let node = spawn_daemon(&containerd, &[]);
+    node.wait_connected(1, WAIT);
+    let opts = RunOptions::default()
+        .label("io.kubernetes.pod.name", "web-7d9f")
+        .label("io.kubernetes.pod.namespace", "shop")
+        .label(
+            "io.kubernetes.pod.uid",
+            "0b6e2f0c-1d7a-4c1e-9a55-2f1f2b0a9c11",
+        )
+        .label("io.kubernetes.container.name", "nginx");
+    let c = Container::run_with(
+        &containerd,
+        "k8s.io",
+        &image.reference,
+        &unique_id("pod"),
+        &["sleep", "600"],
+        &opts,
+    )
+    .expect("run container");
+    let rec = exec_marker(&node, &c, "in-pod");
+    assert_attributed(&rec, "k8s.io", c.id(), &image);
+    let pod = &rec["container"];
+    assert_eq!(pod["pod_name"], "web-7d9f", "{rec}");
+    assert_eq!(pod["pod_namespace"], "shop", "{rec}");
+    assert_eq!(
+        pod["pod_uid"], "0b6e2f0c-1d7a-4c1e-9a55-2f1f2b0a9c11",
+        "{rec}"
+    );
+    assert_eq!(pod["container_name"], "nginx", "{rec}");
+}
+
+#[test]
+fn entrypoint_that_execs_at_once_is_attributed_not_unresolved() {
+    require_root();
+    let containerd = PrivateContainerd::start().expect("start containerd");
+    let image = busybox_image("layerguard.test/quick:1")
+        .expect("image")
+        .import(&containerd, "default")
+        .expect("import");
+    let node = spawn_daemon(&containerd, &[]);
+    node.wait_connected(1, WAIT);
+    // Several rounds: the race between the container's first exec and containerd's task
+    // event goes either way from one start to the next.
+    for round in 0..5 {
+        let marker = unique_id("quick");
+        let id = unique_id("quick");
+        let cursor = node.daemon.cursor();
+        let script = format!("exec /bin/busybox echo {marker}");
+        let out = Container::run_once(
+            &containerd,
+            "default",
+            &image.reference,
+            &id,
+            &["/bin/busybox", "sh", "-c", &script],
+        )
+        .expect("run container");
+        assert!(out.status.success(), "round {round}: {out:?}");
+        // The entrypoint itself (runc's exec of it) and the exec it makes at once.
+        let entry = node.exec_record(cursor, &script);
+        assert_attributed(&entry, "default", &id, &image);
+        let rec = node.exec_record(cursor, &marker);
+        assert_attributed(&rec, "default", &id, &image);
+    }
+}
+
+#[test]
+fn containerd_restart_is_survived_logged_once_and_new_containers_are_attributed() {
+    require_root();
+    let containerd = PrivateContainerd::start().expect("start containerd");
+    let image = busybox_image("layerguard.test/restart:1")
+        .expect("image")
+        .import(&containerd, "default")
+        .expect("import");
+    let mut node = spawn_daemon(&containerd, &[]);
+    node.wait_connected(1, WAIT);
+    let before = sleeper(&containerd, "default", &image, "before");
+    let rec = exec_marker(&node, &before, "before-restart");
+    assert_attributed(&rec, "default", before.id(), &image);
+    let before_pid = before.pid().expect("task pid");
+
+    let cursor = node.daemon.cursor();
+    containerd.kill().expect("SIGKILL containerd");
+    node.wait_message(cursor, "containerd unavailable", WAIT);
+    // Retries go on while containerd is down; none of them may log again.
+    std::thread::sleep(Duration::from_secs(3));
+    // Known containers still resolve against the last known table meanwhile. `ctr exec`
+    // needs containerd, so enter the container's mount namespace directly.
+    let marker = unique_id("during-outage");
+    let cursor = node.daemon.cursor();
+    let pid = before_pid.to_string();
+    let out = std::process::Command::new("nsenter")
+        .args(["-t", &pid, "-m", "/bin/busybox", "echo", &marker])
+        .output()
+        .expect("nsenter (util-linux)");
+    assert!(out.status.success(), "nsenter: {out:?}");
+    let rec = node.exec_record(cursor, &marker);
+    assert_attributed(&rec, "default", before.id(), &image);
+
+    containerd.start_again().expect("restart containerd");
+    node.wait_connected(2, RECONNECT_WAIT);
+    let after = sleeper(&containerd, "default", &image, "after");
+    let rec = exec_marker(&node, &after, "after-restart");
+    assert_attributed(&rec, "default", after.id(), &image);
+    let rec = exec_marker(&node, &before, "before-still");
+    assert_attributed(&rec, "default", before.id(), &image);
+
+    node.assert_alive();
+    assert_eq!(
+        node.count("containerd unavailable"),
+        1,
+        "one line per state change, not per retry:\n{}",
+        node.daemon.dump_string(40)
+    );
+    assert_eq!(node.count("containerd connected"), 2);
+}
+
+#[test]
+fn daemon_started_before_containerd_waits_and_then_works() {
+    require_root();
+    let containerd = PrivateContainerd::start().expect("start containerd");
+    let image = busybox_image("layerguard.test/late:1")
+        .expect("image")
+        .import(&containerd, "default")
+        .expect("import");
+    containerd.stop().expect("stop containerd");
+
+    let mut node = spawn_daemon(&containerd, &[]);
+    let down = node.wait_message(0, "containerd unavailable", WAIT);
+    let error = down["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(containerd.socket_path().to_str().unwrap()) && error.contains("os error"),
+        "the warning should say which socket and why: {down}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    node.assert_alive();
+    assert_eq!(node.count("containerd connected"), 0);
+
+    containerd.start_again().expect("start containerd");
+    node.wait_connected(1, RECONNECT_WAIT);
+    let c = sleeper(&containerd, "default", &image, "late");
+    let rec = exec_marker(&node, &c, "late");
+    assert_attributed(&rec, "default", c.id(), &image);
+    assert_eq!(node.count("containerd unavailable"), 1);
+}
+
+#[test]
+fn exec_in_a_namespace_no_container_owns_goes_on_unresolved_with_the_reason() {
+    require_root();
+    let containerd = PrivateContainerd::start().expect("start containerd");
+    let node = spawn_daemon(&containerd, &["--set", "containers.pending_timeout_ms=300"]);
+    node.wait_connected(1, WAIT);
+    // A private mount namespace on the host: not the host's, and no container's.
+    let marker = unique_id("orphan");
+    let cursor = node.daemon.cursor();
+    let out = std::process::Command::new("unshare")
+        .args(["-m", "/bin/echo", &marker])
+        .output()
+        .expect("unshare (util-linux)");
+    assert!(out.status.success(), "unshare: {out:?}");
+    let rec = node.exec_record(cursor, &marker);
+    let c = &rec["container"];
+    assert_eq!(c["kind"], "unresolved", "{rec}");
+    assert_eq!(
+        c["reason"], "no container known for this mount namespace",
+        "{rec}"
+    );
+    assert!(c["waited_ms"].as_u64().unwrap() >= 300, "{rec}");
+    assert!(c.get("id").is_none(), "{rec}");
+}
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("daemon status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/<pid>/status")
+}
+
+/// Waits for a "containers stats" record (logged every `stats_interval_ms`) after `cursor`
+/// with an empty table. (Not an empty pending queue: the sensor sees the whole node, and
+/// containers of other containerds on it wait there until they go on unresolved.)
+fn wait_table_empty(node: &Node, cursor: u64) -> Value {
+    node.daemon
+        .wait_for_line_after(
+            cursor,
+            |v| {
+                v["message"] == "containers stats"
+                    && v["containers"] == 0
+                    && v["mnt_ns_index"] == 0
+                    && v["pid_index"] == 0
+            },
+            WAIT,
+        )
+        .unwrap_or_else(|| {
+            panic!(
+                "the containers table did not empty; daemon output:\n{}",
+                node.daemon.dump_string(40)
+            )
+        })
+}
+
+#[test]
+fn fifty_containers_started_and_removed_leave_table_and_rss_where_they_were() {
+    require_root();
+    const ROUNDS: usize = 50;
+    /// Allocator slack: the table's own share is a few KiB; more means something grows
+    /// with every container.
+    const RSS_SLACK_KIB: u64 = 2048;
+    let containerd = PrivateContainerd::start().expect("start containerd");
+    let image = busybox_image("layerguard.test/churn:1")
+        .expect("image")
+        .import(&containerd, "default")
+        .expect("import");
+    let node = spawn_daemon(
+        &containerd,
+        &[
+            "--set",
+            "containers.exited_grace_ms=500",
+            "--set",
+            "containers.stats_interval_ms=250",
+        ],
+    );
+    node.wait_connected(1, WAIT);
+    let pid = node.daemon.pid();
+
+    let churn = |n: usize, tag: &str| -> Vec<(String, String)> {
+        (0..n)
+            .map(|_| {
+                let id = unique_id(tag);
+                let marker = unique_id("churn-marker");
+                let out = Container::run_once(
+                    &containerd,
+                    "default",
+                    &image.reference,
+                    &id,
+                    &["/bin/busybox", "echo", &marker],
+                )
+                .expect("run container");
+                assert!(out.status.success(), "{out:?}");
+                (id, marker)
+            })
+            .collect()
+    };
+
+    // Warm-up: the first containers grow buffers, the runtime and the allocator's arenas.
+    churn(5, "warm");
+    let cursor = node.daemon.cursor();
+    let before_stats = wait_table_empty(&node, cursor);
+    let rss_before = vm_rss_kib(pid);
+
+    let started = Instant::now();
+    let cursor = node.daemon.cursor();
+    let runs = churn(ROUNDS, "churn");
+    let churn_time = started.elapsed();
+    for (id, marker) in &runs {
+        let rec = node.exec_record(cursor, marker);
+        assert_eq!(rec["container"]["kind"], "container", "{rec}");
+        assert_eq!(rec["container"]["id"], id.as_str(), "{rec}");
+    }
+    let after_stats = wait_table_empty(&node, node.daemon.cursor());
+    let rss_after = vm_rss_kib(pid);
+    eprintln!(
+        "{ROUNDS} containers in {churn_time:?}: VmRSS {rss_before} KiB -> {rss_after} KiB; \
+         stats before {before_stats}; after {after_stats}"
+    );
+    let attributed = after_stats["events"]["container"].as_u64().unwrap()
+        - before_stats["events"]["container"].as_u64().unwrap();
+    assert!(attributed >= ROUNDS as u64, "{attributed} container events");
+    assert!(
+        rss_after <= rss_before + RSS_SLACK_KIB,
+        "VmRSS grew from {rss_before} KiB to {rss_after} KiB over {ROUNDS} containers"
+    );
+}

@@ -1,0 +1,394 @@
+//! Exec verdicts and alerts, end to end: the real daemon judging real containers.
+//!
+//! User story: a SOC analyst gets an alert, with expected and actual digests and the
+//! process ancestry, for every program in a container that is not exactly what the
+//! verified image shipped, and no alert for everything that is.
+
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+use layerguard_tests::util::sha256_hex;
+use layerguard_tests::{
+    build_static_c, build_static_c_with_flags, busybox_image, require_root, unique_id, BuiltImage,
+    Container, DaemonProcess, Layer, PrivateContainerd,
+};
+use serde_json::Value;
+use tempfile::TempDir;
+
+const NS: &str = "lg-verify";
+const WAIT: Duration = Duration::from_secs(30);
+const MEMFD_EXEC_C: &str = include_str!("../c/memfd_exec.c");
+const TINY_C: &str = include_str!("../../bench/c/tiny.c");
+
+struct Node {
+    daemon: DaemonProcess,
+    image: BuiltImage,
+    tiny_other: Vec<u8>,
+    state: TempDir,
+    containerd: PrivateContainerd,
+}
+
+fn start_node(extra: &[&str]) -> Node {
+    require_root();
+    let containerd = PrivateContainerd::start().expect("start private containerd");
+    let memfd_exec = build_static_c("memfd_exec", MEMFD_EXEC_C).expect("memfd_exec");
+    let tiny = build_static_c("tiny", TINY_C).expect("tiny");
+    // Same program, other bytes: what an attacker's replacement looks like to a hash.
+    let other =
+        build_static_c_with_flags("tiny_other", TINY_C, &["-DTAG=\"other\""]).expect("tiny_other");
+    let tiny_other = std::fs::read(&other).unwrap();
+    assert_ne!(std::fs::read(&tiny).unwrap(), tiny_other);
+    let image = busybox_image(&format!("layerguard.test/verify-{}:1", unique_id("img")))
+        .expect("busybox image")
+        .layer(
+            Layer::new()
+                .file_from_host("/usr/local/bin/memfd_exec", memfd_exec, 0o755)
+                .file_from_host("/usr/local/bin/tiny", tiny, 0o755)
+                .file_from_host("/opt/tiny_other", other, 0o755)
+                .file("/app/hello.sh", "#!/bin/sh\necho hello\n", 0o755),
+        )
+        .import(&containerd, NS)
+        .expect("import image");
+    let state = tempfile::tempdir().unwrap();
+    let socket = containerd.socket_path();
+    let mut args = vec![
+        "run",
+        "--containerd-socket",
+        socket.to_str().unwrap(),
+        "--state-dir",
+        state.path().to_str().unwrap(),
+        // Verdicts of verified execs are only visible in the per-exec records.
+        "--set",
+        "verify.log_execs=true",
+    ];
+    args.extend_from_slice(extra);
+    let mut daemon = DaemonProcess::spawn(&args).expect("spawn daemon");
+    daemon.wait_ready(WAIT).expect("daemon ready");
+    Node {
+        daemon,
+        image,
+        tiny_other,
+        state,
+        containerd,
+    }
+}
+
+impl Node {
+    fn container(&self, image: &str) -> Container {
+        Container::run_detached(
+            &self.containerd,
+            NS,
+            image,
+            &unique_id("v"),
+            &["sleep", "600"],
+            &[],
+        )
+        .expect("run container")
+    }
+
+    fn alerts_for(&self, c: &Container) -> Vec<Value> {
+        self.daemon
+            .json_lines()
+            .into_iter()
+            .filter(|v| v["message"] == "alert" && v["alert"]["container"]["id"] == c.id())
+            .map(|v| v["alert"].clone())
+            .collect()
+    }
+
+    /// Waits for the verdict record of an exec with this argv in `c`.
+    fn verdict_of(&self, c: &Container, argv: &[&str]) -> Value {
+        self.daemon
+            .wait_for_line(
+                |v| {
+                    v["message"] == "exec"
+                        && v["container"]["id"] == c.id()
+                        && v["argv"].as_array().is_some_and(|a| {
+                            a.iter()
+                                .map(|x| x.as_str())
+                                .eq(argv.iter().map(|s| Some(*s)))
+                        })
+                        && v["verdict"].is_object()
+                },
+                WAIT,
+            )
+            .unwrap_or_else(|| panic!("no verdict for {argv:?}:\n{}", self.daemon.dump_string(40)))
+    }
+
+    fn wait_alert(&self, c: &Container, pred: impl Fn(&Value) -> bool) -> Value {
+        self.daemon
+            .wait_for_line(
+                |v| {
+                    v["message"] == "alert"
+                        && v["alert"]["container"]["id"] == c.id()
+                        && pred(&v["alert"])
+                },
+                WAIT,
+            )
+            .map(|v| v["alert"].clone())
+            .unwrap_or_else(|| panic!("alert not seen:\n{}", self.daemon.dump_string(40)))
+    }
+}
+
+fn run_ok(c: &Container, args: &[&str]) {
+    let out = c.exec(args).expect("exec");
+    assert!(out.status.success(), "{args:?}: {out:?}");
+}
+
+#[test]
+fn image_binaries_chmod_and_container_start_raise_no_alert() {
+    let node = start_node(&[]);
+    let c = node.container(&node.image.reference);
+    let marker = unique_id("ok");
+    run_ok(&c, &["/bin/busybox", "echo", &marker]);
+    let v = node.verdict_of(&c, &["/bin/busybox", "echo", &marker]);
+    assert_eq!(v["verdict"]["verdict"], "verified", "{v}");
+    // Through a symlink in the image: /bin/sh -> busybox.
+    run_ok(&c, &["/bin/sh", "-c", "true"]);
+    let v = node.verdict_of(&c, &["/bin/sh", "-c", "true"]);
+    assert_eq!(v["verdict"]["verdict"], "verified", "{v}");
+    // chmod copies the file up; its content is unchanged, so it stays verified.
+    run_ok(&c, &["chmod", "0775", "/usr/local/bin/tiny"]);
+    run_ok(&c, &["/usr/local/bin/tiny"]);
+    let v = node.verdict_of(&c, &["/usr/local/bin/tiny"]);
+    assert_eq!(v["upper_layer"], true, "{v}");
+    assert_eq!(v["verdict"]["verdict"], "verified", "{v}");
+    // Nothing so far, container start (runc) included, is an alert.
+    let alerts = node.alerts_for(&c);
+    assert!(alerts.is_empty(), "unexpected alerts: {alerts:#?}");
+}
+
+#[test]
+fn dropped_binary_is_not_in_image_with_ancestry() {
+    let node = start_node(&[]);
+    let c = node.container(&node.image.reference);
+    run_ok(&c, &["cp", "/bin/busybox", "/tmp/echo"]);
+    // `; true` keeps the shell alive as the parent (it would exec the last command).
+    run_ok(&c, &["sh", "-c", "/tmp/echo dropped; true"]);
+    let a = node.wait_alert(&c, |a| a["kind"] == "exec_not_in_image");
+    assert_eq!(a["severity"], "high");
+    assert_eq!(a["evidence"]["path"], "/tmp/echo", "{a}");
+    assert_eq!(a["evidence"]["upper_layer"], true, "{a}");
+    let busybox = sha256_hex(&std::fs::read("/bin/busybox").unwrap());
+    assert_eq!(a["evidence"]["actual_sha256"], busybox.as_str(), "{a}");
+    assert_eq!(a["container"]["namespace"], NS);
+    assert_eq!(a["container"]["image"], node.image.reference.as_str());
+    assert_eq!(
+        a["container"]["manifest_digest"],
+        node.image.manifest_digest.as_str()
+    );
+    // The shell that ran it is the first ancestor.
+    let anc = a["process"]["ancestry"].as_array().expect("ancestry");
+    assert!(!anc.is_empty(), "{a}");
+    assert_eq!(anc[0]["exe"], "/bin/sh", "{a}");
+    assert!(a["seq"].as_u64().unwrap() >= 1 && a["id"].is_string() && a["node"].is_string());
+}
+
+#[test]
+fn binary_overwritten_in_the_container_is_modified() {
+    let node = start_node(&[]);
+    let c = node.container(&node.image.reference);
+    run_ok(
+        &c,
+        &["sh", "-c", "cat /opt/tiny_other > /usr/local/bin/tiny"],
+    );
+    run_ok(&c, &["/usr/local/bin/tiny"]);
+    let a = node.wait_alert(&c, |a| a["kind"] == "exec_modified");
+    assert_eq!(a["severity"], "critical");
+    let tiny_layer = &node.image.layers[1].blob_digest;
+    let expected = match &node.image.files["/usr/local/bin/tiny"].kind {
+        layerguard_tests::MergedKind::File { sha256, .. } => sha256.clone(),
+        k => panic!("{k:?}"),
+    };
+    assert_eq!(a["evidence"]["expected_sha256"], expected.as_str(), "{a}");
+    assert_eq!(a["evidence"]["expected_layer"], tiny_layer.as_str(), "{a}");
+    assert_eq!(
+        a["evidence"]["actual_sha256"],
+        sha256_hex(&node.tiny_other).as_str(),
+        "{a}"
+    );
+}
+
+#[test]
+fn binary_changed_on_the_host_in_the_lower_layer_is_modified() {
+    let node = start_node(&[]);
+    let c = node.container(&node.image.reference);
+    run_ok(&c, &["/usr/local/bin/tiny"]);
+    assert_eq!(
+        node.verdict_of(&c, &["/usr/local/bin/tiny"])["verdict"]["verdict"],
+        "verified"
+    );
+    // Tamper with the image's unpacked layer on the host, under the container's feet.
+    let lower = c.lower_dirs().unwrap();
+    let file = lower
+        .iter()
+        .map(|d| d.join("usr/local/bin/tiny"))
+        .find(|p| p.exists())
+        .expect("tiny in a lower dir");
+    let ino = std::fs::metadata(&file).unwrap().ino();
+    std::fs::write(&file, &node.tiny_other).unwrap();
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().ino(),
+        ino,
+        "same inode, new bytes"
+    );
+    let marker = unique_id("after");
+    run_ok(&c, &["sh", "-c", &format!("/usr/local/bin/tiny {marker}")]);
+    let a = node.wait_alert(&c, |a| a["kind"] == "exec_modified");
+    assert_eq!(
+        a["evidence"]["upper_layer"], false,
+        "an upper-layer flag alone misses this: {a}"
+    );
+    assert_eq!(
+        a["evidence"]["actual_sha256"],
+        sha256_hex(&node.tiny_other).as_str()
+    );
+}
+
+#[test]
+fn memfd_exec_is_fileless() {
+    let node = start_node(&[]);
+    let c = node.container(&node.image.reference);
+    run_ok(
+        &c,
+        &["/usr/local/bin/memfd_exec", "/bin/busybox", "echo", "x"],
+    );
+    let a = node.wait_alert(&c, |a| a["kind"] == "exec_fileless");
+    assert_eq!(a["severity"], "critical");
+}
+
+#[test]
+fn executed_then_deleted_is_never_silent() {
+    let node = start_node(&[]);
+    let c = node.container(&node.image.reference);
+    run_ok(&c, &["cp", "/bin/busybox", "/tmp/sleep"]);
+    run_ok(
+        &c,
+        &["sh", "-c", "/tmp/sleep 3 & sleep 0.2; rm /tmp/sleep; wait"],
+    );
+    let a = node.wait_alert(&c, |a| {
+        (a["kind"] == "exec_deleted" || a["kind"] == "exec_not_in_image")
+            && a["evidence"]["path"] == "/tmp/sleep"
+    });
+    assert_ne!(a["kind"], "exec_unverifiable");
+}
+
+#[test]
+fn dropped_scripts_alert_however_they_are_run() {
+    let node = start_node(&[]);
+    let c = node.container(&node.image.reference);
+    run_ok(
+        &c,
+        &[
+            "sh",
+            "-c",
+            "printf '#!/bin/sh\\necho hi\\n' > /tmp/x.sh && chmod +x /tmp/x.sh",
+        ],
+    );
+    run_ok(&c, &["sh", "/tmp/x.sh"]);
+    let a = node.wait_alert(&c, |a| {
+        a["kind"] == "exec_not_in_image" && a["evidence"]["path"] == "/tmp/x.sh"
+    });
+    assert_eq!(a["process"]["argv"][1], "/tmp/x.sh", "{a}");
+    let cursor = node.daemon.cursor();
+    run_ok(&c, &["sh", "-c", "cd /tmp && ./x.sh"]);
+    let a = node
+        .daemon
+        .wait_for_line_after(
+            cursor,
+            |v| {
+                v["message"] == "alert"
+                    && v["alert"]["container"]["id"] == c.id()
+                    && v["alert"]["evidence"]["interpreter"] == "/bin/sh"
+            },
+            WAIT,
+        )
+        .unwrap_or_else(|| panic!("no alert for ./x.sh:\n{}", node.daemon.dump_string(30)));
+    assert_eq!(a["alert"]["kind"], "exec_not_in_image", "{a}");
+    assert_eq!(a["alert"]["evidence"]["path"], "/tmp/./x.sh", "{a}");
+    // The image's own script is verified, interpreter and script both.
+    run_ok(&c, &["/app/hello.sh"]);
+    let v = node.verdict_of(&c, &["/bin/sh", "/app/hello.sh"]);
+    assert_eq!(v["verdict"]["verdict"], "verified", "{v}");
+}
+
+#[test]
+fn tampered_layer_blob_makes_the_image_untrusted() {
+    let node = start_node(&[]);
+    // Flip one byte of the app layer's blob in containerd's content store.
+    let blob = &node.image.layers[1].blob_digest;
+    let path = node
+        .containerd
+        .root_dir()
+        .join("io.containerd.content.v1.content/blobs/sha256")
+        .join(blob.trim_start_matches("sha256:"));
+    let mut bytes = std::fs::read(&path).expect("layer blob on disk");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let c = node.container(&node.image.reference);
+    run_ok(&c, &["/bin/busybox", "true"]);
+    let a = node.wait_alert(&c, |a| a["kind"] == "image_untrusted");
+    assert_eq!(a["severity"], "critical");
+    let reason = a["evidence"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(blob.as_str()),
+        "reason names the blob: {reason}"
+    );
+}
+
+#[test]
+fn a_thousand_short_lived_dropped_binaries_give_a_thousand_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("alerts.jsonl");
+    let node = start_node(&[
+        "--alert-log",
+        log.to_str().unwrap(),
+        "--set",
+        "verify.log_execs=false",
+    ]);
+    let c = node.container(&node.image.reference);
+    run_ok(&c, &["cp", "/usr/local/bin/tiny", "/tmp/t"]);
+    let out = c
+        .exec_timeout(
+            &["sh", "-c", "for i in $(seq 1000); do /tmp/t; done"],
+            Duration::from_secs(120),
+        )
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let count = || {
+        node.alerts_for(&c)
+            .iter()
+            .filter(|a| a["evidence"]["path"] == "/tmp/t")
+            .count()
+    };
+    while count() < 1000 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let alerts: Vec<Value> = node
+        .alerts_for(&c)
+        .into_iter()
+        .filter(|a| a["evidence"]["path"] == "/tmp/t")
+        .collect();
+    let lost: Vec<Value> = node
+        .daemon
+        .json_lines()
+        .into_iter()
+        .filter(|v| v["message"] == "alert" && v["alert"]["kind"] == "sensor_events_lost")
+        .collect();
+    assert!(lost.is_empty(), "events were lost: {lost:?}");
+    assert_eq!(alerts.len(), 1000, "one alert per exec");
+    assert!(
+        alerts.iter().all(|a| a["kind"] == "exec_not_in_image"),
+        "none unverifiable"
+    );
+    // The same alerts, in order, in the JSONL file.
+    let file = std::fs::read_to_string(&log).unwrap();
+    let in_file = file
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|a| a["container"]["id"] == c.id() && a["evidence"]["path"] == "/tmp/t")
+        .count();
+    assert_eq!(in_file, 1000);
+    let _ = &node.state;
+}
