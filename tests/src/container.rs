@@ -430,6 +430,38 @@ fn parse_task_pid(listing: &str, id: &str) -> Option<u32> {
     })
 }
 
+/// One path of a container's root as [`container_view`] lists it: kind (`F` file, `D` dir,
+/// `L` symlink, `O` other), permission bits, and the sha256 (files) or target (symlinks).
+pub type ViewEntry = (char, u32, String);
+
+/// The container's whole root filesystem (`find / -xdev`) as `path -> ViewEntry`, in one
+/// exec: what an image index must match.
+pub fn container_view(c: &Container) -> std::collections::BTreeMap<String, ViewEntry> {
+    let script = r#"find / -xdev | while read -r p; do
+  if [ -L "$p" ]; then echo "L|$p|777|$(readlink "$p")"
+  elif [ -d "$p" ]; then echo "D|$p|$(stat -c %a "$p")|"
+  elif [ -f "$p" ]; then h=$(sha256sum "$p"); echo "F|$p|$(stat -c %a "$p")|${h%% *}"
+  else echo "O|$p|0|"
+  fi
+done"#;
+    let out = c
+        .exec_ok(&["sh", "-c", script])
+        .expect("listing container fs");
+    out.lines()
+        .filter_map(|l| {
+            let parts: Vec<&str> = l.splitn(4, '|').collect();
+            let [kind, path, mode, detail] = parts[..] else {
+                panic!("bad listing line {l:?}");
+            };
+            (path != "/").then(|| {
+                let kind = kind.chars().next().unwrap_or('O');
+                let mode = u32::from_str_radix(mode, 8).unwrap_or_else(|_| panic!("mode in {l:?}"));
+                (path.to_owned(), (kind, mode, detail.to_owned()))
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

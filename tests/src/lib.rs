@@ -36,7 +36,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-pub use container::{unique_id, Container, OverlayMount, RunOptions};
+pub use container::{container_view, unique_id, Container, OverlayMount, RunOptions, ViewEntry};
 pub use containerd::{cleanup_stale, Ctr, PrivateContainerd};
 pub use daemon::{daemon_binary, DaemonProcess, Line, Stream};
 pub use oci::{

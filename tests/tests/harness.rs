@@ -9,8 +9,8 @@ use std::path::Path;
 
 use layerguard_tests::util::{pids_matching, sha256_hex};
 use layerguard_tests::{
-    busybox_image, cleanup_stale, mounts_under, require_root, unique_id, BuiltImage, Container,
-    Layer, MergedKind, PrivateContainerd,
+    busybox_image, cleanup_stale, container_view, mounts_under, require_root, unique_id,
+    BuiltImage, Container, Layer, MergedKind, PrivateContainerd,
 };
 
 const NS: &str = "lg-harness";
@@ -39,34 +39,6 @@ fn two_layer_image(containerd: &PrivateContainerd, name: &str) -> BuiltImage {
         )
         .import(containerd, NS)
         .expect("import two-layer image")
-}
-
-/// Lists the container's root filesystem as `path -> (kind, mode, detail)`, where detail is
-/// the sha256 for files and the target for symlinks, in one exec.
-fn container_view(c: &Container) -> BTreeMap<String, (char, u32, String)> {
-    let script = r#"find / -xdev | while read -r p; do
-  if [ -L "$p" ]; then echo "L|$p|777|$(readlink "$p")"
-  elif [ -d "$p" ]; then echo "D|$p|$(stat -c %a "$p")|"
-  elif [ -f "$p" ]; then h=$(sha256sum "$p"); echo "F|$p|$(stat -c %a "$p")|${h%% *}"
-  else echo "O|$p|0|"
-  fi
-done"#;
-    let out = c
-        .exec_ok(&["sh", "-c", script])
-        .expect("listing container fs");
-    out.lines()
-        .filter_map(|l| {
-            let parts: Vec<&str> = l.splitn(4, '|').collect();
-            let [kind, path, mode, detail] = parts[..] else {
-                panic!("bad listing line {l:?}");
-            };
-            (path != "/").then(|| {
-                let kind = kind.chars().next().unwrap();
-                let mode = u32::from_str_radix(mode, 8).unwrap_or_else(|_| panic!("mode in {l:?}"));
-                (path.to_owned(), (kind, mode, detail.to_owned()))
-            })
-        })
-        .collect()
 }
 
 fn expected_view(image: &BuiltImage) -> BTreeMap<String, (char, u32, String)> {

@@ -8,14 +8,14 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use layerguard_tests::{
-    busybox_image, daemon_binary, require_root, unique_id, BuiltImage, Container, Layer,
-    PrivateContainerd,
+    busybox_image, container_view, daemon_binary, require_root, unique_id, BuiltImage, Container,
+    Layer, PrivateContainerd,
 };
 use serde_json::Value;
 
 const NS: &str = "lg-image";
 
-type View = BTreeMap<String, (char, u32, String)>;
+type View = BTreeMap<String, layerguard_tests::ViewEntry>;
 
 fn layered_image(containerd: &PrivateContainerd) -> BuiltImage {
     busybox_image(&format!("layerguard.test/{}:1", unique_id("index")))
@@ -39,33 +39,6 @@ fn layered_image(containerd: &PrivateContainerd) -> BuiltImage {
         )
         .import(containerd, NS)
         .expect("import image")
-}
-
-/// The container's root as `path -> (kind, mode, sha256 or link target)`, in one exec.
-fn container_view(c: &Container) -> View {
-    let script = r#"find / -xdev | while read -r p; do
-  if [ -L "$p" ]; then echo "L|$p|777|$(readlink "$p")"
-  elif [ -d "$p" ]; then echo "D|$p|$(stat -c %a "$p")|"
-  elif [ -f "$p" ]; then h=$(sha256sum "$p"); echo "F|$p|$(stat -c %a "$p")|${h%% *}"
-  else echo "O|$p|0|"
-  fi
-done"#;
-    let out = c.exec_ok(&["sh", "-c", script]).expect("list container fs");
-    out.lines()
-        .filter_map(|l| {
-            let parts: Vec<&str> = l.splitn(4, '|').collect();
-            let [kind, path, mode, detail] = parts[..] else {
-                panic!("bad listing line {l:?}");
-            };
-            (path != "/").then(|| {
-                let mode = u32::from_str_radix(mode, 8).expect("octal mode");
-                (
-                    path.to_string(),
-                    (kind.chars().next().unwrap(), mode, detail.to_string()),
-                )
-            })
-        })
-        .collect()
 }
 
 fn verify(
