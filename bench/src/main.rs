@@ -5,7 +5,9 @@
 //! Benchmarks:
 //! - `exec`: fork+exec+wait of a tiny static binary inside a container, daemon off and on,
 //!   interleaved in rounds so that drift hits both sides alike.
+//! - `latency`: exec-to-alert time of a dropped binary, first seen and cached.
 
+mod alert_latency;
 mod exec_overhead;
 
 use clap::Parser;
@@ -50,6 +52,9 @@ fn main() -> anyhow::Result<()> {
     );
     if wants("exec") {
         exec_overhead::run(&args)?;
+    }
+    if wants("latency") {
+        alert_latency::run(&args)?;
     }
     Ok(())
 }
