@@ -40,8 +40,8 @@ pub use container::{container_view, unique_id, Container, OverlayMount, RunOptio
 pub use containerd::{cleanup_stale, Ctr, PrivateContainerd};
 pub use daemon::{daemon_binary, DaemonProcess, Line, Stream};
 pub use oci::{
-    busybox_image, busybox_layer, BuiltImage, BuiltLayer, Compression, ImageBuilder, Layer,
-    MergedFile, MergedKind,
+    busybox_image, busybox_layer, overlay_test_image, BuiltImage, BuiltLayer, Compression,
+    ImageBuilder, Layer, MergedFile, MergedKind,
 };
 pub use util::mounts_under;
 

@@ -814,6 +814,30 @@ pub fn busybox_image(reference: &str) -> Result<ImageBuilder> {
         .cmd(&["/bin/sh"]))
 }
 
+/// Busybox plus two layers doing every operation layerguard must see through: the second
+/// overrides a file, whiteouts one, makes a directory opaque, adds a symlink and a hard
+/// link. Used wherever a test compares an index or a container with the merged view.
+pub fn overlay_test_image(reference: &str) -> Result<ImageBuilder> {
+    Ok(busybox_image(reference)?
+        .layer(
+            Layer::new()
+                .file("/app/config", "version=1\n", 0o644)
+                .file("/app/remove-me", "doomed\n", 0o644)
+                .file("/app/data/old", "old\n", 0o644)
+                .file("/app/run.sh", "#!/bin/sh\necho from-run-sh\n", 0o755),
+        )
+        .layer(
+            Layer::new()
+                .file("/app/config", "version=2\n", 0o600)
+                .whiteout("/app/remove-me")
+                .opaque_dir("/app/data")
+                .file("/app/data/new", "new\n", 0o644)
+                .symlink("/app/current", "config")
+                .file("/app/tool.sh", "#!/bin/sh\necho from-tool\n", 0o755)
+                .hardlink("/app/tool-again.sh", "/app/tool.sh"),
+        ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,34 +9,15 @@ use std::path::Path;
 
 use layerguard_tests::util::{pids_matching, sha256_hex};
 use layerguard_tests::{
-    busybox_image, cleanup_stale, container_view, mounts_under, require_root, unique_id,
-    BuiltImage, Container, Layer, MergedKind, PrivateContainerd,
+    busybox_image, cleanup_stale, container_view, mounts_under, overlay_test_image, require_root,
+    unique_id, BuiltImage, Container, MergedKind, PrivateContainerd,
 };
 
 const NS: &str = "lg-harness";
 
-/// Base busybox layer plus an app layer, and a second layer that overrides, whiteouts,
-/// hides a directory and adds links: the layer operations layerguard must see through.
 fn two_layer_image(containerd: &PrivateContainerd, name: &str) -> BuiltImage {
-    busybox_image(&format!("layerguard.test/{name}:1"))
+    overlay_test_image(&format!("layerguard.test/{name}:1"))
         .expect("busybox image")
-        .layer(
-            Layer::new()
-                .file("/app/config", "version=1\n", 0o644)
-                .file("/app/remove-me", "doomed\n", 0o644)
-                .file("/app/data/old", "old\n", 0o644)
-                .file("/app/run.sh", "#!/bin/sh\necho from-run-sh\n", 0o755),
-        )
-        .layer(
-            Layer::new()
-                .file("/app/config", "version=2\n", 0o600)
-                .whiteout("/app/remove-me")
-                .opaque_dir("/app/data")
-                .file("/app/data/new", "new\n", 0o644)
-                .symlink("/app/current", "config")
-                .file("/app/tool.sh", "#!/bin/sh\necho from-tool\n", 0o755)
-                .hardlink("/app/tool-again.sh", "/app/tool.sh"),
-        )
         .import(containerd, NS)
         .expect("import two-layer image")
 }

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use layerguard_tests::{
-    busybox_image, container_view, daemon_binary, require_root, unique_id, BuiltImage, Container,
-    Layer, PrivateContainerd,
+    container_view, daemon_binary, overlay_test_image, require_root, unique_id, BuiltImage,
+    Container, PrivateContainerd,
 };
 use serde_json::Value;
 
@@ -18,25 +18,8 @@ const NS: &str = "lg-image";
 type View = BTreeMap<String, layerguard_tests::ViewEntry>;
 
 fn layered_image(containerd: &PrivateContainerd) -> BuiltImage {
-    busybox_image(&format!("layerguard.test/{}:1", unique_id("index")))
+    overlay_test_image(&format!("layerguard.test/{}:1", unique_id("index")))
         .expect("busybox image")
-        .layer(
-            Layer::new()
-                .file("/app/config", "version=1\n", 0o644)
-                .file("/app/remove-me", "doomed\n", 0o644)
-                .file("/app/data/old", "old\n", 0o644)
-                .file("/app/run.sh", "#!/bin/sh\necho run\n", 0o755),
-        )
-        .layer(
-            Layer::new()
-                .file("/app/config", "version=2\n", 0o600)
-                .whiteout("/app/remove-me")
-                .opaque_dir("/app/data")
-                .file("/app/data/new", "new\n", 0o644)
-                .symlink("/app/current", "config")
-                .file("/app/tool.sh", "#!/bin/sh\necho tool\n", 0o755)
-                .hardlink("/app/tool-again.sh", "/app/tool.sh"),
-        )
         .import(containerd, NS)
         .expect("import image")
 }
