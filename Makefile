@@ -79,6 +79,9 @@ lint: deps
 ## bench: overhead and throughput, each as a ratio against a baseline in the same run.
 bench: release
 	cargo run --release -p layerguard-bench -- --layerguard $(CURDIR)/$(RELEASE_BIN)
+	# The gRPC path: alerts/s to 10 subscribers with the journal on, and the latency it
+	# adds after the log line (in-process server on the daemon's runtime shape).
+	cargo test --release -p layerguard --lib api::bench -- --ignored --nocapture --test-threads=1
 
 clean:
 	cargo clean

@@ -32,6 +32,8 @@ pub struct Config {
     pub containers: ContainersConfig,
     pub verify: VerifyConfig,
     pub alerts: AlertsConfig,
+    pub api: ApiConfig,
+    pub journal: JournalConfig,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -87,6 +89,8 @@ impl Default for Config {
             containers: ContainersConfig::default(),
             verify: VerifyConfig::default(),
             alerts: AlertsConfig::default(),
+            api: ApiConfig::default(),
+            journal: JournalConfig::default(),
         }
     }
 }
@@ -292,6 +296,249 @@ impl AlertsConfig {
     }
 }
 
+/// What a client of the API may do. Ordered: a responder may do everything a viewer may.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Subscribe to and list alerts, list containers, read status.
+    Viewer,
+    /// Also the response calls (kill, pause, ...) that later versions add.
+    Responder,
+}
+
+impl Role {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Responder => "responder",
+        }
+    }
+}
+
+pub const DEFAULT_API_SOCKET: &str = "/run/layerguard/layerguard.sock";
+
+/// `[api]`: the gRPC API (`layerguard.v1`), on a unix socket and, only with mutual TLS,
+/// on TCP.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Serve the API at all (the CLI's watch/alerts/containers/status need it).
+    pub enabled: bool,
+    /// The unix socket; its directory is created if missing.
+    pub socket: PathBuf,
+    /// File mode of the socket: who may connect is who may use it. Octal in TOML (0o660).
+    pub socket_mode: u32,
+    /// Group owning the socket (a name or a numeric gid); unset keeps the daemon's group.
+    pub socket_group: Option<String>,
+    /// The role of every client of the unix socket.
+    pub socket_role: Role,
+    /// TCP address for remote clients, e.g. `0.0.0.0:50051`. Requires `tls_cert`,
+    /// `tls_key` and `tls_client_ca`: there is no TCP without mutual TLS.
+    pub tcp_listen: Option<std::net::SocketAddr>,
+    /// PEM server certificate chain and private key for TCP.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s) that client certificates must chain to.
+    pub tls_client_ca: Option<PathBuf>,
+    /// Client certificate identity -> role. An identity is the subject common name, a DNS
+    /// name or a URI (SPIFFE id) in the subject alternative names. A verified client
+    /// whose certificate names no listed identity may only call the health service.
+    pub roles: std::collections::BTreeMap<String, Role>,
+    /// How many alerts a subscriber may fall behind the live stream before it is switched
+    /// to catching up from the journal (it is told so). Memory: one shared ring of this
+    /// many alerts.
+    pub subscriber_queue: usize,
+    /// Concurrent Subscribe streams; more are refused with RESOURCE_EXHAUSTED.
+    pub max_subscribers: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            socket: DEFAULT_API_SOCKET.into(),
+            socket_mode: 0o660,
+            socket_group: None,
+            socket_role: Role::Responder,
+            tcp_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            roles: Default::default(),
+            subscriber_queue: 4096,
+            max_subscribers: 64,
+        }
+    }
+}
+
+impl ApiConfig {
+    fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |key: &str, problem: String| Err((format!("api.{key}"), problem));
+        if !self.socket.is_absolute() {
+            return bad(
+                "socket",
+                format!("must be an absolute path, not {}", self.socket.display()),
+            );
+        }
+        if self.socket_mode > 0o777 {
+            return bad(
+                "socket_mode",
+                format!(
+                    "must be a file mode such as 0o660, not {:#o}",
+                    self.socket_mode
+                ),
+            );
+        }
+        if self.socket_mode & 0o600 != 0o600 {
+            return bad(
+                "socket_mode",
+                format!(
+                    "must let the owner (root) read and write, not {:#o}",
+                    self.socket_mode
+                ),
+            );
+        }
+        if self.socket_group.as_deref().is_some_and(str::is_empty) {
+            return bad("socket_group", "must not be empty when set".into());
+        }
+        let tls = [
+            ("tls_cert", &self.tls_cert),
+            ("tls_key", &self.tls_key),
+            ("tls_client_ca", &self.tls_client_ca),
+        ];
+        if self.tcp_listen.is_some() {
+            for (key, value) in tls {
+                if value.is_none() {
+                    return bad(
+                        key,
+                        "must be set when api.tcp_listen is: TCP is only served with mutual TLS"
+                            .into(),
+                    );
+                }
+            }
+        }
+        for (key, value) in tls {
+            if let Some(p) = value.as_ref().filter(|p| !p.is_absolute()) {
+                return bad(
+                    key,
+                    format!("must be an absolute path, not {}", p.display()),
+                );
+            }
+        }
+        if let Some(identity) = self.roles.keys().find(|k| k.trim().is_empty()) {
+            return bad("roles", format!("has an empty identity {identity:?}"));
+        }
+        if !(16..=1 << 20).contains(&self.subscriber_queue) {
+            return bad(
+                "subscriber_queue",
+                format!(
+                    "must be between 16 and 1048576, not {}",
+                    self.subscriber_queue
+                ),
+            );
+        }
+        if !(1..=10_000).contains(&self.max_subscribers) {
+            return bad(
+                "max_subscribers",
+                format!("must be between 1 and 10000, not {}", self.max_subscribers),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// When journaled alerts are forced to disk (see `alert::journal`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncMode {
+    /// Before each alert is published: survives power loss; a disk flush per alert.
+    Always,
+    /// At most every `fsync_interval_ms`: a crash of the daemon loses nothing, a power
+    /// loss at most the last interval.
+    Batched,
+    /// Left to the kernel's writeback.
+    Never,
+}
+
+/// `[journal]`: the on-disk alert journal in `<state_dir>/journal`, from which
+/// subscribers resume.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalConfig {
+    /// Off: alerts are streamed live only, and a resuming subscriber gets a gap.
+    pub enabled: bool,
+    /// A segment file is closed beyond this size; retention deletes whole segments.
+    pub segment_bytes: u64,
+    /// Old segments are deleted while the journal is larger than this.
+    pub max_bytes: u64,
+    /// Segments whose newest alert is older than this are deleted.
+    pub max_age_hours: u64,
+    pub fsync: FsyncMode,
+    pub fsync_interval_ms: u64,
+}
+
+impl Default for JournalConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            segment_bytes: 16 << 20,
+            max_bytes: 256 << 20,
+            max_age_hours: 7 * 24,
+            fsync: FsyncMode::Batched,
+            fsync_interval_ms: 100,
+        }
+    }
+}
+
+impl JournalConfig {
+    pub fn max_age(&self) -> Duration {
+        Duration::from_secs(self.max_age_hours * 3600)
+    }
+    pub fn fsync_interval(&self) -> Duration {
+        Duration::from_millis(self.fsync_interval_ms)
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |key: &str, problem: String| Err((format!("journal.{key}"), problem));
+        const MIB: u64 = 1 << 20;
+        if !(MIB..=1024 * MIB).contains(&self.segment_bytes) {
+            return bad(
+                "segment_bytes",
+                format!(
+                    "must be between 1 MiB and 1 GiB, not {}",
+                    self.segment_bytes
+                ),
+            );
+        }
+        if self.max_bytes < 2 * self.segment_bytes {
+            return bad(
+                "max_bytes",
+                format!(
+                    "must be at least twice journal.segment_bytes ({}), not {}",
+                    self.segment_bytes, self.max_bytes
+                ),
+            );
+        }
+        // A year; beyond it the value is a unit mistake (seconds written as hours).
+        if !(1..=24 * 366).contains(&self.max_age_hours) {
+            return bad(
+                "max_age_hours",
+                format!("must be between 1 and 8784, not {}", self.max_age_hours),
+            );
+        }
+        if !(1..=60_000).contains(&self.fsync_interval_ms) {
+            return bad(
+                "fsync_interval_ms",
+                format!(
+                    "must be between 1 and 60000, not {}",
+                    self.fsync_interval_ms
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
@@ -487,6 +734,8 @@ impl Config {
         self.containers.validate()?;
         self.verify.validate()?;
         self.alerts.validate()?;
+        self.api.validate()?;
+        self.journal.validate()?;
         if self.node_name.trim().is_empty() {
             return bad("node_name", "must not be empty".into());
         }
@@ -717,5 +966,138 @@ mod tests {
     fn explicit_missing_file_is_an_error() {
         let err = Config::load(Path::new("/nonexistent/lg.toml"), true, &[]).unwrap_err();
         assert!(matches!(err, ConfigError::Read { .. }));
+    }
+}
+
+#[cfg(test)]
+mod api_journal_tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("/etc/lg.toml"))
+    }
+
+    fn load(text: &str) -> Result<Config, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(&path, true, &[]).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn api_and_journal_default_to_a_local_socket_and_an_on_disk_journal() {
+        let c = parse("").unwrap();
+        assert_eq!(c.api, ApiConfig::default());
+        assert_eq!(c.api.socket, PathBuf::from(DEFAULT_API_SOCKET));
+        assert_eq!(c.api.socket_mode, 0o660);
+        assert!(c.api.tcp_listen.is_none(), "no TCP unless configured");
+        assert_eq!(c.journal, JournalConfig::default());
+        assert_eq!(c.journal.fsync, FsyncMode::Batched);
+        assert!(c.api.validate().is_ok() && c.journal.validate().is_ok());
+    }
+
+    #[test]
+    fn api_section_parses_octal_modes_roles_and_tls() {
+        let c = load(
+            "[api]\nsocket_mode = 0o640\nsocket_group = \"layerguard\"\n\
+             tcp_listen = \"127.0.0.1:50051\"\ntls_cert = \"/etc/lg/server.crt\"\n\
+             tls_key = \"/etc/lg/server.key\"\ntls_client_ca = \"/etc/lg/ca.crt\"\n\
+             [api.roles]\n\"siem.example\" = \"viewer\"\n\"spiffe://c/ns/sec/sa/ir\" = \"responder\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.api.socket_mode, 0o640);
+        assert_eq!(c.api.socket_group.as_deref(), Some("layerguard"));
+        assert_eq!(c.api.tcp_listen.unwrap().port(), 50051);
+        assert_eq!(c.api.roles["siem.example"], Role::Viewer);
+        assert_eq!(c.api.roles["spiffe://c/ns/sec/sa/ir"], Role::Responder);
+        assert!(Role::Responder > Role::Viewer);
+    }
+
+    #[test]
+    fn tcp_without_tls_is_refused_naming_the_missing_key() {
+        let err = load("[api]\ntcp_listen = \"0.0.0.0:50051\"\n").unwrap_err();
+        assert!(err.contains("api.tls_cert"), "{err}");
+        assert!(err.contains("mutual TLS"), "{err}");
+        let err =
+            load("[api]\ntcp_listen = \"0.0.0.0:50051\"\ntls_cert = \"/a\"\ntls_key = \"/b\"\n")
+                .unwrap_err();
+        assert!(err.contains("api.tls_client_ca"), "{err}");
+    }
+
+    #[test]
+    fn api_semantic_errors_name_key_and_line() {
+        let err = load("[api]\n\nsocket_mode = 0o1777\n").unwrap_err();
+        assert!(
+            err.contains("line 3") && err.contains("api.socket_mode"),
+            "{err}"
+        );
+        let err = load("[api]\nsocket_mode = 0o060\n").unwrap_err();
+        assert!(err.contains("owner"), "{err}");
+        let err = load("[api]\nsocket = \"relative.sock\"\n").unwrap_err();
+        assert!(
+            err.contains("api.socket") && err.contains("absolute"),
+            "{err}"
+        );
+        let err = load("[api]\nsubscriber_queue = 1\n").unwrap_err();
+        assert!(err.contains("api.subscriber_queue"), "{err}");
+        let err = load("[api]\nmax_subscribers = 0\n").unwrap_err();
+        assert!(err.contains("api.max_subscribers"), "{err}");
+        let err = load("[api.roles]\n\"x\" = \"admin\"\n").unwrap_err();
+        assert!(err.contains("line 2") && err.contains("admin"), "{err}");
+        let err = load("[api]\ntcp_listen = \"nonsense\"\n").unwrap_err();
+        assert!(
+            err.contains("line 2") && err.contains("tcp_listen"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn journal_section_parses_and_validates() {
+        let c = load(
+            "[journal]\nsegment_bytes = 4194304\nmax_bytes = 67108864\nmax_age_hours = 24\n\
+             fsync = \"always\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.journal.segment_bytes, 4 << 20);
+        assert_eq!(c.journal.max_age(), Duration::from_secs(86_400));
+        assert_eq!(c.journal.fsync, FsyncMode::Always);
+        let err = load("[journal]\nsegment_bytes = 1024\n").unwrap_err();
+        assert!(err.contains("journal.segment_bytes"), "{err}");
+        let err = load("[journal]\nmax_bytes = 1048576\n").unwrap_err();
+        assert!(
+            err.contains("journal.max_bytes") && err.contains("twice"),
+            "{err}"
+        );
+        let err = load("[journal]\nmax_age_hours = 0\n").unwrap_err();
+        assert!(err.contains("journal.max_age_hours"), "{err}");
+        let err = load("[journal]\nfsync = \"sometimes\"\n").unwrap_err();
+        assert!(err.contains("line 2") && err.contains("fsync"), "{err}");
+        let err = load("[journal]\nfsync_interval_ms = 0\n").unwrap_err();
+        assert!(err.contains("journal.fsync_interval_ms"), "{err}");
+    }
+
+    #[test]
+    fn api_and_journal_keys_can_be_set_from_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none.toml");
+        let c = Config::load(
+            &missing,
+            false,
+            &[
+                Override::parse_set("api.socket=/tmp/lg.sock").unwrap(),
+                Override::parse_set("journal.enabled=false").unwrap(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.api.socket, PathBuf::from("/tmp/lg.sock"));
+        assert!(!c.journal.enabled);
+        let err = Config::load(
+            &missing,
+            false,
+            &[Override::parse_set("api.subscriber_queue=2").unwrap()],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("--set api.subscriber_queue=2"), "{err}");
     }
 }

@@ -24,6 +24,16 @@ enum Command {
     /// Work with images in containerd's content store (no daemon needed).
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Follow alerts live (resumes by itself after a disconnect).
+    Watch(layerguard::client::WatchArgs),
+    /// List recent alerts from the daemon's journal, newest first.
+    Alerts(layerguard::client::AlertsArgs),
+    /// List the containers the daemon knows, with their verdict counts.
+    Containers(layerguard::client::OutputArgs),
+    /// Show the daemon's status: kernel features, programs, event rates, journal.
+    Status(layerguard::client::OutputArgs),
+    /// Incident response on a container: pause (quarantine), release, kill.
+    Respond(layerguard::client::RespondArgs),
 }
 
 #[derive(Subcommand)]
@@ -108,7 +118,7 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 // One sentence: the chain of causes joined, for a journal line.
-                eprintln!("layerguard: {}", chain(&e));
+                eprintln!("layerguard: {}", layerguard::client::one_line(&e));
                 ExitCode::FAILURE
             }
         },
@@ -124,18 +134,28 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Watch(args) => client(layerguard::client::watch_command(args)),
+        Command::Alerts(args) => client(layerguard::client::alerts_command(args)),
+        Command::Containers(args) => client(layerguard::client::containers_command(args)),
+        Command::Status(args) => client(layerguard::client::status_command(args)),
+        Command::Respond(args) => client(layerguard::client::respond_command(args)),
     }
 }
 
-fn chain(e: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for cause in e.chain() {
-        let s = cause.to_string();
-        if !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
+/// Runs an API client command on a small runtime; errors as one line.
+fn client(command: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|rt| rt.block_on(command));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("layerguard: {}", layerguard::client::one_line(&e));
+            ExitCode::FAILURE
         }
     }
-    parts.join(": ")
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {

@@ -1,20 +1,25 @@
 //! `layerguard run`: wires the stages together and owns the daemon's lifetime.
 //!
 //! Data flows one way over bounded channels: kernel -> sensor -> containers -> verify ->
-//! alert (log, file sinks). This module only builds the stages, starts
-//! them, and shuts them down in order on SIGINT/SIGTERM so that nothing in flight is lost.
+//! alert (log, file, journal sinks; the API serves the journal). This module only builds
+//! the stages, starts them, and shuts them down in order on SIGINT/SIGTERM so that nothing
+//! in flight is lost.
 
 use crate::alert::file::FileSink;
+use crate::alert::journal::{Journal, JournalError, JournalLimits, JournalSink};
 use crate::alert::log::LogSink;
 use crate::alert::{AlertSink, AlertStage, AlertStats};
+use crate::api::{ApiError, ApiServer, ApiSources, LiveDirectory, NodeInfo};
 use crate::config::{AlertsConfig, Config};
 use crate::containers::{ContainersStage, StageStats};
 use crate::image::IndexerConfig;
 use crate::logging;
+use crate::metrics::Metrics;
 use crate::sensor::{Sensor, SensorError};
 use crate::verify::images::ImageCatalog;
 use crate::verify::{VerifyStage, VerifyStats};
 use serde::Serialize;
+use std::sync::Arc;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 use tracing::info;
@@ -37,6 +42,10 @@ pub enum RunError {
     },
     #[error("a pipeline stage failed: {0}")]
     Stage(String),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Api(#[from] ApiError),
 }
 
 #[derive(Serialize)]
@@ -70,11 +79,41 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let (event_tx, event_rx) = mpsc::channel(config.sensor.event_queue);
     // The same capacity after the containers stage: it adds no burst of its own.
     let (attributed_tx, attributed_rx) = mpsc::channel(config.sensor.event_queue);
+
+    let metrics = Arc::new(Metrics::new());
     let containers = ContainersStage::new(
         &config.containers,
         &config.containerd_socket,
         sensor.host_mnt_ns(),
-    );
+    )
+    .with_metrics(metrics.clone());
+
+    // The journal seeds the alert sequence, and the API is bound before "ready" so that a
+    // taken socket or bad TLS files stop the start, not a running daemon.
+    let (journal, first_seq) = if config.journal.enabled {
+        Journal::open(
+            &config.state_dir.join("journal"),
+            JournalLimits::from_config(&config.journal, config.api.subscriber_queue),
+        )?
+    } else {
+        (Journal::disabled(1, config.api.subscriber_queue), 1)
+    };
+    let api = if config.api.enabled {
+        let sources = ApiSources {
+            responder: crate::respond::Responder::new(&config.containerd_socket),
+            containers: Arc::new(LiveDirectory(containers.directory())),
+            metrics: metrics.clone(),
+            node: NodeInfo {
+                node_name: config.node_name.clone(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                kernel: sensor.features().clone(),
+                programs: sensor.programs(),
+            },
+        };
+        Some(ApiServer::bind(&config.api, journal.clone(), sources).await?)
+    } else {
+        None
+    };
 
     logging::record(
         "INFO",
@@ -95,9 +134,13 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         &config.containerd_socket,
         IndexerConfig::new(&config.state_dir),
     );
-    let verify = VerifyStage::new(&config.verify, catalog);
-    let alerts = AlertStage::new(&config.node_name, 1, alert_sinks(&config.alerts));
+    let verify = VerifyStage::new(&config.verify, catalog).with_metrics(metrics.clone());
+    let mut sinks = alert_sinks(&config.alerts);
+    // Last: the journal publishes to live subscribers after the log line is out.
+    sinks.push(Box::new(JournalSink::new(journal)));
+    let alerts = AlertStage::new(&config.node_name, first_seq, sinks);
 
+    let api_task = api.map(|api| tokio::spawn(api.run(shutdown_rx.clone())));
     let sensor_task = tokio::spawn(sensor.run(event_tx, shutdown_rx.clone()));
     let containers_task = tokio::spawn(containers.run(event_rx, attributed_tx, shutdown_rx));
     let verify_task = tokio::spawn(verify.run(attributed_rx, verified_tx));
@@ -117,6 +160,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let containers = containers_task.await.map_err(stage("containers"))?;
     let verify = verify_task.await.map_err(stage("verify"))?;
     let alerts = alert_task.await.map_err(stage("alert"))?;
+    if let Some(task) = api_task {
+        task.await.map_err(stage("api"))??;
+    }
     sensor_result?;
     logging::record(
         "INFO",

@@ -116,6 +116,23 @@ pub fn daemon_binary() -> PathBuf {
     }
 }
 
+/// `<state-dir>/api.sock` for a `run` command line that sets a state dir and no API socket.
+fn private_api_socket<S: AsRef<OsStr>>(args: &[S]) -> Option<PathBuf> {
+    let args: Vec<&OsStr> = args.iter().map(|a| a.as_ref()).collect();
+    if args.first() != Some(&OsStr::new("run"))
+        || args
+            .iter()
+            .any(|a| a.to_string_lossy().starts_with("api.socket="))
+    {
+        return None;
+    }
+    let state = args
+        .windows(2)
+        .find(|w| w[0] == "--state-dir")
+        .map(|w| PathBuf::from(w[1]))?;
+    Some(state.join("api.sock"))
+}
+
 impl DaemonProcess {
     /// Spawns [`daemon_binary`] with `args`, e.g.
     /// `["run", "--containerd-socket", SOCK, "--state-dir", DIR, "--log-format", "json"]`.
@@ -123,15 +140,21 @@ impl DaemonProcess {
         Self::spawn_with(&daemon_binary(), args, &[])
     }
 
-    /// Spawns `binary` with `args` and extra environment.
+    /// Spawns `binary` with `args` and extra environment. A `run` without its own
+    /// `api.socket` gets one in its state dir, so a test daemon never takes (or fails on)
+    /// the host's `/run/layerguard/layerguard.sock`.
     pub fn spawn_with<S: AsRef<OsStr>>(
         binary: &Path,
         args: &[S],
         env: &[(&str, &str)],
     ) -> Result<Self> {
         let mut cmd = Command::new(binary);
-        cmd.args(args)
-            .stdin(Stdio::null())
+        cmd.args(args);
+        if let Some(socket) = private_api_socket(args) {
+            cmd.arg("--set")
+                .arg(format!("api.socket={}", socket.display()));
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in env {
@@ -463,5 +486,27 @@ mod tests {
         assert!(d.wait_ready(Duration::from_secs(10)).is_err());
         assert!(start.elapsed() < Duration::from_secs(5));
         assert_eq!(d.stop().unwrap().code(), Some(3));
+    }
+
+    #[test]
+    fn a_run_with_a_state_dir_gets_its_own_api_socket() {
+        let run = ["run", "--state-dir", "/tmp/s", "--log-format", "json"];
+        assert_eq!(
+            private_api_socket(&run),
+            Some(PathBuf::from("/tmp/s/api.sock"))
+        );
+        let own = [
+            "run",
+            "--state-dir",
+            "/tmp/s",
+            "--set",
+            "api.socket=/x.sock",
+        ];
+        assert_eq!(private_api_socket(&own), None);
+        assert_eq!(private_api_socket(&["run"]), None);
+        assert_eq!(
+            private_api_socket(&["image", "--state-dir", "/tmp/s"]),
+            None
+        );
     }
 }

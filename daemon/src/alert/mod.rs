@@ -6,6 +6,7 @@
 //! the others keep going: a full disk must not silence the log or the stream.
 
 pub mod file;
+pub mod journal;
 pub mod log;
 pub mod model;
 

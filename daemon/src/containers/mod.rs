@@ -26,10 +26,12 @@ pub mod watcher;
 
 pub use identity::{Attribution, ContainerInfo, ContainerKey, UnresolvedReason};
 pub use resolver::{Counts, StageStats};
-pub use table::{ContainerTable, TableStats};
+pub use stage::ContainerList;
+pub use table::{ContainerTable, LiveContainer, TableStats};
 pub use watcher::ContainerdError;
 
 use crate::config::ContainersConfig;
+use crate::metrics::Metrics;
 use crate::sensor::{ExecEvent, ExitEvent, ForkEvent, LossCounts, SensorEvent};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,6 +57,8 @@ pub struct ContainersStage {
     config: ContainersConfig,
     socket: PathBuf,
     host_mnt_ns: u32,
+    directory: watch::Sender<ContainerList>,
+    metrics: Arc<Metrics>,
 }
 
 impl ContainersStage {
@@ -69,7 +73,20 @@ impl ContainersStage {
             config: config.clone(),
             socket: containerd_socket.into(),
             host_mnt_ns,
+            directory: watch::channel(ContainerList::default()).0,
+            metrics: Arc::new(Metrics::new()),
         }
+    }
+
+    /// Counts events and losses into `metrics` (the API's status) instead of a private set.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The live containers, republished whenever the table changes (for the API).
+    pub fn directory(&self) -> watch::Receiver<ContainerList> {
+        self.directory.subscribe()
     }
 
     /// Attributes every event from `events` and sends it to `out`, until `events` closes
@@ -101,6 +118,8 @@ impl ContainersStage {
             updates,
             out,
             poke,
+            directory: self.directory,
+            metrics: self.metrics,
         };
         let stats = stage::drive(resolver, channels, self.config.stats_interval()).await;
         watcher.abort();

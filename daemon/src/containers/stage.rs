@@ -8,12 +8,15 @@
 
 use super::clock;
 use super::resolver::{ProcessTree, Resolver, StageStats, Update};
+use super::table::LiveContainer;
 use super::ContainerEvent;
 use crate::logging;
+use crate::metrics::Metrics;
 use crate::sensor::SensorEvent;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::MissedTickBehavior;
 
 /// Sensor events taken from the channel per wake-up; amortizes the select over a burst.
@@ -22,11 +25,19 @@ pub const EVENT_BATCH: usize = 256;
 /// period is seconds long; a second of slack in when memory is returned is fine.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
+/// The live containers as last published: a shared snapshot, replaced (not edited) when
+/// the table changes, so readers never hold up the stage.
+pub type ContainerList = Arc<Vec<LiveContainer>>;
+
 pub struct Channels {
     pub events: mpsc::Receiver<SensorEvent>,
     pub updates: mpsc::Receiver<Update>,
     pub out: mpsc::Sender<ContainerEvent>,
     pub poke: Arc<Notify>,
+    /// Where the table's live containers are published for readers outside the stage.
+    pub directory: watch::Sender<ContainerList>,
+    /// Event and loss counts for the API; containers that leave are forgotten there.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Runs until the sensor's channel closes (or the next stage is gone), then lets every
@@ -49,8 +60,26 @@ pub async fn drive<P: ProcessTree>(
         tokio::time::interval_at(tokio::time::Instant::now() + stats_interval, stats_interval);
     stats.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut updates_open = true;
+    let mut published = None;
 
     loop {
+        // Containers change seldom (starts, exits); events never change the table, so
+        // this is one integer compare per batch.
+        let revision = resolver.table().revision();
+        if published != Some(revision) {
+            published = Some(revision);
+            let live = Arc::new(resolver.table().live());
+            let before = ch.directory.send_replace(Arc::clone(&live));
+            let still: HashSet<(&str, &str)> = live
+                .iter()
+                .map(|l| (l.info.namespace.as_str(), l.info.id.as_str()))
+                .collect();
+            for gone in before.iter().map(|b| &b.info) {
+                if !still.contains(&(gone.namespace.as_str(), gone.id.as_str())) {
+                    ch.metrics.forget_container(&gone.key());
+                }
+            }
+        }
         let want = resolver.next_deadline();
         if want != armed {
             if let Some(d) = want {
@@ -82,6 +111,7 @@ pub async fn drive<P: ProcessTree>(
                 let now = clock::now();
                 let mut poke = false;
                 for event in batch.drain(..) {
+                    count(&ch.metrics, &event);
                     poke |= resolver.on_event(event, now, &mut emitted);
                 }
                 if poke {
@@ -102,6 +132,20 @@ pub async fn drive<P: ProcessTree>(
         }
     }
     resolver.stats()
+}
+
+fn count(metrics: &Metrics, event: &SensorEvent) {
+    match event {
+        SensorEvent::Exec(_) => metrics.events_exec.inc(),
+        SensorEvent::Fork(_) => metrics.events_fork.inc(),
+        SensorEvent::Exit(_) => metrics.events_exit.inc(),
+        SensorEvent::Lost(lost) => {
+            metrics.lost_kernel_exec.add(lost.exec);
+            metrics.lost_kernel_fork.add(lost.fork);
+            metrics.lost_kernel_exit.add(lost.exit);
+            metrics.undecodable.add(lost.undecodable);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -155,6 +199,8 @@ mod tests {
             updates: updates_rx,
             out: out_tx,
             poke: Arc::new(Notify::new()),
+            directory: watch::channel(ContainerList::default()).0,
+            metrics: Arc::new(Metrics::new()),
         };
         let resolver = Resolver::new(&config, 1, NoTree);
         let task = tokio::spawn(drive(resolver, channels, Duration::from_secs(3600)));

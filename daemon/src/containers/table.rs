@@ -45,6 +45,13 @@ pub struct ListedTask {
     pub started_at: Option<SystemTime>,
 }
 
+/// A container as readers outside the stage see it (the API's container listing).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LiveContainer {
+    pub info: Arc<ContainerInfo>,
+    pub task: Option<Task>,
+}
+
 #[derive(Debug)]
 struct Entry {
     info: Arc<ContainerInfo>,
@@ -82,6 +89,8 @@ pub struct ContainerTable {
     containers: HashMap<ContainerKey, Entry>,
     by_mnt: Index,
     by_pid: Index,
+    /// Bumped by every change a reader of [`ContainerTable::live`] could see.
+    revision: u64,
 }
 
 impl ContainerTable {
@@ -93,12 +102,14 @@ impl ContainerTable {
             containers: HashMap::new(),
             by_mnt: Index::new(),
             by_pid: Index::new(),
+            revision: 0,
         }
     }
 
     /// A container was created or changed (labels, image). A container re-created under
     /// the id of a deleted one starts over.
     pub fn upsert(&mut self, info: ContainerInfo) {
+        self.revision += 1;
         let key = info.key();
         match self.containers.get_mut(&key) {
             Some(entry) => {
@@ -134,6 +145,7 @@ impl ContainerTable {
         if pid == 0 {
             return false;
         }
+        self.revision += 1;
         let entry = self.containers.entry(key.clone()).or_insert_with(|| Entry {
             info: Arc::new(ContainerInfo::bare(key)),
             task: None,
@@ -162,6 +174,7 @@ impl ContainerTable {
     /// A container's init process exited at `exited`; we learned it at `now`. `pid` 0
     /// means "whatever task it had".
     pub fn task_exited(&mut self, key: &ContainerKey, pid: u32, exited: MonoNs, now: MonoNs) {
+        self.revision += 1;
         let Some(task) = self.containers.get_mut(key).and_then(|e| e.task.as_mut()) else {
             return;
         };
@@ -244,6 +257,9 @@ impl ContainerTable {
         self.containers
             .retain(|_, e| e.deleted_at.is_none_or(|d| d.saturating_add(grace) > now));
         let removed = before - self.containers.len();
+        if removed > 0 {
+            self.revision += 1;
+        }
         let containers = &self.containers;
         // Owners normally expire with their task; the containment check catches a mapping
         // of a container deleted without its task exit being seen.
@@ -273,6 +289,24 @@ impl ContainerTable {
 
     pub fn len(&self) -> usize {
         self.containers.len()
+    }
+
+    /// Changes when what [`ContainerTable::live`] returns may have changed.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// The containers containerd still has (not the deleted ones kept for late events),
+    /// with their task.
+    pub fn live(&self) -> Vec<LiveContainer> {
+        self.containers
+            .values()
+            .filter(|e| e.deleted_at.is_none())
+            .map(|e| LiveContainer {
+                info: Arc::clone(&e.info),
+                task: e.task,
+            })
+            .collect()
     }
 
     pub fn is_empty(&self) -> bool {

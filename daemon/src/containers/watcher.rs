@@ -208,7 +208,8 @@ pub struct Watcher {
     pub shutdown: watch::Receiver<bool>,
 }
 
-fn request<T>(message: T, namespace: &str) -> Result<Request<T>, ContainerdError> {
+/// A containerd request in `namespace` (containerd reads it from a gRPC header).
+pub(crate) fn request<T>(message: T, namespace: &str) -> Result<Request<T>, ContainerdError> {
     let value = MetadataValue::try_from(namespace)
         .map_err(|_| ContainerdError::BadNamespace(namespace.to_string()))?;
     let mut req = Request::new(message);

@@ -19,6 +19,7 @@ use crate::alert::{AlertContainer, AlertDraft, AlertKind, AlertProcess, Evidence
 use crate::config::VerifyConfig;
 use crate::containers::{Attribution, ContainerEvent, ContainerInfo};
 use crate::logging;
+use crate::metrics::{Metrics, Verdict};
 use crate::sensor::{ExecEvent, LossCounts};
 use hash::{ContentKey, HashCache};
 use images::{ImageCatalog, ImageEntry};
@@ -90,6 +91,8 @@ struct Shared {
     hashes: Mutex<HashCache>,
     runtime: RuntimeDigests,
     counters: VerifyCounters,
+    /// Per-container verdict counts and hash cache figures for the API.
+    metrics: Arc<Metrics>,
 }
 
 pub struct VerifyStage {
@@ -122,9 +125,19 @@ impl VerifyStage {
                 hashes: Mutex::new(HashCache::new(config.hash_cache_entries)),
                 runtime,
                 counters: VerifyCounters::default(),
+                metrics: Arc::new(Metrics::new()),
             }),
             procs: ProcessTable::new(config.process_table_entries),
         }
+    }
+
+    /// Counts verdicts and hash cache lookups into `metrics` (the API's status and
+    /// container listing). Call before [`VerifyStage::run`].
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.metrics = metrics;
+        }
+        self
     }
 
     pub async fn run(
@@ -523,6 +536,28 @@ async fn finish(
     finish_with(shared, job, attribution, path, verdict, image, ctx, alerts).await;
 }
 
+fn record_metrics(
+    shared: &Shared,
+    c: &ContainerInfo,
+    verdict: &ExecVerdict,
+    alerting: bool,
+    allowed: bool,
+) {
+    let m = &shared.metrics;
+    let class = match verdict {
+        _ if allowed => Verdict::Skipped,
+        ExecVerdict::Unverifiable { .. } => Verdict::Unverifiable,
+        _ if alerting => Verdict::Alerted,
+        _ => Verdict::Verified,
+    };
+    let key = (!c.id.is_empty()).then(|| c.key());
+    m.record_verdict(key.as_ref(), class);
+    let cache = shared.hashes.lock().unwrap_or_else(|e| e.into_inner());
+    m.hash_cache_hits.set(cache.hits.load(Ordering::Relaxed));
+    m.hash_cache_misses
+        .set(cache.misses.load(Ordering::Relaxed));
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn finish_with(
     shared: &Arc<Shared>,
@@ -569,6 +604,7 @@ async fn finish_with(
         };
         log_exec(&job.exec, attribution, Some(&record));
     }
+    record_metrics(shared, c, &verdict, kind.is_some(), allowed_by.is_some());
     let Some(kind) = kind else { return };
     if allowed_by.is_some() {
         shared.counters.allowed.fetch_add(1, Ordering::Relaxed);

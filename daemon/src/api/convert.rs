@@ -1,0 +1,332 @@
+//! Conversions between the daemon's alert model (`crate::alert`) and the `layerguard.v1`
+//! wire types, both ways: the server encodes, the CLI decodes and prints the same JSON
+//! the log and file sinks write.
+//!
+//! Owns the mapping only; it must stay lossless for every field the model has (a test
+//! round-trips a fully populated alert), so adding a model field means adding it here.
+
+use crate::alert::{
+    Alert, AlertContainer, AlertKind, AlertProcess, Ancestor, Evidence, Loss, Severity,
+};
+use layerguard_proto::v1 as pb;
+use std::time::SystemTime;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConvertError {
+    #[error("unknown {field} value {value}")]
+    UnknownEnum { field: &'static str, value: i32 },
+    #[error("alert {seq} has no {field}")]
+    Missing { seq: u64, field: &'static str },
+    #[error("alert {seq} has an invalid time: {detail}")]
+    Time { seq: u64, detail: String },
+}
+
+pub fn severity_to_proto(s: Severity) -> pb::Severity {
+    match s {
+        Severity::Info => pb::Severity::Info,
+        Severity::Medium => pb::Severity::Medium,
+        Severity::High => pb::Severity::High,
+        Severity::Critical => pb::Severity::Critical,
+    }
+}
+
+/// `None` for UNSPECIFIED.
+pub fn severity_from_proto(v: i32) -> Result<Option<Severity>, ConvertError> {
+    let unknown = ConvertError::UnknownEnum {
+        field: "severity",
+        value: v,
+    };
+    Ok(match pb::Severity::try_from(v).map_err(|_| unknown)? {
+        pb::Severity::Unspecified => None,
+        pb::Severity::Info => Some(Severity::Info),
+        pb::Severity::Medium => Some(Severity::Medium),
+        pb::Severity::High => Some(Severity::High),
+        pb::Severity::Critical => Some(Severity::Critical),
+    })
+}
+
+pub fn kind_to_proto(k: AlertKind) -> pb::AlertKind {
+    match k {
+        AlertKind::ExecModified => pb::AlertKind::ExecModified,
+        AlertKind::ExecNotInImage => pb::AlertKind::ExecNotInImage,
+        AlertKind::ExecFileless => pb::AlertKind::ExecFileless,
+        AlertKind::ExecDeleted => pb::AlertKind::ExecDeleted,
+        AlertKind::ExecUnverifiable => pb::AlertKind::ExecUnverifiable,
+        AlertKind::ImageUntrusted => pb::AlertKind::ImageUntrusted,
+        AlertKind::SensorEventsLost => pb::AlertKind::SensorEventsLost,
+    }
+}
+
+/// `None` for UNSPECIFIED.
+pub fn kind_from_proto(v: i32) -> Result<Option<AlertKind>, ConvertError> {
+    let unknown = ConvertError::UnknownEnum {
+        field: "kind",
+        value: v,
+    };
+    Ok(match pb::AlertKind::try_from(v).map_err(|_| unknown)? {
+        pb::AlertKind::Unspecified => None,
+        pb::AlertKind::ExecModified => Some(AlertKind::ExecModified),
+        pb::AlertKind::ExecNotInImage => Some(AlertKind::ExecNotInImage),
+        pb::AlertKind::ExecFileless => Some(AlertKind::ExecFileless),
+        pb::AlertKind::ExecDeleted => Some(AlertKind::ExecDeleted),
+        pb::AlertKind::ExecUnverifiable => Some(AlertKind::ExecUnverifiable),
+        pb::AlertKind::ImageUntrusted => Some(AlertKind::ImageUntrusted),
+        pb::AlertKind::SensorEventsLost => Some(AlertKind::SensorEventsLost),
+    })
+}
+
+pub fn timestamp(t: SystemTime) -> prost_types::Timestamp {
+    prost_types::Timestamp::from(t)
+}
+
+pub fn system_time(t: &prost_types::Timestamp) -> Option<SystemTime> {
+    SystemTime::try_from(*t).ok()
+}
+
+impl From<&Alert> for pb::Alert {
+    fn from(a: &Alert) -> Self {
+        pb::Alert {
+            seq: a.seq,
+            id: a.id.clone(),
+            time: humantime::parse_rfc3339(&a.time).ok().map(timestamp),
+            node: a.node.clone(),
+            severity: severity_to_proto(a.severity) as i32,
+            kind: kind_to_proto(a.kind) as i32,
+            summary: a.summary.clone(),
+            container: a.container.as_ref().map(|c| pb::AlertContainer {
+                namespace: c.namespace.clone(),
+                id: c.id.clone(),
+                image: c.image.clone(),
+                manifest_digest: c.manifest_digest.clone(),
+                pod_name: c.pod_name.clone(),
+                pod_namespace: c.pod_namespace.clone(),
+                pod_uid: c.pod_uid.clone(),
+                container_name: c.container_name.clone(),
+            }),
+            process: a.process.as_ref().map(|p| pb::AlertProcess {
+                pid: p.pid,
+                ppid: p.ppid,
+                uid: p.uid,
+                gid: p.gid,
+                exe: p.exe.clone(),
+                argv: p.argv.clone(),
+                argv_truncated: p.argv_truncated,
+                ancestry: p
+                    .ancestry
+                    .iter()
+                    .map(|x| pb::Ancestor {
+                        pid: x.pid,
+                        exe: x.exe.clone(),
+                    })
+                    .collect(),
+            }),
+            evidence: a.evidence.as_ref().map(|e| pb::Evidence {
+                path: e.path.clone(),
+                expected_sha256: e.expected_sha256.clone(),
+                expected_layer: e.expected_layer.clone(),
+                actual_sha256: e.actual_sha256.clone(),
+                upper_layer: e.upper_layer,
+                interpreter: e.interpreter.clone(),
+                interpreter_verdict: e.interpreter_verdict.clone(),
+                reason: e.reason.clone(),
+            }),
+            loss: a.loss.as_ref().map(|l| pb::Loss {
+                kernel_exec: l.kernel_exec,
+                kernel_fork: l.kernel_fork,
+                kernel_exit: l.kernel_exit,
+                undecodable: l.undecodable,
+                queues: l
+                    .queues
+                    .iter()
+                    .map(|(queue, lost)| pb::QueueLoss {
+                        queue: queue.clone(),
+                        lost: *lost,
+                    })
+                    .collect(),
+            }),
+        }
+    }
+}
+
+impl TryFrom<pb::Alert> for Alert {
+    type Error = ConvertError;
+
+    fn try_from(a: pb::Alert) -> Result<Self, Self::Error> {
+        let seq = a.seq;
+        let time = a
+            .time
+            .as_ref()
+            .ok_or(ConvertError::Missing { seq, field: "time" })?;
+        let time = system_time(time).ok_or_else(|| ConvertError::Time {
+            seq,
+            detail: format!("{time:?}"),
+        })?;
+        let kind = kind_from_proto(a.kind)?.ok_or(ConvertError::Missing { seq, field: "kind" })?;
+        let severity = severity_from_proto(a.severity)?.ok_or(ConvertError::Missing {
+            seq,
+            field: "severity",
+        })?;
+        Ok(Alert {
+            seq,
+            id: a.id,
+            time: humantime::format_rfc3339_micros(time).to_string(),
+            node: a.node,
+            severity,
+            kind,
+            summary: a.summary,
+            container: a.container.map(|c| AlertContainer {
+                namespace: c.namespace,
+                id: c.id,
+                image: c.image,
+                manifest_digest: c.manifest_digest,
+                pod_name: c.pod_name,
+                pod_namespace: c.pod_namespace,
+                pod_uid: c.pod_uid,
+                container_name: c.container_name,
+            }),
+            process: a.process.map(|p| AlertProcess {
+                pid: p.pid,
+                ppid: p.ppid,
+                uid: p.uid,
+                gid: p.gid,
+                exe: p.exe,
+                argv: p.argv,
+                argv_truncated: p.argv_truncated,
+                ancestry: p
+                    .ancestry
+                    .into_iter()
+                    .map(|x| Ancestor {
+                        pid: x.pid,
+                        exe: x.exe,
+                    })
+                    .collect(),
+            }),
+            evidence: a.evidence.map(|e| Evidence {
+                path: e.path,
+                expected_sha256: e.expected_sha256,
+                expected_layer: e.expected_layer,
+                actual_sha256: e.actual_sha256,
+                upper_layer: e.upper_layer,
+                interpreter: e.interpreter,
+                interpreter_verdict: e.interpreter_verdict,
+                reason: e.reason,
+            }),
+            loss: a.loss.map(|l| Loss {
+                kernel_exec: l.kernel_exec,
+                kernel_fork: l.kernel_fork,
+                kernel_exit: l.kernel_exit,
+                undecodable: l.undecodable,
+                queues: l.queues.into_iter().map(|q| (q.queue, q.lost)).collect(),
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// An alert with every field set, as a real exec alert would have it.
+    pub(crate) fn full_alert(seq: u64) -> Alert {
+        Alert {
+            seq,
+            id: format!("node-1-abcd1234-{seq}"),
+            time: "2026-03-01T12:34:56.123456Z".into(),
+            node: "node-1".into(),
+            severity: Severity::Critical,
+            kind: AlertKind::ExecModified,
+            summary: "/bin/ls in default/web differs from its image".into(),
+            container: Some(AlertContainer {
+                namespace: "k8s.io".into(),
+                id: "0123456789abcdef".into(),
+                image: Some("docker.io/library/nginx:1.27".into()),
+                manifest_digest: Some("sha256:aa".into()),
+                pod_name: Some("web-0".into()),
+                pod_namespace: Some("shop".into()),
+                pod_uid: Some("uid-1".into()),
+                container_name: Some("nginx".into()),
+            }),
+            process: Some(AlertProcess {
+                pid: 4242,
+                ppid: 4200,
+                uid: 0,
+                gid: 0,
+                exe: "/bin/ls".into(),
+                argv: vec!["ls".into(), "-l".into()],
+                argv_truncated: true,
+                ancestry: vec![
+                    Ancestor {
+                        pid: 4200,
+                        exe: Some("/bin/sh".into()),
+                    },
+                    Ancestor { pid: 1, exe: None },
+                ],
+            }),
+            evidence: Some(Evidence {
+                path: Some("/bin/ls".into()),
+                expected_sha256: Some("11".into()),
+                expected_layer: Some("sha256:bb".into()),
+                actual_sha256: Some("22".into()),
+                upper_layer: true,
+                interpreter: Some("/bin/sh".into()),
+                interpreter_verdict: Some("verified".into()),
+                reason: "content differs".into(),
+            }),
+            loss: Some(Loss {
+                kernel_exec: 1,
+                kernel_fork: 2,
+                kernel_exit: 3,
+                undecodable: 4,
+                queues: vec![("verify".into(), 5)],
+            }),
+        }
+    }
+
+    #[test]
+    fn a_full_alert_round_trips_through_the_wire_type() {
+        let a = full_alert(7);
+        let wire = pb::Alert::from(&a);
+        assert_eq!(wire.kind, pb::AlertKind::ExecModified as i32);
+        assert_eq!(wire.time.unwrap().nanos, 123_456_000);
+        assert_eq!(Alert::try_from(wire).unwrap(), a);
+        let bare = Alert {
+            container: None,
+            process: None,
+            evidence: None,
+            loss: None,
+            ..full_alert(8)
+        };
+        assert_eq!(Alert::try_from(pb::Alert::from(&bare)).unwrap(), bare);
+    }
+
+    #[test]
+    fn every_kind_and_severity_maps_both_ways() {
+        for k in AlertKind::ALL {
+            assert_eq!(kind_from_proto(kind_to_proto(k) as i32), Ok(Some(k)));
+            let s = k.severity();
+            assert_eq!(
+                severity_from_proto(severity_to_proto(s) as i32),
+                Ok(Some(s))
+            );
+        }
+        assert_eq!(kind_from_proto(0), Ok(None));
+        assert!(kind_from_proto(99).is_err());
+        assert!(severity_from_proto(-1).is_err());
+    }
+
+    #[test]
+    fn a_wire_alert_without_time_or_kind_is_rejected() {
+        let mut w = pb::Alert::from(&full_alert(1));
+        w.time = None;
+        assert_eq!(
+            Alert::try_from(w).unwrap_err(),
+            ConvertError::Missing {
+                seq: 1,
+                field: "time"
+            }
+        );
+        let mut w = pb::Alert::from(&full_alert(1));
+        w.kind = 0;
+        assert!(Alert::try_from(w).is_err());
+    }
+}

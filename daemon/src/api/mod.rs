@@ -1,0 +1,237 @@
+//! The gRPC API (`layerguard.v1`): alerts (live stream with resume, and listing from the
+//! journal), containers, status, plus the standard health and reflection services, on a
+//! unix socket and, only with mutual TLS, on TCP.
+//!
+//! Parts: [`transport`] (listeners, TLS, peers), [`auth`] (access table and the layer
+//! that enforces it), [`alert_server`] / [`alerts`] / [`subscription`] / [`filter`] /
+//! [`wire`] (AlertService: routing, handlers, catch-up and live switching, filters, alerts
+//! encoded once for all streams), [`containers`] (ContainerService and the
+//! [`ContainerDirectory`] the containers stage implements), [`status`] (StatusService),
+//! [`response`] (ResponseService: pause, release, kill; responder role), [`convert`]
+//! (model <-> wire).
+//!
+//! This module serves what other stages keep; it must not hold pipeline state, and
+//! nothing it does may slow the pipeline: alerts reach it through the journal's broadcast,
+//! which never waits for a subscriber.
+//!
+//! Wiring (in `run`): open the journal, give the alert stage a
+//! [`JournalSink`](crate::alert::journal::JournalSink), then [`ApiServer::bind`] before
+//! announcing readiness and spawn [`ApiServer::run`] with the shutdown signal.
+
+pub mod alert_server;
+pub mod alerts;
+pub mod auth;
+pub mod containers;
+pub mod convert;
+pub mod filter;
+pub mod response;
+pub mod status;
+pub mod subscription;
+pub mod transport;
+pub mod wire;
+
+#[cfg(test)]
+mod bench;
+#[cfg(test)]
+mod tests;
+
+pub use auth::{Access, AccessTable, Peer};
+pub use containers::{ContainerDirectory, ContainerSnapshot, LiveDirectory, NoContainers};
+pub use status::NodeInfo;
+
+use crate::alert::journal::Journal;
+use crate::config::ApiConfig;
+use crate::metrics::{Metrics, SAMPLE_EVERY};
+use layerguard_proto::v1 as pb;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// HTTP/2 pings on idle connections: a client behind a NAT that vanished is noticed and
+/// its stream task freed.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("API socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("API socket {path} is served by another process (is another layerguard running?)")]
+    SocketInUse { path: PathBuf },
+    #[error("API socket path {path} exists and is not a socket; refusing to replace it")]
+    NotASocket { path: PathBuf },
+    #[error("API socket group {group:?}: {problem}")]
+    Group { group: String, problem: String },
+    #[error("API TCP listener {addr}: {source}")]
+    Tcp {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("API TLS {path}: {problem}")]
+    Tls { path: PathBuf, problem: String },
+    #[error("API TLS: {0}")]
+    TlsConfig(String),
+    #[error("API reflection service: {0}")]
+    Reflection(String),
+    #[error("API server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// What the API reads from the rest of the daemon.
+#[derive(Clone)]
+pub struct ApiSources {
+    pub containers: Arc<dyn ContainerDirectory>,
+    /// Carries out ResponseService calls.
+    pub responder: crate::respond::Responder,
+    pub metrics: Arc<Metrics>,
+    pub node: NodeInfo,
+}
+
+/// The API with its listeners bound (so that bind errors stop the daemon at start, before
+/// it says it is ready), not yet serving.
+pub struct ApiServer {
+    listeners: transport::Listeners,
+    journal: Arc<Journal>,
+    sources: ApiSources,
+    table: AccessTable,
+    max_subscribers: usize,
+}
+
+impl ApiServer {
+    pub async fn bind(
+        config: &ApiConfig,
+        journal: Arc<Journal>,
+        sources: ApiSources,
+    ) -> Result<Self, ApiError> {
+        let listeners = transport::Listeners::bind(config).await?;
+        info!(socket = %config.socket.display(), mode = format!("{:o}", config.socket_mode),
+            group = config.socket_group.as_deref().unwrap_or(""),
+            tcp = listeners.tcp_addr().map(|a| a.to_string()).unwrap_or_default(),
+            "API listening");
+        Ok(Self {
+            listeners,
+            journal,
+            sources,
+            table: AccessTable::production(),
+            max_subscribers: config.max_subscribers,
+        })
+    }
+
+    /// Replaces the access table (tests use it to mark a method responder-only).
+    pub fn with_access_table(mut self, table: AccessTable) -> Self {
+        self.table = table;
+        self
+    }
+
+    pub fn tcp_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listeners.tcp_addr()
+    }
+
+    /// Serves until `shutdown` turns true; open streams end with UNAVAILABLE and the
+    /// socket file is removed.
+    pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), ApiError> {
+        let socket = self.listeners.socket.clone();
+        let (health, health_service) = tonic_health::server::health_reporter();
+        for name in pb::SERVICES {
+            health
+                .set_service_status(name, tonic_health::ServingStatus::Serving)
+                .await;
+        }
+        let reflection = |b: tonic_reflection::server::Builder<'static>| {
+            b.register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
+            .build_v1()
+            .map_err(|e| ApiError::Reflection(e.to_string()))?;
+        let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
+            .build_v1alpha()
+            .map_err(|e| ApiError::Reflection(e.to_string()))?;
+
+        let metrics = self.sources.metrics.clone();
+        let alerts = alerts::AlertApi::new(
+            self.journal.clone(),
+            metrics.clone(),
+            self.max_subscribers,
+            shutdown.clone(),
+        );
+        let containers =
+            containers::ContainerApi::new(self.sources.containers.clone(), metrics.clone());
+        let status = status::StatusApi {
+            node: self.sources.node.clone(),
+            metrics: metrics.clone(),
+            journal: self.journal.clone(),
+            containers: self.sources.containers.clone(),
+        };
+
+        let response = response::ResponseApi::new(self.sources.responder.clone());
+
+        let sampler = tokio::spawn(sample_metrics(metrics, shutdown.clone()));
+        let incoming =
+            tokio_stream::wrappers::ReceiverStream::new(self.listeners.accept(shutdown.clone()));
+        let mut stop = shutdown.clone();
+        let result = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
+            .layer(auth::AuthLayer::new(self.table))
+            .add_service(alert_server::AlertServer::new(alerts))
+            .add_service(pb::container_service_server::ContainerServiceServer::new(
+                containers,
+            ))
+            .add_service(pb::status_service_server::StatusServiceServer::new(status))
+            .add_service(pb::response_service_server::ResponseServiceServer::new(
+                response,
+            ))
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .serve_with_incoming_shutdown(incoming, async move {
+                let _ = stop.wait_for(|s| *s).await;
+                for name in pb::SERVICES {
+                    health
+                        .set_service_status(name, tonic_health::ServingStatus::NotServing)
+                        .await;
+                }
+            })
+            .await;
+        sampler.abort();
+        if let Err(e) = std::fs::remove_file(&socket) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                warn!(socket = %socket.display(), error = %e, "cannot remove the API socket");
+            }
+        }
+        info!("API stopped");
+        result.map_err(ApiError::from)
+    }
+}
+
+/// Binds and serves until `shutdown`; [`ApiServer`] split in two steps is usually better
+/// (bind errors before readiness).
+pub async fn serve(
+    config: &ApiConfig,
+    journal: Arc<Journal>,
+    sources: ApiSources,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), ApiError> {
+    ApiServer::bind(config, journal, sources)
+        .await?
+        .run(shutdown)
+        .await
+}
+
+async fn sample_metrics(metrics: Arc<Metrics>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => return,
+            now = tick.tick() => metrics.sample(now.into_std()),
+        }
+    }
+}

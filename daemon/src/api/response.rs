@@ -1,0 +1,87 @@
+//! `layerguard.v1.ResponseService`: pause (quarantine), release and kill of a container,
+//! for callers with the `responder` role (the access table enforces that before a call
+//! reaches this module).
+//!
+//! Owns turning a call into a [`Responder`] action and the audit line: who asked, what,
+//! why, and what came of it. The containerd work is `respond`'s.
+
+use super::auth::Peer;
+use crate::respond::{ContainerAction, Responder, ResponseError};
+use layerguard_proto::v1 as pb;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+pub struct ResponseApi {
+    responder: Responder,
+}
+
+impl ResponseApi {
+    pub fn new(responder: Responder) -> Self {
+        Self { responder }
+    }
+
+    async fn act(
+        &self,
+        request: Request<pb::ContainerActionRequest>,
+        action: ContainerAction,
+    ) -> Result<Response<pb::ContainerActionResponse>, Status> {
+        let caller = request
+            .extensions()
+            .get::<Arc<Peer>>()
+            .map(|p| p.identity.clone())
+            .unwrap_or_default();
+        let req = request.into_inner();
+        let (namespace, id) = (req.containerd_namespace, req.container_id);
+        match self.responder.act(&namespace, &id, action).await {
+            Ok(task_status) => {
+                info!(action = action.as_str(), namespace = %namespace, container_id = %id,
+                    caller = %caller, reason = %req.reason, task_status = %task_status,
+                    "container response done");
+                Ok(Response::new(pb::ContainerActionResponse { task_status }))
+            }
+            Err(e) => {
+                warn!(action = action.as_str(), namespace = %namespace, container_id = %id,
+                    caller = %caller, reason = %req.reason, error = %e,
+                    "container response failed");
+                Err(status_of(&e))
+            }
+        }
+    }
+}
+
+fn status_of(e: &ResponseError) -> Status {
+    let message = e.to_string();
+    match e {
+        ResponseError::NoTask { .. } => Status::not_found(message),
+        ResponseError::Unavailable { .. } => Status::unavailable(message),
+        ResponseError::Empty { .. } | ResponseError::BadNamespace(_) => {
+            Status::invalid_argument(message)
+        }
+        ResponseError::Refused { .. } => Status::failed_precondition(message),
+    }
+}
+
+#[tonic::async_trait]
+impl pb::response_service_server::ResponseService for ResponseApi {
+    async fn pause(
+        &self,
+        request: Request<pb::ContainerActionRequest>,
+    ) -> Result<Response<pb::ContainerActionResponse>, Status> {
+        self.act(request, ContainerAction::Pause).await
+    }
+
+    async fn release(
+        &self,
+        request: Request<pb::ContainerActionRequest>,
+    ) -> Result<Response<pb::ContainerActionResponse>, Status> {
+        self.act(request, ContainerAction::Release).await
+    }
+
+    async fn kill(
+        &self,
+        request: Request<pb::ContainerActionRequest>,
+    ) -> Result<Response<pb::ContainerActionResponse>, Status> {
+        self.act(request, ContainerAction::Kill).await
+    }
+}

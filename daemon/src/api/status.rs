@@ -1,0 +1,94 @@
+//! `layerguard.v1.StatusService`: what the daemon runs with (version, kernel features,
+//! programs) and how it is doing (event rate and losses, hash cache, containers,
+//! subscribers, journal).
+//!
+//! Owns assembling the answer from what others keep: [`NodeInfo`] (fixed at start),
+//! [`Metrics`], the journal's stats and the container directory.
+
+use super::containers::ContainerDirectory;
+use super::convert::timestamp;
+use crate::alert::journal::Journal;
+use crate::metrics::Metrics;
+use crate::sensor::KernelFeatures;
+use layerguard_proto::v1 as pb;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// Facts fixed at daemon start.
+#[derive(Clone, Debug, Default)]
+pub struct NodeInfo {
+    pub node_name: String,
+    pub version: String,
+    pub kernel: KernelFeatures,
+    /// The eBPF programs attached.
+    pub programs: Vec<String>,
+}
+
+pub struct StatusApi {
+    pub node: NodeInfo,
+    pub metrics: Arc<Metrics>,
+    pub journal: Arc<Journal>,
+    pub containers: Arc<dyn ContainerDirectory>,
+}
+
+impl StatusApi {
+    pub fn status(&self) -> pb::GetStatusResponse {
+        let m = &self.metrics;
+        let j = self.journal.stats();
+        let containers = self.containers.snapshot();
+        pb::GetStatusResponse {
+            version: self.node.version.clone(),
+            node: self.node.node_name.clone(),
+            started_at: Some(timestamp(m.started_at)),
+            kernel: Some(pb::KernelFeatures {
+                kernel_release: self.node.kernel.kernel_release.clone(),
+                btf: self.node.kernel.btf,
+                bpf_lsm: self.node.kernel.bpf_lsm,
+                lockdown: self.node.kernel.lockdown.clone(),
+            }),
+            programs: self.node.programs.clone(),
+            events: Some(pb::EventCounts {
+                seen: m.events_seen(),
+                lost_kernel_exec: m.lost_kernel_exec.get(),
+                lost_kernel_fork: m.lost_kernel_fork.get(),
+                lost_kernel_exit: m.lost_kernel_exit.get(),
+                undecodable: m.undecodable.get(),
+                lost_queue: m.lost_queue.get(),
+                per_second: m.events_per_second(),
+            }),
+            hash_cache: Some(pb::HashCache {
+                hits: m.hash_cache_hits.get(),
+                misses: m.hash_cache_misses.get(),
+                hit_rate: m.hash_cache_hit_rate(),
+            }),
+            containers: containers.len() as u32,
+            running_containers: containers.iter().filter(|c| c.running).count() as u32,
+            subscribers: m.subscribers.get() as u32,
+            alerts: j.published,
+            last_alert_seq: j.next_seq.saturating_sub(1),
+            journal: Some(pb::JournalStatus {
+                enabled: j.enabled,
+                dir: j
+                    .dir
+                    .as_ref()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default(),
+                bytes: j.bytes,
+                segments: j.segments as u32,
+                first_seq: j.first_seq,
+                last_seq: j.last_seq,
+            }),
+            subscriber_lags: m.subscriber_lags.get(),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl pb::status_service_server::StatusService for StatusApi {
+    async fn get(
+        &self,
+        _request: Request<pb::GetStatusRequest>,
+    ) -> Result<Response<pb::GetStatusResponse>, Status> {
+        Ok(Response::new(self.status()))
+    }
+}

@@ -1,0 +1,267 @@
+//! How the CLI prints: one line per alert (a table on a terminal), the container table,
+//! the status summary, and the JSON forms (`--json`).
+//!
+//! Owns layout only; pure functions from values to strings, so tests pin the output.
+
+use crate::alert::Alert;
+use layerguard_proto::v1 as pb;
+
+pub const ALERT_HEADER: &str =
+    "    SEQ TIME                 SEVERITY KIND               CONTAINER                        PID EXE / SUMMARY";
+
+/// One alert as a table row: seq, time (UTC, to the second), severity, kind,
+/// namespace/container, pid, executable, summary.
+pub fn alert_line(a: &Alert) -> String {
+    let time = a.time.get(..19).map_or(a.time.clone(), |t| format!("{t}Z"));
+    let container = a
+        .container
+        .as_ref()
+        .map(|c| {
+            let name = c
+                .pod_name
+                .as_ref()
+                .map(|p| format!("{}/{p}", c.pod_namespace.as_deref().unwrap_or("")))
+                .unwrap_or_else(|| format!("{}/{}", c.namespace, short_id(&c.id)));
+            truncate(&name, 28)
+        })
+        .unwrap_or_else(|| "-".into());
+    let (pid, exe) = a
+        .process
+        .as_ref()
+        .map(|p| (p.pid.to_string(), p.exe.clone()))
+        .unwrap_or_else(|| ("-".into(), "-".into()));
+    format!(
+        "{:>7} {:<20} {:<8} {:<18} {:<28} {:>7} {} - {}",
+        a.seq,
+        time,
+        a.severity.as_str(),
+        a.kind.as_str(),
+        container,
+        pid,
+        exe,
+        a.summary
+    )
+}
+
+/// Container ids are usually 64 hex characters; 12 identify one on a node.
+fn short_id(id: &str) -> &str {
+    if id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        &id[..12]
+    } else {
+        id
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut t: String = s.chars().take(max - 1).collect();
+        t.push('~');
+        t
+    }
+}
+
+pub fn gap_line(g: &pb::Gap) -> String {
+    format!(
+        "layerguard: {} alert(s) lost (seq {}..{}): {}",
+        g.missed, g.first_seq, g.last_seq, g.reason
+    )
+}
+
+pub fn lag_line(l: &pb::Lag) -> String {
+    format!(
+        "layerguard: this client fell {} alert(s) behind; catching up from the journal at seq {}",
+        l.missed, l.resume_from_seq
+    )
+}
+
+pub fn gap_json(g: &pb::Gap) -> serde_json::Value {
+    serde_json::json!({"gap": {"first_seq": g.first_seq, "last_seq": g.last_seq,
+        "missed": g.missed, "reason": g.reason}})
+}
+
+pub fn lag_json(l: &pb::Lag) -> serde_json::Value {
+    serde_json::json!({"lag": {"missed": l.missed, "resume_from_seq": l.resume_from_seq}})
+}
+
+pub const CONTAINER_HEADER: &str =
+    "NAMESPACE    CONTAINER                POD                        IMAGE                                 PID STATE    VERIFIED ALERTED UNVERIF";
+
+pub fn container_line(c: &pb::Container) -> String {
+    let v = c.verdicts.unwrap_or_default();
+    let pod = match (&c.pod_namespace, &c.pod_name) {
+        (Some(ns), Some(p)) => format!("{ns}/{p}"),
+        _ => "-".into(),
+    };
+    format!(
+        "{:<12} {:<24} {:<26} {:<36} {:>4} {:<8} {:>8} {:>7} {:>7}",
+        truncate(&c.namespace, 12),
+        truncate(short_id(&c.id), 24),
+        truncate(&pod, 26),
+        truncate(c.image.as_deref().unwrap_or("-"), 36),
+        c.task_pid,
+        if c.running { "running" } else { "stopped" },
+        v.verified,
+        v.alerted,
+        v.unverifiable
+    )
+}
+
+pub fn container_json(c: &pb::Container) -> serde_json::Value {
+    let v = c.verdicts.unwrap_or_default();
+    serde_json::json!({
+        "namespace": c.namespace, "id": c.id, "image": c.image,
+        "manifest_digest": c.manifest_digest, "pod_name": c.pod_name,
+        "pod_namespace": c.pod_namespace, "container_name": c.container_name,
+        "task_pid": c.task_pid, "running": c.running,
+        "started_at": c.started_at.as_ref().and_then(crate::api::convert::system_time)
+            .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+        "image_verdict": c.image_verdict,
+        "verdicts": {"verified": v.verified, "alerted": v.alerted,
+            "unverifiable": v.unverifiable, "skipped": v.skipped},
+    })
+}
+
+pub fn status_json(s: &pb::GetStatusResponse) -> serde_json::Value {
+    let e = s.events.unwrap_or_default();
+    let h = s.hash_cache.unwrap_or_default();
+    let k = s.kernel.clone().unwrap_or_default();
+    let j = s.journal.clone().unwrap_or_default();
+    serde_json::json!({
+        "version": s.version, "node": s.node,
+        "started_at": s.started_at.as_ref().and_then(crate::api::convert::system_time)
+            .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+        "kernel": {"release": k.kernel_release, "btf": k.btf, "bpf_lsm": k.bpf_lsm,
+            "lockdown": k.lockdown},
+        "programs": s.programs,
+        "events": {"seen": e.seen, "per_second": e.per_second,
+            "lost_kernel_exec": e.lost_kernel_exec, "lost_kernel_fork": e.lost_kernel_fork,
+            "lost_kernel_exit": e.lost_kernel_exit, "undecodable": e.undecodable,
+            "lost_queue": e.lost_queue},
+        "hash_cache": {"hits": h.hits, "misses": h.misses, "hit_rate": h.hit_rate},
+        "containers": s.containers, "running_containers": s.running_containers,
+        "subscribers": s.subscribers, "subscriber_lags": s.subscriber_lags,
+        "alerts": s.alerts, "last_alert_seq": s.last_alert_seq,
+        "journal": {"enabled": j.enabled, "dir": j.dir, "bytes": j.bytes,
+            "segments": j.segments, "first_seq": j.first_seq, "last_seq": j.last_seq},
+    })
+}
+
+pub fn status_text(s: &pb::GetStatusResponse) -> String {
+    let e = s.events.unwrap_or_default();
+    let h = s.hash_cache.unwrap_or_default();
+    let k = s.kernel.clone().unwrap_or_default();
+    let j = s.journal.clone().unwrap_or_default();
+    let lost = e.lost_kernel_exec + e.lost_kernel_fork + e.lost_kernel_exit + e.lost_queue;
+    let mut out = String::new();
+    let mut line = |label: &str, value: String| {
+        out.push_str(&format!("{label:<12} {value}\n"));
+    };
+    line("node", format!("{} (layerguard {})", s.node, s.version));
+    line(
+        "kernel",
+        format!(
+            "{} btf={} lockdown={}",
+            k.kernel_release,
+            k.btf,
+            k.lockdown.as_deref().unwrap_or("none")
+        ),
+    );
+    line("programs", s.programs.join(", "));
+    line(
+        "events",
+        format!(
+            "{} seen, {:.1}/s, {} lost (kernel exec {} fork {} exit {}, queues {}), {} undecodable",
+            e.seen,
+            e.per_second,
+            lost,
+            e.lost_kernel_exec,
+            e.lost_kernel_fork,
+            e.lost_kernel_exit,
+            e.lost_queue,
+            e.undecodable
+        ),
+    );
+    line(
+        "hash cache",
+        format!(
+            "{:.1}% hits ({} hits, {} misses)",
+            h.hit_rate * 100.0,
+            h.hits,
+            h.misses
+        ),
+    );
+    line(
+        "containers",
+        format!("{} ({} running)", s.containers, s.running_containers),
+    );
+    line(
+        "alerts",
+        format!("{} since start, last seq {}", s.alerts, s.last_alert_seq),
+    );
+    line(
+        "subscribers",
+        format!(
+            "{} ({} lagged since start)",
+            s.subscribers, s.subscriber_lags
+        ),
+    );
+    line(
+        "journal",
+        if j.enabled {
+            format!(
+                "{} bytes in {} segment(s), seq {}..{} ({})",
+                j.bytes, j.segments, j.first_seq, j.last_seq, j.dir
+            )
+        } else {
+            "disabled".into()
+        },
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::convert::tests::full_alert;
+
+    #[test]
+    fn an_alert_is_one_readable_line() {
+        let line = alert_line(&full_alert(42));
+        assert!(!line.contains('\n'));
+        assert!(
+            line.starts_with("     42 2026-03-01T12:34:56Z critical exec_modified"),
+            "{line}"
+        );
+        assert!(line.contains("shop/web-0"), "{line}");
+        assert!(
+            line.contains("4242 /bin/ls - /bin/ls in default/web differs"),
+            "{line}"
+        );
+        let mut bare = full_alert(1);
+        bare.container = None;
+        bare.process = None;
+        assert!(alert_line(&bare).contains(" - "));
+        assert_eq!(short_id(&"a".repeat(64)), "a".repeat(12));
+        assert_eq!(short_id("web"), "web");
+    }
+
+    #[test]
+    fn notices_say_how_many_and_where() {
+        let g = pb::Gap {
+            first_seq: 5,
+            last_seq: 9,
+            missed: 5,
+            reason: "retention".into(),
+        };
+        assert!(gap_line(&g).contains("5 alert(s) lost (seq 5..9)"));
+        assert_eq!(gap_json(&g)["gap"]["missed"], 5);
+        let l = pb::Lag {
+            missed: 3,
+            resume_from_seq: 7,
+        };
+        assert!(lag_line(&l).contains("3 alert(s) behind"));
+        assert_eq!(lag_json(&l)["lag"]["resume_from_seq"], 7);
+    }
+}

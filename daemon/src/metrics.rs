@@ -1,0 +1,316 @@
+//! Counters the pipeline stages update and the API reads (`StatusService.Get`,
+//! `ContainerService.List`): events seen and lost, hash cache hits and misses, verdicts per
+//! container, subscribers (alert counts are the journal's).
+//!
+//! Owns the numbers only. Updating one is a relaxed atomic add (or, for the per-container
+//! verdicts, a short uncontended lock), cheap enough for the exec path; nothing here
+//! blocks, allocates per event, or does I/O. The per-container map is bounded: the
+//! containers stage calls [`Metrics::forget_container`] when a container leaves its table,
+//! and beyond [`MAX_TRACKED_CONTAINERS`] new containers are counted only in the totals.
+
+use crate::containers::ContainerKey;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Containers whose verdicts are tracked at once. Far above any node's container count;
+/// it only stops a leak (a forgotten `forget_container`) from growing without bound.
+pub const MAX_TRACKED_CONTAINERS: usize = 65_536;
+/// The events/s figure averages over this window.
+pub const RATE_WINDOW: Duration = Duration::from_secs(10);
+/// How often [`Metrics::sample`] should be called (the API server does).
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// A monotonically increasing (or, with `set`, mirrored) count.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    /// For a count kept elsewhere (the kernel's loss counters), mirrored here.
+    pub fn set(&self, n: u64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down (live subscribers).
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn dec(&self) {
+        // Never wraps below zero, even if a caller decrements once too often.
+        let _ = self
+            .0
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                Some(v.saturating_sub(1))
+            });
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What became of one checked exec.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The file that ran is the one the verified image recorded.
+    Verified,
+    /// An alert was raised.
+    Alerted,
+    /// Could not be checked (unreadable, too large, image not indexable).
+    Unverifiable,
+    /// Not checked by configuration (an allow rule).
+    Skipped,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct VerdictCounts {
+    pub verified: u64,
+    pub alerted: u64,
+    pub unverifiable: u64,
+    pub skipped: u64,
+}
+
+impl VerdictCounts {
+    fn add(&mut self, v: Verdict) {
+        match v {
+            Verdict::Verified => self.verified += 1,
+            Verdict::Alerted => self.alerted += 1,
+            Verdict::Unverifiable => self.unverifiable += 1,
+            Verdict::Skipped => self.skipped += 1,
+        }
+    }
+}
+
+/// Every counter of the daemon. One instance, shared as `Arc<Metrics>`.
+#[derive(Debug)]
+pub struct Metrics {
+    pub started_at: SystemTime,
+    /// Sensor events received, by type.
+    pub events_exec: Counter,
+    pub events_fork: Counter,
+    pub events_exit: Counter,
+    /// Lost in the kernel (ring buffer full), by type.
+    pub lost_kernel_exec: Counter,
+    pub lost_kernel_fork: Counter,
+    pub lost_kernel_exit: Counter,
+    /// Ring buffer records that did not decode.
+    pub undecodable: Counter,
+    /// Dropped in a queue inside the daemon.
+    pub lost_queue: Counter,
+    /// Content hash cache lookups.
+    pub hash_cache_hits: Counter,
+    pub hash_cache_misses: Counter,
+    /// Live Subscribe streams.
+    pub subscribers: Gauge,
+    /// Subscribers switched from live to journal catch-up because they fell behind.
+    pub subscriber_lags: Counter,
+    /// Verdicts of containers beyond [`MAX_TRACKED_CONTAINERS`], and of execs outside
+    /// any container.
+    pub verdicts_untracked: Counter,
+    verdicts: Mutex<HashMap<ContainerKey, VerdictCounts>>,
+    rate: Mutex<RateWindow>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Self {
+            started_at: SystemTime::now(),
+            events_exec: Counter::default(),
+            events_fork: Counter::default(),
+            events_exit: Counter::default(),
+            lost_kernel_exec: Counter::default(),
+            lost_kernel_fork: Counter::default(),
+            lost_kernel_exit: Counter::default(),
+            undecodable: Counter::default(),
+            lost_queue: Counter::default(),
+            hash_cache_hits: Counter::default(),
+            hash_cache_misses: Counter::default(),
+            subscribers: Gauge::default(),
+            subscriber_lags: Counter::default(),
+            verdicts_untracked: Counter::default(),
+            verdicts: Mutex::new(HashMap::new()),
+            rate: Mutex::new(RateWindow::default()),
+        }
+    }
+
+    /// Sensor events of every type.
+    pub fn events_seen(&self) -> u64 {
+        self.events_exec.get() + self.events_fork.get() + self.events_exit.get()
+    }
+
+    /// hits / (hits + misses), 0 before the first lookup.
+    pub fn hash_cache_hit_rate(&self) -> f64 {
+        let hits = self.hash_cache_hits.get();
+        let total = hits + self.hash_cache_misses.get();
+        if total == 0 {
+            0.0
+        } else {
+            hits as f64 / total as f64
+        }
+    }
+
+    /// Counts a verdict for the container (`None`: an exec outside any container).
+    pub fn record_verdict(&self, container: Option<&ContainerKey>, verdict: Verdict) {
+        let Some(key) = container else {
+            self.verdicts_untracked.inc();
+            return;
+        };
+        let mut map = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = map.get_mut(key) {
+            c.add(verdict);
+        } else if map.len() < MAX_TRACKED_CONTAINERS {
+            let mut c = VerdictCounts::default();
+            c.add(verdict);
+            map.insert(key.clone(), c);
+        } else {
+            self.verdicts_untracked.inc();
+        }
+    }
+
+    pub fn verdicts(&self, container: &ContainerKey) -> VerdictCounts {
+        self.verdicts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(container)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The container left the table: its counts go.
+    pub fn forget_container(&self, container: &ContainerKey) {
+        self.verdicts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(container);
+    }
+
+    pub fn tracked_containers(&self) -> usize {
+        self.verdicts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
+    /// Records the current event count for the events/s figure; call every
+    /// [`SAMPLE_EVERY`].
+    pub fn sample(&self, now: Instant) {
+        let seen = self.events_seen();
+        self.rate
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(now, seen);
+    }
+
+    /// Sensor events per second over the last [`RATE_WINDOW`] of samples.
+    pub fn events_per_second(&self) -> f64 {
+        self.rate.lock().unwrap_or_else(|e| e.into_inner()).rate()
+    }
+}
+
+/// (time, cumulative count) samples covering about [`RATE_WINDOW`].
+#[derive(Debug, Default)]
+struct RateWindow {
+    samples: VecDeque<(Instant, u64)>,
+}
+
+impl RateWindow {
+    fn push(&mut self, now: Instant, count: u64) {
+        self.samples.push_back((now, count));
+        while self
+            .samples
+            .front()
+            .is_some_and(|&(t, _)| now.duration_since(t) > RATE_WINDOW)
+            && self.samples.len() > 2
+        {
+            self.samples.pop_front();
+        }
+    }
+
+    fn rate(&self) -> f64 {
+        match (self.samples.front(), self.samples.back()) {
+            (Some(&(t0, c0)), Some(&(t1, c1))) if t1 > t0 => {
+                c1.saturating_sub(c0) as f64 / t1.duration_since(t0).as_secs_f64()
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_add_and_the_hit_rate_is_a_fraction() {
+        let m = Metrics::new();
+        assert_eq!(m.hash_cache_hit_rate(), 0.0);
+        m.hash_cache_hits.add(3);
+        m.hash_cache_misses.inc();
+        assert_eq!(m.hash_cache_hit_rate(), 0.75);
+        m.events_exec.add(2);
+        m.events_exit.inc();
+        assert_eq!(m.events_seen(), 3);
+        m.subscribers.inc();
+        m.subscribers.dec();
+        m.subscribers.dec();
+        assert_eq!(m.subscribers.get(), 0, "a gauge does not wrap");
+    }
+
+    #[test]
+    fn verdicts_are_per_container_and_bounded() {
+        let m = Metrics::new();
+        let a = ContainerKey::new("default", "a");
+        m.record_verdict(Some(&a), Verdict::Verified);
+        m.record_verdict(Some(&a), Verdict::Alerted);
+        m.record_verdict(None, Verdict::Alerted);
+        assert_eq!(
+            m.verdicts(&a),
+            VerdictCounts {
+                verified: 1,
+                alerted: 1,
+                ..VerdictCounts::default()
+            }
+        );
+        assert_eq!(m.verdicts_untracked.get(), 1);
+        m.forget_container(&a);
+        assert_eq!(m.verdicts(&a), VerdictCounts::default());
+        assert_eq!(m.tracked_containers(), 0);
+    }
+
+    #[test]
+    fn events_per_second_averages_over_the_window() {
+        let m = Metrics::new();
+        let t0 = Instant::now();
+        m.sample(t0);
+        assert_eq!(m.events_per_second(), 0.0);
+        m.events_exec.add(500);
+        m.sample(t0 + Duration::from_secs(5));
+        assert_eq!(m.events_per_second(), 100.0);
+        // Old samples leave the window.
+        m.events_exec.add(100);
+        m.sample(t0 + Duration::from_secs(20));
+        m.events_exec.add(100);
+        m.sample(t0 + Duration::from_secs(21));
+        assert_eq!(m.events_per_second(), 100.0);
+    }
+}
