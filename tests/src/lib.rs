@@ -16,6 +16,8 @@
 //!   `/<ns>/<id>`), so instances never share a freezer; the last component is still the id.
 //! - `ctr images import FILE` (no flags beyond `--snapshotter overlayfs`) imports an OCI
 //!   archive named by the `io.containerd.image.name` index annotation and unpacks it.
+//!   Unpacking checks each layer against the config's `rootfs.diff_ids` and fails the
+//!   import on a mismatch; `BuiltImage::import_packed` (`--no-unpack`) skips that.
 //! - containerd's overlayfs applier extracts a layer into the bare upper dir, so a hard link
 //!   must point at a file of the same layer; whiteouts become 0/0 char devices on disk.
 //! - The committed snapshot of image layer `i` is keyed by `BuiltImage::layers[i].chain_id`;

@@ -454,9 +454,47 @@ impl BuiltImage {
         Ok(())
     }
 
+    /// The same layer blobs under an edited config: `edit` changes the config JSON, then the
+    /// config and manifest are re-serialized and re-digested, so manifest -> config still
+    /// verifies and only what the config *says* differs. `layers` and `files` keep describing
+    /// the blobs as built, i.e. the truth a config can be made to contradict (for example a
+    /// wrong `rootfs.diff_ids` entry).
+    pub fn with_config(mut self, edit: impl FnOnce(&mut serde_json::Value)) -> Result<Self> {
+        let mut config = self.config_json();
+        edit(&mut config);
+        let config_bytes = serde_json::to_vec(&config)?;
+        let config_digest = sha256_digest(&config_bytes);
+        let mut manifest: serde_json::Value =
+            serde_json::from_slice(&self.blobs[&self.manifest_digest])?;
+        manifest["config"]["digest"] = json!(config_digest);
+        manifest["config"]["size"] = json!(config_bytes.len());
+        let manifest_bytes = serde_json::to_vec(&manifest)?;
+        let manifest_digest = sha256_digest(&manifest_bytes);
+        self.blobs.remove(&self.config_digest);
+        self.blobs.remove(&self.manifest_digest);
+        self.blobs.insert(config_digest.clone(), config_bytes);
+        self.blobs.insert(manifest_digest.clone(), manifest_bytes);
+        self.config_digest = config_digest;
+        self.manifest_digest = manifest_digest;
+        Ok(self)
+    }
+
     /// Imports into namespace `ns` with `ctr images import` (which also unpacks into the
     /// overlayfs snapshotter) and checks that containerd lists the image under its name.
     pub fn import(&self, containerd: &Ctr, ns: &str) -> Result<()> {
+        self.import_with(containerd, ns, &["--snapshotter", SNAPSHOTTER])
+    }
+
+    /// Like [`import`](Self::import), but only into the content store (`--no-unpack`): no
+    /// snapshots, so no container can run it. containerd's unpacker checks every layer
+    /// against the config's `rootfs.diff_ids` and refuses the whole import on a mismatch, so
+    /// an image whose config lies about its layers enters the store only this way, as it
+    /// does on a node that pulls without unpacking.
+    pub fn import_packed(&self, containerd: &Ctr, ns: &str) -> Result<()> {
+        self.import_with(containerd, ns, &["--no-unpack"])
+    }
+
+    fn import_with(&self, containerd: &Ctr, ns: &str, flags: &[&str]) -> Result<()> {
         let archive = tempfile::Builder::new()
             .prefix("lg-image-")
             .suffix(".tar")
@@ -464,10 +502,10 @@ impl BuiltImage {
             .context("creating image archive")?;
         self.write_oci_archive(archive.path())?;
         let path = archive.path().to_string_lossy().into_owned();
-        let out = containerd.ctr_ns(
-            ns,
-            &["images", "import", "--snapshotter", SNAPSHOTTER, &path],
-        )?;
+        let mut args = vec!["images", "import"];
+        args.extend_from_slice(flags);
+        args.push(&path);
+        let out = containerd.ctr_ns(ns, &args)?;
         if !out.status.success() {
             bail!("importing {}: {}", self.reference, describe_output(&out));
         }
@@ -937,6 +975,36 @@ mod tests {
             entries[0].1, 0o1777,
             "implicit parent keeps the lower dir's mode"
         );
+    }
+
+    #[test]
+    fn edited_config_is_resealed_under_its_real_digests() {
+        let img = ImageBuilder::new("x/y:1")
+            .layer(Layer::new().file("/f", "f", 0o644))
+            .layer(Layer::new().file("/g", "g", 0o644))
+            .build()
+            .unwrap();
+        let honest = img.clone();
+        let lie = honest.layers[0].diff_id.clone();
+        let img = img
+            .with_config(|c| c["rootfs"]["diff_ids"][1] = json!(lie))
+            .unwrap();
+        assert_eq!(img.layers, honest.layers, "the blobs are untouched");
+        assert_eq!(img.config_json()["rootfs"]["diff_ids"][1], json!(lie));
+        assert_ne!(img.config_digest, honest.config_digest);
+        assert_eq!(
+            sha256_digest(img.blob(&img.config_digest).unwrap()),
+            img.config_digest
+        );
+        let manifest: serde_json::Value =
+            serde_json::from_slice(img.blob(&img.manifest_digest).unwrap()).unwrap();
+        assert_eq!(manifest["config"]["digest"], json!(img.config_digest));
+        assert_eq!(
+            sha256_digest(img.blob(&img.manifest_digest).unwrap()),
+            img.manifest_digest
+        );
+        assert!(img.blob(&honest.config_digest).is_none());
+        assert!(img.blob(&honest.manifest_digest).is_none());
     }
 
     #[test]
