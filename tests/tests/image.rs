@@ -1,5 +1,6 @@
 //! `layerguard image verify` against a real containerd: the index is exactly what a
-//! container of the image shows, and a tampered blob makes the image untrusted.
+//! container of the image shows, and a tampered blob or a config whose diff_id does not
+//! match its layer makes the image untrusted.
 //!
 //! User story: an operator runs `layerguard image verify REF` on a node and trusts its
 //! verdict and file list because they match what containers of that image really see.
@@ -145,6 +146,53 @@ fn flipped_byte_in_a_layer_blob_is_reported_with_both_digests() {
     assert!(
         reason.contains("expected") && reason.contains("actual"),
         "{reason}"
+    );
+}
+
+#[test]
+fn config_diff_id_that_does_not_match_its_layer_is_reported_with_both_digests() {
+    require_root();
+    let containerd = PrivateContainerd::start().expect("containerd");
+    // Every blob is intact and the manifest names the edited config by its real digest, so
+    // only the uncompressed layer's digest against `rootfs.diff_ids` can catch this: layer
+    // 3's entry names layer 2's (real, but wrong here) diff_id.
+    let honest = overlay_test_image(&format!("layerguard.test/{}:1", unique_id("diffid")))
+        .expect("busybox image")
+        .build()
+        .expect("build image");
+    let lie = honest.layers[1].diff_id.clone();
+    let image = honest
+        .clone()
+        .with_config(|config| config["rootfs"]["diff_ids"][2] = lie.clone().into())
+        .expect("edit config");
+    // containerd's unpacker would refuse this config ("wrong diff id calculated on
+    // extraction"): only the content store holds it.
+    image
+        .import_packed(&containerd, NS)
+        .expect("import without unpacking");
+    let state = tempfile::tempdir().unwrap();
+    let (code, summary) = verify(&containerd, state.path(), &image.reference);
+    assert_eq!(code, 1, "untrusted exits 1: {summary}");
+    assert_eq!(summary["verdict"], "untrusted");
+    assert_eq!(summary["manifest"], image.manifest_digest.as_str());
+    assert_eq!(summary["config"], image.config_digest.as_str());
+    let reason = &summary["reason"];
+    assert_eq!(reason["kind"], "diff_id_mismatch", "{summary}");
+    assert_eq!(reason["layer_number"], 3);
+    assert_eq!(reason["layer"], image.layers[2].blob_digest.as_str());
+    assert_eq!(reason["expected"], lie.as_str());
+    assert_eq!(reason["actual"], honest.layers[2].diff_id.as_str());
+    let message = reason["message"].as_str().unwrap_or_default();
+    for part in [
+        &image.layers[2].blob_digest,
+        &lie,
+        &honest.layers[2].diff_id,
+    ] {
+        assert!(message.contains(part.as_str()), "{part} in {message}");
+    }
+    assert!(
+        summary.get("entries").is_none(),
+        "no index for an untrusted image"
     );
 }
 
