@@ -6,9 +6,12 @@
 //! - `exec`: fork+exec+wait of a tiny static binary inside a container, daemon off and on,
 //!   interleaved in rounds so that drift hits both sides alike.
 //! - `latency`: exec-to-alert time of a dropped binary, first seen and cached.
+//! - `index`: `layerguard image verify` of a large image (layers made from host
+//!   directories) against `gzip -dc | sha256sum` of its blobs; warm re-index; peak RSS.
 
 mod alert_latency;
 mod exec_overhead;
+mod image_index;
 
 use clap::Parser;
 use std::path::PathBuf;
@@ -32,10 +35,33 @@ pub struct Args {
     /// --daemon-arg=verify.log_execs=true`.
     #[arg(long = "daemon-arg", allow_hyphen_values = true)]
     daemon_args: Vec<String>,
+    /// `index`: host directories made into the large image, one layer each.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "/usr/bin,/usr/lib,/usr/share"
+    )]
+    index_dirs: Vec<PathBuf>,
+    /// `index`: MiB of file content taken from each of those directories (a sorted walk,
+    /// cut off there), so the image size does not depend on what the host has installed.
+    #[arg(long, default_value_t = 160)]
+    index_layer_mib: u64,
+    /// `index`: cold index and pipe runs per side; the order alternates between rounds.
+    #[arg(long, default_value_t = 5)]
+    index_rounds: u32,
+    /// Internal (`index`): run the command after `--`, wait for it and write its wall time,
+    /// peak RSS and exit code as JSON to this file. See `image_index::rusage_helper`.
+    #[arg(long, hide = true, requires = "command")]
+    rusage_to: Option<PathBuf>,
+    #[arg(last = true, hide = true)]
+    command: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(out) = &args.rusage_to {
+        return image_index::rusage_helper(out, &args.command);
+    }
     layerguard_tests::require_root();
     anyhow::ensure!(
         args.layerguard.is_file(),
@@ -44,11 +70,12 @@ fn main() -> anyhow::Result<()> {
     );
     let wants = |name: &str| args.only.is_empty() || args.only.iter().any(|o| o == name);
     println!(
-        "machine: {} cores, kernel {}",
+        "machine: {} cores, kernel {}, load average {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
-            .trim()
+            .trim(),
+        load_average()
     );
     if wants("exec") {
         exec_overhead::run(&args)?;
@@ -56,5 +83,19 @@ fn main() -> anyhow::Result<()> {
     if wants("latency") {
         alert_latency::run(&args)?;
     }
+    if wants("index") {
+        image_index::run(&args)?;
+    }
+    println!("\nload average at the end: {}", load_average());
     Ok(())
+}
+
+/// 1, 5 and 15 minute load averages: whether other work shared the machine while the
+/// figures were taken.
+fn load_average() -> String {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    load.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
