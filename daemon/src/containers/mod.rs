@@ -11,12 +11,11 @@
 //!
 //! Parts: [`identity`] (what is known and attached), [`table`] and [`pending`] (pure
 //! state), [`resolver`] (pure decisions), [`stage`] (the async loop), [`watcher`]
-//! (containerd I/O), [`manifest`] (platform pick in an image index), [`procfs`], and
+//! (containerd I/O; the platform pick in an image index is `image::oci`'s), [`procfs`], and
 //! [`clock`] (the sensor's time base, which every lookup is done in).
 
 pub mod clock;
 pub mod identity;
-pub mod manifest;
 pub mod pending;
 pub mod procfs;
 pub mod resolver;
@@ -106,7 +105,7 @@ impl ContainersStage {
                 self.config.reconnect_min(),
                 self.config.reconnect_max(),
             ),
-            platform: manifest::Platform::host(),
+            platform: crate::image::oci::Platform::host(),
             updates: updates_tx,
             poke: Arc::clone(&poke),
             shutdown,

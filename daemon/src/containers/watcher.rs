@@ -9,10 +9,11 @@
 
 use super::clock;
 use super::identity::{ContainerInfo, ContainerKey};
-use super::manifest::{self, ManifestError, Platform};
 use super::procfs;
 use super::resolver::Update;
 use super::table::{Listed, ListedTask};
+use crate::image::digest::Digest;
+use crate::image::oci::{self, Descriptor, MediaKind, OciError, Platform};
 use containerd_client::events::{
     ContainerCreate, ContainerDelete, ContainerUpdate, NamespaceCreate, TaskCreate, TaskDelete,
     TaskExit, TaskStart,
@@ -64,9 +65,11 @@ pub enum ContainerdError {
     #[error("containerd namespace {0:?} cannot be sent as gRPC metadata")]
     BadNamespace(String),
     #[error("image index {digest} is larger than {limit} bytes")]
-    IndexTooLarge { digest: String, limit: usize },
+    IndexTooLarge { digest: String, limit: u64 },
     #[error(transparent)]
-    Manifest(#[from] ManifestError),
+    Index(#[from] OciError),
+    #[error("image index {digest}: {problem}")]
+    BadIndex { digest: String, problem: String },
     #[error("the containers stage stopped")]
     StageGone,
 }
@@ -87,7 +90,10 @@ impl ContainerdError {
                 source.code(),
                 Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded
             ),
-            Self::BadNamespace(_) | Self::IndexTooLarge { .. } | Self::Manifest(_) => false,
+            Self::BadNamespace(_)
+            | Self::IndexTooLarge { .. }
+            | Self::Index(_)
+            | Self::BadIndex { .. } => false,
         }
     }
 }
@@ -642,11 +648,11 @@ impl Watcher {
         let Some(target) = target else {
             return Ok((None, None));
         };
-        if !manifest::is_index(&target.media_type) {
+        if MediaKind::of(&target.media_type) != MediaKind::Index {
             return Ok((Some(target.digest), None));
         }
         let blob = self.read_blob(client, ns, &target.digest).await?;
-        let manifest = manifest::pick_manifest(&blob, &self.platform)?;
+        let manifest = pick_manifest(&target.media_type, &target.digest, &blob, &self.platform)?;
         Ok((Some(manifest), Some(target.digest)))
     }
 
@@ -656,7 +662,8 @@ impl Watcher {
         ns: &str,
         digest: &str,
     ) -> Result<Vec<u8>, ContainerdError> {
-        let limit = manifest::MAX_INDEX_BYTES;
+        // Index blobs are a few KiB; the watcher must not be made to buffer an arbitrary one.
+        let limit = oci::MAX_METADATA_BLOB_BYTES;
         let mut stream = self
             .call(
                 "Content.Read",
@@ -673,7 +680,7 @@ impl Watcher {
             .into_inner();
         let mut data = Vec::new();
         while let Some(chunk) = self.call("Content.Read", stream.message()).await? {
-            if data.len() + chunk.data.len() > limit {
+            if (data.len() + chunk.data.len()) as u64 > limit {
                 return Err(ContainerdError::IndexTooLarge {
                     digest: digest.to_string(),
                     limit,
@@ -685,9 +692,113 @@ impl Watcher {
     }
 }
 
+/// The manifest for `platform` in the index blob `blob` that `digest` names, chosen the way
+/// the image index library chooses it (so verification indexes the same manifest the
+/// container is attributed to). The blob is checked against its digest first.
+pub fn pick_manifest(
+    media_type: &str,
+    digest: &str,
+    blob: &[u8],
+    platform: &Platform,
+) -> Result<String, ContainerdError> {
+    let bad = |problem: String| ContainerdError::BadIndex {
+        digest: digest.to_string(),
+        problem,
+    };
+    let named = Digest::parse(digest).map_err(|e| bad(e.to_string()))?;
+    let actual = Digest::of(blob);
+    if actual != named {
+        return Err(bad(format!("content has digest {actual}")));
+    }
+    let desc = Descriptor {
+        media_type: media_type.to_string(),
+        digest: named,
+        size: blob.len() as u64,
+        platform: None,
+    };
+    let index = oci::parse_index(blob, &desc)?;
+    oci::select_manifest(&index, platform)
+        .map(|d| d.digest.to_string())
+        .ok_or_else(|| {
+            bad(format!(
+                "no manifest for {}/{}",
+                platform.os, platform.architecture
+            ))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn digest_of(blob: &str) -> String {
+        Digest::of(blob.as_bytes()).to_string()
+    }
+
+    /// An index with arm64, amd64 and an attestation entry; digests are well-formed.
+    fn index() -> String {
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        format!(
+            r#"{{"schemaVersion": 2, "mediaType": "{}", "manifests": [
+              {{"mediaType": "{m}", "digest": "{}", "size": 1,
+                "platform": {{"os": "linux", "architecture": "arm64", "variant": "v8"}}}},
+              {{"mediaType": "{m}", "digest": "{}", "size": 1,
+                "platform": {{"os": "linux", "architecture": "amd64"}}}},
+              {{"mediaType": "{m}", "digest": "{}", "size": 1,
+                "platform": {{"os": "unknown", "architecture": "unknown"}},
+                "annotations": {{"vnd.docker.reference.type": "attestation-manifest"}}}}]}}"#,
+            oci::OCI_INDEX,
+            d('a'),
+            d('b'),
+            d('c'),
+            m = oci::OCI_MANIFEST
+        )
+    }
+
+    fn platform(arch: &str, variant: Option<&str>) -> Platform {
+        Platform {
+            os: "linux".into(),
+            architecture: arch.into(),
+            variant: variant.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn the_index_pick_is_the_image_librarys_and_checks_the_digest() {
+        let blob = index();
+        let pick =
+            |p: &Platform| pick_manifest(oci::OCI_INDEX, &digest_of(&blob), blob.as_bytes(), p);
+        assert_eq!(
+            pick(&platform("amd64", None)).unwrap(),
+            format!("sha256:{}", "b".repeat(64))
+        );
+        assert_eq!(
+            pick(&platform("arm64", Some("v8"))).unwrap(),
+            format!("sha256:{}", "a".repeat(64))
+        );
+        let err = pick(&platform("s390x", None)).unwrap_err().to_string();
+        assert!(err.contains("no manifest for linux/s390x"), "{err}");
+        // Content that is not what its digest names is not parsed at all.
+        let other = digest_of("something else");
+        let err = pick_manifest(
+            oci::OCI_INDEX,
+            &other,
+            blob.as_bytes(),
+            &platform("amd64", None),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("content has digest"), "{err}");
+        let err = pick_manifest(
+            oci::OCI_INDEX,
+            &digest_of("{"),
+            b"{",
+            &platform("amd64", None),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("malformed JSON"), "{err}");
+    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_and_resets() {
