@@ -134,7 +134,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         &config.containerd_socket,
         IndexerConfig::new(&config.state_dir),
     );
-    let verify = VerifyStage::new(&config.verify, catalog).with_metrics(metrics.clone());
+    let verify = VerifyStage::new(&config.verify, catalog, metrics.clone());
     let mut sinks = alert_sinks(&config.alerts);
     // Last: the journal publishes to live subscribers after the log line is out.
     sinks.push(Box::new(JournalSink::new(journal)));

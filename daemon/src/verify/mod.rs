@@ -116,7 +116,9 @@ struct Inspection {
 }
 
 impl VerifyStage {
-    pub fn new(config: &VerifyConfig, catalog: ImageCatalog) -> Self {
+    /// `metrics`: where verdicts per container and hash cache figures are counted (the
+    /// API's status and container listing).
+    pub fn new(config: &VerifyConfig, catalog: ImageCatalog, metrics: Arc<Metrics>) -> Self {
         let runtime = RuntimeDigests::load(&config.runtime_binaries, config.max_file_bytes);
         Self {
             shared: Arc::new(Shared {
@@ -125,19 +127,10 @@ impl VerifyStage {
                 hashes: Mutex::new(HashCache::new(config.hash_cache_entries)),
                 runtime,
                 counters: VerifyCounters::default(),
-                metrics: Arc::new(Metrics::new()),
+                metrics,
             }),
             procs: ProcessTable::new(config.process_table_entries),
         }
-    }
-
-    /// Counts verdicts and hash cache lookups into `metrics` (the API's status and
-    /// container listing). Call before [`VerifyStage::run`].
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.metrics = metrics;
-        }
-        self
     }
 
     pub async fn run(
