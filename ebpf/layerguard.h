@@ -45,6 +45,7 @@ enum lg_stat {
 	LG_STAT_EXIT_LOST = 3,
 	LG_STAT_HOST_FILTERED = 4,	/* dropped in the kernel: host mount namespace */
 	LG_STAT_READ_ERRORS = 5,	/* a kernel read failed; the event went out incomplete */
+	LG_STAT_WAKEUPS = 6,	/* submits that woke the daemon (BPF_RB_FORCE_WAKEUP) */
 	LG_STAT_COUNT = 8,
 };
 

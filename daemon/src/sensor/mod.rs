@@ -20,6 +20,7 @@ use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::BtfTracePoint;
 use aya::{Btf, Ebpf, EbpfLoader};
 use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::{mpsc, watch};
@@ -39,6 +40,13 @@ const PROGRAMS: [(&str, &str); 3] = [
 /// Records drained before the consumer yields to the runtime, so a flood cannot starve
 /// the other tasks on its worker thread.
 const DRAIN_BATCH: usize = 1024;
+
+/// The kernel's token bucket for exec wake-ups (`exec_flags` in ebpf/sensor.bpf.c): up to
+/// [`WAKE_BURST`] at once, refilled at one per [`WAKE_REFILL`]. Eight covers the execs of
+/// a shell one-liner; 100 a second is more than a quiet host needs and little next to the
+/// drain timer's rate under a storm, which then does the work.
+const WAKE_BURST: u64 = 8;
+const WAKE_REFILL: Duration = Duration::from_millis(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SensorError {
@@ -113,11 +121,14 @@ impl Sensor {
         })?;
         let host_mnt_ns = host_mount_namespace()?;
         let monitor_host = u32::from(config.monitor_host);
+        let wake_refill_ns = WAKE_REFILL.as_nanos() as u64;
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .override_global("host_mnt_ns", &host_mnt_ns, true)
             .override_global("monitor_host", &monitor_host, true)
             .override_global("wakeup_bytes", &config.wakeup_bytes, true)
+            .override_global("wake_refill_ns", &wake_refill_ns, true)
+            .override_global("wake_burst", &WAKE_BURST, true)
             .map_max_entries("lg_events", config.ring_buffer_bytes)
             .load(SENSOR_OBJECT)
             .map_err(SensorError::Load)?;
@@ -197,11 +208,21 @@ impl Sensor {
         let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
             .map_err(|e| SensorError::Poll(e.into()))?;
         let mut losses = LossTracker::default();
-        let mut drain = tokio::time::interval(self.config.drain_interval());
-        drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let interval = self.config.drain_interval();
+        // The kernel wakes us for execs, rate-limited (see `exec_flags` in the sensor);
+        // what it did not wake us for (forks, exits, execs past the limit) is picked up
+        // by the next wake-up or by this follow-up, one drain interval after the last
+        // drain that found records. It is disarmed once a drain finds nothing, so an idle
+        // daemon has no timer running at all.
+        let follow_up = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(follow_up);
+        let mut follow_up_armed = false;
+        // Also the safety net: a lone fork or exit with no exec after it, or a record
+        // committed just after the follow-up's last look, waits at most this long.
         let mut stats_tick = tokio::time::interval(self.config.stats_interval());
         stats_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut batch = Vec::with_capacity(DRAIN_BATCH);
+        let mut counts = ConsumerCounts::default();
 
         info!(
             programs = ?self.programs(),
@@ -209,24 +230,38 @@ impl Sensor {
             "sensor attached"
         );
         loop {
-            tokio::select! {
+            let drained = tokio::select! {
                 biased;
                 _ = shutdown.changed() => break,
                 guard = ring.readable_mut() => {
                     let mut guard = guard.map_err(SensorError::Poll)?;
-                    let more = drain_into(guard.get_inner_mut(), &mut batch, &mut losses);
+                    counts.wakeups += 1;
+                    let (n, more) = drain_into(guard.get_inner_mut(), &mut batch, &mut losses);
                     if !more {
                         guard.clear_ready();
                     }
+                    n
                 }
-                _ = drain.tick() => {
-                    drain_into(ring.get_mut(), &mut batch, &mut losses);
+                _ = &mut follow_up, if follow_up_armed => {
+                    counts.follow_ups += 1;
+                    drain_into(ring.get_mut(), &mut batch, &mut losses).0
                 }
                 _ = stats_tick.tick() => {
+                    let (n, _) = drain_into(ring.get_mut(), &mut batch, &mut losses);
                     if let Some(lost) = losses.poll_kernel(&stats) {
                         batch.push(SensorEvent::Lost(lost));
                     }
+                    n
                 }
+            };
+            counts.records += drained as u64;
+            if drained > 0 {
+                follow_up
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + interval);
+                follow_up_armed = true;
+            } else {
+                follow_up_armed = false;
             }
             for event in batch.drain(..) {
                 if tx.send(event).await.is_err() {
@@ -236,27 +271,56 @@ impl Sensor {
             }
         }
         // A last look so that losses in the final interval are still reported.
-        drain_into(ring.get_mut(), &mut batch, &mut losses);
+        let (n, _) = drain_into(ring.get_mut(), &mut batch, &mut losses);
+        counts.records += n as u64;
         if let Some(lost) = losses.poll_kernel(&stats) {
             batch.push(SensorEvent::Lost(lost));
         }
         for event in batch.drain(..) {
             let _ = tx.send(event).await;
         }
-        info!("sensor detached");
+        let kernel_wakeups = sum_stat(&stats, wire::STAT_WAKEUPS);
+        info!(
+            records = counts.records,
+            kernel_wakeups,
+            wakeups = counts.wakeups,
+            follow_ups = counts.follow_ups,
+            "sensor detached"
+        );
         Ok(())
     }
 }
 
-/// Decodes up to [`DRAIN_BATCH`] records; returns true when the ring may hold more.
+/// How the consumer was driven over its life, reported when it stops.
+#[derive(Default)]
+struct ConsumerCounts {
+    records: u64,
+    /// Times the ring buffer's fd woke us (the kernel forced a wake-up).
+    wakeups: u64,
+    /// Drains by the follow-up timer.
+    follow_ups: u64,
+}
+
+fn sum_stat(stats: &PerCpuArray<MapData, u64>, idx: u32) -> u64 {
+    stats
+        .get(&idx, 0)
+        .map(|v| v.iter().sum())
+        .unwrap_or_else(|e| {
+            warn!(error = %e, index = idx, "cannot read sensor counters");
+            0
+        })
+}
+
+/// Decodes up to [`DRAIN_BATCH`] records; returns how many, and true when the ring may
+/// hold more.
 fn drain_into(
     ring: &mut RingBuf<MapData>,
     batch: &mut Vec<SensorEvent>,
     losses: &mut LossTracker,
-) -> bool {
-    for _ in 0..DRAIN_BATCH {
+) -> (usize, bool) {
+    for n in 0..DRAIN_BATCH {
         let Some(item) = ring.next() else {
-            return false;
+            return (n, false);
         };
         match event::decode(&item) {
             Ok(ev) => batch.push(ev),
@@ -266,7 +330,7 @@ fn drain_into(
             }
         }
     }
-    true
+    (DRAIN_BATCH, true)
 }
 
 /// Turns the kernel's cumulative per-CPU loss counters into new-loss reports.
@@ -278,15 +342,7 @@ struct LossTracker {
 
 impl LossTracker {
     fn poll_kernel(&mut self, stats: &PerCpuArray<MapData, u64>) -> Option<LossCounts> {
-        let sum = |idx: u32| -> u64 {
-            stats
-                .get(&idx, 0)
-                .map(|v| v.iter().sum())
-                .unwrap_or_else(|e| {
-                    warn!(error = %e, index = idx, "cannot read sensor counters");
-                    0
-                })
-        };
+        let sum = |idx: u32| sum_stat(stats, idx);
         let now = LossCounts {
             exec: sum(wire::STAT_EXEC_LOST),
             fork: sum(wire::STAT_FORK_LOST),

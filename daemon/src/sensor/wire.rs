@@ -32,6 +32,7 @@ pub const STAT_FORK_LOST: u32 = 2;
 pub const STAT_EXIT_LOST: u32 = 3;
 pub const STAT_HOST_FILTERED: u32 = 4;
 pub const STAT_READ_ERRORS: u32 = 5;
+pub const STAT_WAKEUPS: u32 = 6;
 pub const STAT_COUNT: u32 = 8;
 
 #[repr(C)]
