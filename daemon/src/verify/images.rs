@@ -41,6 +41,29 @@ impl ImageEntry {
         }
     }
 
+    /// True when the image is verified and records exactly this content (sha256 hex) at
+    /// `path`: the common verdict, decided without building any evidence.
+    pub fn has_content(&self, path: &str, sha256_hex: &str) -> bool {
+        if self.state != ImageState::Verified {
+            return false;
+        }
+        let Some(digest) = self
+            .index
+            .as_ref()
+            .and_then(|i| i.lookup(path))
+            .and_then(|e| e.sha256.as_ref())
+        else {
+            return false;
+        };
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let hex = sha256_hex.as_bytes();
+        hex.len() == 64
+            && digest.as_bytes().iter().enumerate().all(|(i, b)| {
+                hex[2 * i] == HEX[usize::from(b >> 4)]
+                    && hex[2 * i + 1] == HEX[usize::from(b & 0xf)]
+            })
+    }
+
     /// What the image records at `path` (symlinks resolved inside the image).
     pub fn record(&self, path: &str) -> ImageRecord {
         let Some(index) = &self.index else {
@@ -59,7 +82,7 @@ impl ImageEntry {
     }
 }
 
-type Slot = Arc<OnceCell<ImageEntry>>;
+type Slot = Arc<OnceCell<Arc<ImageEntry>>>;
 type ImageKey = (String, String);
 
 /// The remembered images and their insertion order (for the bound).
@@ -109,15 +132,30 @@ impl ImageCatalog {
     }
 
     /// The image state of `container`, indexing it on first use.
-    pub async fn for_container(&self, container: &ContainerInfo) -> ImageEntry {
+    pub async fn for_container(&self, container: &ContainerInfo) -> Arc<ImageEntry> {
         let Some(reference) = container.image.clone() else {
-            return ImageEntry::unavailable("the container has no image reference".into());
+            return Arc::new(ImageEntry::unavailable(
+                "the container has no image reference".into(),
+            ));
         };
         let key = (container.namespace.clone(), reference.clone());
         let slot = self.slot(key);
-        slot.get_or_init(|| self.index(container.namespace.clone(), reference))
-            .await
-            .clone()
+        slot.get_or_init(|| async {
+            Arc::new(self.index(container.namespace.clone(), reference).await)
+        })
+        .await
+        .clone()
+    }
+
+    /// The image state of `container` if it is known and current, without waiting: the
+    /// verify stage's hot path, which must not block on an index run or a retry.
+    pub fn ready(&self, container: &ContainerInfo) -> Option<Arc<ImageEntry>> {
+        let key = (container.namespace.clone(), container.image.clone()?);
+        let guard = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = guard.map.get(&key)?.get()?;
+        let stale = matches!(entry.state, ImageState::Unavailable { .. })
+            && entry.at.elapsed() > IMAGE_RETRY;
+        (!stale).then(|| entry.clone())
     }
 
     async fn indexer(&self, namespace: &str) -> Result<ImageIndexer<ContainerdStore>, String> {
@@ -178,5 +216,73 @@ impl ImageCatalog {
             }
             Err(e) => ImageEntry::unavailable(format!("indexing {reference}: {e}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::digest::Digest;
+    use crate::image::layer::{scan_layer, ScanLimits};
+    use crate::image::tar::build::TarBuilder;
+    use crate::verify::verdict::{judge, ExecVerdict, FileFacts};
+
+    fn entry(state: ImageState) -> ImageEntry {
+        let tar = TarBuilder::new()
+            .dir("bin", 0o755)
+            .file("bin/tool", 0o755, b"tool v1")
+            .symlink("bin/alias", "tool")
+            .finish();
+        let layer = scan_layer(
+            &tar[..],
+            Digest::of(&tar),
+            tar.len() as u64,
+            &ScanLimits::default(),
+            Arc::default(),
+            |_| {},
+        )
+        .unwrap();
+        ImageEntry {
+            state,
+            index: Some(Arc::new(LayerIndex::merge([&layer]).unwrap())),
+            manifest: None,
+            at: Instant::now(),
+        }
+    }
+
+    /// The shortcut must say "verified" exactly when the full judgement would.
+    #[test]
+    fn has_content_agrees_with_the_full_verdict() {
+        let v1 = Digest::of(b"tool v1").hex();
+        let v2 = Digest::of(b"tool v2").hex();
+        let states = [
+            ImageState::Verified,
+            ImageState::Untrusted { reason: "r".into() },
+            ImageState::Unavailable { reason: "r".into() },
+        ];
+        for state in states {
+            let image = entry(state);
+            for path in ["/bin/tool", "/bin/alias", "/bin", "/bin/none", "/tmp/x"] {
+                for actual in [&v1, &v2] {
+                    let facts = FileFacts {
+                        path: path.into(),
+                        actual: Ok(actual.clone()),
+                        memfd: false,
+                        deleted: false,
+                        upper_layer: false,
+                        runtime: false,
+                    };
+                    let full = judge(&facts, &image.state, &image.record(path));
+                    assert_eq!(
+                        image.has_content(path, actual),
+                        full == ExecVerdict::Verified,
+                        "{path} {:?} {full:?}",
+                        image.state
+                    );
+                }
+            }
+        }
+        assert!(entry(ImageState::Verified).has_content("/bin/alias", &v1));
+        assert!(!entry(ImageState::Verified).has_content("/bin/tool", &v1[..63]));
     }
 }

@@ -7,6 +7,9 @@
 //! ([`process`]), the allowlist ([`allowlist`]) and the pure decision ([`verdict`]).
 //! Image indexing and hashing run off the runtime's worker threads; several execs are
 //! judged at once, bounded, so one slow image cannot hold up every other container.
+//! The common case, a binary whose content was hashed before in a container whose image
+//! is indexed, needs no I/O and is judged in the stage loop itself: a task per exec would
+//! cost more than the judgement (a spawn, and often a wake-up of another worker thread).
 
 pub mod allowlist;
 pub mod hash;
@@ -107,6 +110,8 @@ struct ExecJob {
     ancestry: Vec<crate::alert::Ancestor>,
     /// Live pids of the container, nearest first, whose root can be used to open files.
     roots: Vec<u32>,
+    /// What the hash cache already answered for it, looked up once in the stage loop.
+    cached: Option<Inspection>,
 }
 
 /// The facts the blocking part found.
@@ -181,6 +186,7 @@ impl VerifyStage {
                                 container: Arc::new(ContainerInfo::default()),
                                 ancestry,
                                 exec,
+                                cached: None,
                             };
                             let shared = self.shared.clone();
                             finish(
@@ -196,6 +202,23 @@ impl VerifyStage {
                             continue;
                         }
                     };
+                    let cached = cached_inspection(&self.shared, &exec);
+                    let image = match &cached {
+                        Some(_) => self.shared.catalog.ready(&container),
+                        None => None,
+                    };
+                    if let (Some(inspection), Some(image)) = (&cached, image) {
+                        self.procs.seen_in(exec.process.mnt_ns, exec.process.tgid);
+                        let job = ExecJob {
+                            exec,
+                            container,
+                            ancestry,
+                            roots: Vec::new(),
+                            cached: None,
+                        };
+                        conclude(&self.shared, &job, &image, inspection, &alerts).await;
+                        continue;
+                    }
                     // Any live process of the same mount namespace can open the container's
                     // root; the one that exec'd first, then its parents, then the others.
                     let mut roots = vec![exec.process.tgid, exec.ppid];
@@ -208,6 +231,7 @@ impl VerifyStage {
                         container,
                         ancestry,
                         roots,
+                        cached,
                     };
                     let permit = permits.clone().acquire_owned().await.expect("never closed");
                     let shared = self.shared.clone();
@@ -242,9 +266,9 @@ impl VerifyStage {
     }
 }
 
-async fn judge_exec(shared: &Arc<Shared>, job: ExecJob, alerts: &mpsc::Sender<AlertDraft>) {
+async fn judge_exec(shared: &Arc<Shared>, mut job: ExecJob, alerts: &mpsc::Sender<AlertDraft>) {
     let image = shared.catalog.for_container(&job.container).await;
-    let inspection = match cached_inspection(shared, &job.exec) {
+    let inspection = match job.cached.take() {
         Some(i) => Ok(i),
         None => {
             let shared = shared.clone();
@@ -253,8 +277,8 @@ async fn judge_exec(shared: &Arc<Shared>, job: ExecJob, alerts: &mpsc::Sender<Al
             tokio::task::spawn_blocking(move || inspect(&shared, &exec, &roots)).await
         }
     };
-    let inspection = match inspection {
-        Ok(i) => i,
+    match inspection {
+        Ok(i) => conclude(shared, &job, &image, &i, alerts).await,
         Err(e) => {
             let v = ExecVerdict::Unverifiable {
                 reason: format!("inspection task failed: {e}"),
@@ -266,13 +290,52 @@ async fn judge_exec(shared: &Arc<Shared>, job: ExecJob, alerts: &mpsc::Sender<Al
                 &attribution,
                 &job.exec.filename.clone(),
                 v,
-                Some(&image),
+                Some(&*image),
                 alerts,
             )
             .await;
-            return;
         }
-    };
+    }
+}
+
+/// The verdict from what was found about the file(s) and what the image records.
+async fn conclude(
+    shared: &Arc<Shared>,
+    job: &ExecJob,
+    image: &ImageEntry,
+    inspection: &Inspection,
+    alerts: &mpsc::Sender<AlertDraft>,
+) {
+    let attribution = Attribution::Container(job.container.clone());
+    let bin = &inspection.binary;
+    if inspection.script.is_none()
+        && !bin.memfd
+        && !bin.deleted
+        && bin
+            .actual
+            .as_ref()
+            .is_ok_and(|h| image.has_content(&bin.path, h))
+    {
+        let ctx = EvidenceCtx {
+            expected: ImageRecord::Missing, // a verified exec raises nothing to show it in
+            upper_layer: bin.upper_layer,
+            interpreter: None,
+            interpreter_verdict: None,
+        };
+        let v = ExecVerdict::Verified;
+        finish_with(
+            shared,
+            job,
+            &attribution,
+            &bin.path,
+            v,
+            Some(image),
+            ctx,
+            alerts,
+        )
+        .await;
+        return;
+    }
     let bin_record = image.record(&inspection.binary.path);
     let mut verdict = verdict::judge(&inspection.binary, &image.state, &bin_record);
     let mut evidence_path = inspection.binary.path.clone();
@@ -286,7 +349,6 @@ async fn judge_exec(shared: &Arc<Shared>, job: ExecJob, alerts: &mpsc::Sender<Al
         }
         verdict = verdict::worse(verdict, sv);
     }
-    let attribution = Attribution::Container(job.container.clone());
     let ctx = EvidenceCtx {
         expected,
         upper_layer: inspection.binary.upper_layer,
@@ -306,11 +368,11 @@ async fn judge_exec(shared: &Arc<Shared>, job: ExecJob, alerts: &mpsc::Sender<Al
     };
     finish_with(
         shared,
-        &job,
+        job,
         &attribution,
         &evidence_path,
         verdict,
-        Some(&image),
+        Some(image),
         ctx,
         alerts,
     )
@@ -460,8 +522,8 @@ fn inspect(shared: &Shared, exec: &ExecEvent, roots: &[u32]) -> Inspection {
 
 /// The script a shell or interpreter was asked to run (`sh /tmp/x.sh`), if argv names one.
 fn script_argument(exec: &ExecEvent) -> Option<&str> {
-    let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_string();
-    let argv0 = exec.argv.first().map(|a| base(a))?;
+    let argv0 = exec.argv.first()?;
+    let argv0 = argv0.rsplit('/').next().unwrap_or(argv0);
     let runner = SCRIPT_RUNNERS.iter().any(|r| {
         argv0 == *r
             || (argv0.starts_with(r)
