@@ -1,6 +1,7 @@
 //! Exec-to-alert latency: from just before execve of a dropped binary in a container to the
 //! alert's timestamp, for a first-seen 2 MB binary (a new file each time: hash cache miss)
-//! and for a cached one (the same file again).
+//! and for a cached one (the same file again). The alert's timestamp is taken when the
+//! alert stage numbers it, just before it writes the line.
 
 use crate::Args;
 use anyhow::{Context, Result};
@@ -12,7 +13,9 @@ use std::time::{Duration, UNIX_EPOCH};
 const NS: &str = "lg-bench-latency";
 const STAMP_C: &str = include_str!("../c/stamp_exec.c");
 const TINY_C: &str = include_str!("../c/tiny.c");
-const SAMPLES: usize = 50;
+/// Per case. p99 of 50 samples is simply the worst one; 200 give the 99th percentile a
+/// couple of samples above it, so one scheduling hiccup on a shared machine is not p99.
+const SAMPLES: usize = 200;
 const WAIT: Duration = Duration::from_secs(20);
 const TARGET_FIRST_P99_MS: f64 = 10.0;
 const TARGET_CACHED_P99_MS: f64 = 2.0;
@@ -27,18 +30,21 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-/// Runs `path` in the container through stamp_exec and returns the latency to its alert.
+/// The 1, 5 and 15 minute load averages: figures from a busy machine mean little alone.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Runs `path` in the container through stamp_exec and returns the latency to its alert:
+/// stamp_exec passes its clock reading as `path`'s first argument, which the alert's argv
+/// carries back.
 fn one(daemon: &DaemonProcess, c: &Container, path: &str) -> Result<f64> {
     let cursor = daemon.cursor();
     // busybox under another name exits 127 (no such applet): the exec, not its success,
     // is what is measured.
-    let out = c.exec(&["/bench/stamp_exec", path])?;
-    let start: i128 = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .context("no timestamp")?
-        .trim()
-        .parse()?;
+    c.exec(&["/bench/stamp_exec", path])?;
     let alert = daemon
         .wait_for_line_after(
             cursor,
@@ -46,6 +52,10 @@ fn one(daemon: &DaemonProcess, c: &Container, path: &str) -> Result<f64> {
             WAIT,
         )
         .with_context(|| format!("no alert for {path}"))?;
+    let start: i128 = alert["alert"]["process"]["argv"][1]
+        .as_str()
+        .with_context(|| format!("alert without stamp_exec's start time: {alert}"))?
+        .parse()?;
     let at = alert_time_ns(&alert).context("alert without a time")?;
     Ok((at - start) as f64 / 1e6)
 }
@@ -54,6 +64,7 @@ pub fn run(args: &Args) -> Result<()> {
     println!(
         "\n== exec-to-alert latency: dropped 2 MB binary in a container ({SAMPLES} samples each)"
     );
+    println!("load average (1/5/15 min) at the start: {}", load_average());
     let containerd = PrivateContainerd::start()?;
     let image = busybox_image("layerguard.bench/latency:1")?
         .layer(
@@ -110,12 +121,15 @@ pub fn run(args: &Args) -> Result<()> {
         ("cached", &mut cached, TARGET_CACHED_P99_MS),
     ] {
         v.sort_by(|a, b| a.total_cmp(b));
-        let (p50, p99) = (percentile(v, 0.5), percentile(v, 0.99));
+        let (p50, p90, p99) = (percentile(v, 0.5), percentile(v, 0.9), percentile(v, 0.99));
         println!(
-            "exec-to-alert {name}: p50 {p50:.2} ms, p99 {p99:.2} ms (target p99 <= {target} ms) {}",
+            "exec-to-alert {name}: p50 {p50:.2} ms, p90 {p90:.2} ms, p99 {p99:.2} ms, max {:.2} ms \
+             (target p99 <= {target} ms) {}",
+            v[v.len() - 1],
             if p99 <= target { "OK" } else { "OVER TARGET" }
         );
     }
+    println!("load average (1/5/15 min) at the end: {}", load_average());
     daemon.stop()?;
     Ok(())
 }
