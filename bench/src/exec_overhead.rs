@@ -1,5 +1,13 @@
 //! Exec overhead: what the sensor and the daemon add to every program start in a container.
+//!
+//! The effect to resolve (3 %) is smaller than how much a block of execs varies from one
+//! block to the next on a shared 2-core VM, so the figure is built to survive that noise:
+//! many short rounds, each an adjacent off/on pair in alternating order (so drift over the
+//! run hits both sides alike), and the ratio reported is the median of the per-round
+//! ratios with a distribution-free 95 % confidence interval. A ratio whose interval still
+//! spans the target is reported as not resolved, not as met.
 
+use crate::alert_latency::load_average;
 use crate::Args;
 use anyhow::{ensure, Context, Result};
 use layerguard_tests::{
@@ -13,12 +21,45 @@ const EXEC_LOOP_C: &str = include_str!("../c/exec_loop.c");
 const TINY_C: &str = include_str!("../c/tiny.c");
 const TARGET_RATIO: f64 = 1.03;
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Unmeasured execs before each measured block, on both sides: with the daemon on they
+/// make it attribute the container and index the image (first-exec costs, not per-exec
+/// ones); with it off they put the same caches in the same state.
+const WARMUP_EXECS: u32 = 200;
+/// Quiet time after the warm-up, so that the daemon's start-up work (index, containerd
+/// listing) is not still running on the other core while the block is timed.
+const SETTLE: Duration = Duration::from_millis(200);
 
 /// A daemon started for one "on" round, its output going to a file as it would go to
 /// journald; the bench process itself does not parse it while measuring.
 struct Daemon {
     child: Child,
     log: std::path::PathBuf,
+}
+
+/// CPU the daemon used and how often its threads were scheduled in, from every thread's
+/// `/proc/PID/task/TID/schedstat` (nanoseconds, unlike the 10 ms ticks of `/proc/PID/stat`).
+#[derive(Clone, Copy, Default)]
+struct SchedStat {
+    cpu_ns: u64,
+    switches_in: u64,
+}
+
+impl std::ops::Sub for SchedStat {
+    type Output = SchedStat;
+    fn sub(self, o: SchedStat) -> SchedStat {
+        SchedStat {
+            cpu_ns: self.cpu_ns.saturating_sub(o.cpu_ns),
+            switches_in: self.switches_in.saturating_sub(o.switches_in),
+        }
+    }
+}
+
+/// What the daemon said about its sensor when it stopped (`sensor detached`).
+#[derive(Default)]
+struct SensorCounts {
+    records: u64,
+    wakeups: u64,
+    follow_ups: u64,
 }
 
 impl Daemon {
@@ -52,25 +93,29 @@ impl Daemon {
         Ok(Self { child, log })
     }
 
-    /// CPU time (user + system) the daemon has used so far.
-    fn cpu_time(&self) -> Result<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
-        // Fields after the parenthesised comm; utime and stime are the 12th and 13th.
-        let rest = stat.rsplit_once(')').context("malformed /proc/PID/stat")?.1;
-        let f: Vec<u64> = rest
-            .split_whitespace()
-            .skip(11)
-            .take(2)
-            .map(|x| x.parse().unwrap_or(0))
-            .collect();
-        // SAFETY: sysconf has no preconditions.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
-        Ok(Duration::from_millis((f[0] + f[1]) * 1000 / hz))
+    /// Summed over the daemon's live threads. Threads that exit in between take their time
+    /// with them; on the measured path (cached verdicts) no thread is started or stopped.
+    fn sched(&self) -> Result<SchedStat> {
+        let mut total = SchedStat::default();
+        let dir = format!("/proc/{}/task", self.child.id());
+        for task in std::fs::read_dir(&dir).with_context(|| dir.clone())? {
+            let path = task?.path().join("schedstat");
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue; // the thread exited
+            };
+            let f: Vec<u64> = text
+                .split_whitespace()
+                .map(|x| x.parse().unwrap_or(0))
+                .collect();
+            total.cpu_ns += f.first().copied().unwrap_or(0);
+            total.switches_in += f.get(2).copied().unwrap_or(0);
+        }
+        Ok(total)
     }
 
-    /// SIGTERM, wait, and count the exec records of `filename` it wrote (they are only
-    /// written with `verify.log_execs`; `None` then).
-    fn stop(mut self, filename: &str) -> Result<Option<usize>> {
+    /// SIGTERM, wait, and read back from its log: the exec records of `filename` (only
+    /// written with `verify.log_execs`; `None` then) and the sensor's own counts.
+    fn stop(mut self, filename: &str) -> Result<(Option<usize>, SensorCounts)> {
         // SAFETY: kill(2) on our own child, which has not been reaped yet.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         self.child.wait()?;
@@ -80,24 +125,78 @@ impl Daemon {
             .lines()
             .filter(|l| l.contains("\"message\":\"exec\"") && l.contains(&needle))
             .count();
-        Ok((n > 0).then_some(n))
+        let mut counts = SensorCounts::default();
+        if let Some(line) = text
+            .lines()
+            .find(|l| l.contains("\"message\":\"sensor detached\""))
+        {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+            let get = |k: &str| v[k].as_u64().unwrap_or(0);
+            counts = SensorCounts {
+                records: get("records"),
+                wakeups: get("wakeups"),
+                follow_ups: get("follow_ups"),
+            };
+        }
+        Ok(((n > 0).then_some(n), counts))
     }
 }
 
-fn exec_loop(c: &Container, n: u32) -> Result<f64> {
+/// One measured block, from exec_loop.c's output: the mean us/exec over the whole block,
+/// and the 10th percentile and median of its 50-exec chunks.
+///
+/// The 10th percentile is the headline statistic. Other load on a shared VM only ever adds
+/// time, in bursts that hit some chunks and not others (a block's chunks spread by 30 %
+/// with nothing else running, while its fastest chunks agree within 3 % from block to
+/// block); what the sensor and the daemon add is in every chunk, since each chunk is ~20 ms
+/// and the daemon is woken every few ms under this load. So the low percentile keeps the
+/// daemon's cost and drops the neighbours'. The median chunk and the block mean are
+/// printed too, for comparison.
+#[derive(Clone, Copy, Default)]
+struct Block {
+    mean: f64,
+    p10: f64,
+    median: f64,
+}
+
+fn exec_loop(c: &Container, n: u32) -> Result<Block> {
     let out = c.exec_timeout(
         &["/bench/exec_loop", &n.to_string(), "/bench/tiny"],
         Duration::from_secs(600),
     )?;
     ensure!(out.status.success(), "exec_loop failed: {out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
-    text.trim()
-        .parse::<f64>()
-        .with_context(|| format!("exec_loop printed {text:?}"))
+    let values = text
+        .lines()
+        .map(|l| l.trim().parse::<f64>())
+        .collect::<Result<Vec<f64>, _>>()
+        .with_context(|| format!("exec_loop printed {text:?}"))?;
+    let (&mean, chunks) = values
+        .split_first()
+        .with_context(|| format!("exec_loop printed {text:?}"))?;
+    if chunks.is_empty() {
+        return Ok(Block {
+            mean,
+            p10: mean,
+            median: mean,
+        });
+    }
+    let c = sorted(chunks);
+    Ok(Block {
+        mean,
+        p10: c[(c.len() - 1) / 10],
+        median: median(&c),
+    })
 }
 
-fn median(v: &mut [f64]) -> f64 {
+fn sorted(v: &[f64]) -> Vec<f64> {
+    let mut v = v.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
+    v
+}
+
+fn median(v: &[f64]) -> f64 {
+    let v = sorted(v);
     let n = v.len();
     if n % 2 == 1 {
         v[n / 2]
@@ -106,8 +205,40 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// A distribution-free confidence interval for the median of `v`: the order statistics
+/// x(k) and x(n+1-k) with the largest k for which P(Binomial(n, 1/2) < k) <= (1-level)/2.
+/// Returns the interval and its exact coverage; `None` when n is too small for `level`.
+fn median_ci(v: &[f64], level: f64) -> Option<(f64, f64, f64)> {
+    let v = sorted(v);
+    let n = v.len();
+    let tail = (1.0 - level) / 2.0;
+    // pmf(j) of Binomial(n, 1/2), accumulated into the cdf.
+    let mut pmf = 0.5f64.powi(n as i32);
+    let mut cdf = 0.0;
+    let mut k = 0; // number of order statistics that may be cut from each end
+    for j in 0..n {
+        cdf += pmf;
+        if cdf > tail {
+            break;
+        }
+        k = j + 1;
+        pmf *= (n - j) as f64 / (j + 1) as f64;
+    }
+    if k == 0 {
+        return None;
+    }
+    let mut below = 0.0;
+    let mut p = 0.5f64.powi(n as i32);
+    for j in 0..k {
+        below += p;
+        p *= (n - j) as f64 / (j + 1) as f64;
+    }
+    Some((v[k - 1], v[n - k], 1.0 - 2.0 * below))
+}
+
 pub fn run(args: &Args) -> Result<()> {
     println!("\n== exec overhead: fork+exec+wait of a static binary in a container");
+    println!("load average (1/5/15 min) at the start: {}", load_average());
     let containerd = PrivateContainerd::start()?;
     let exec_loop_bin = build_static_c("exec_loop", EXEC_LOOP_C)?;
     let tiny = build_static_c("tiny", TINY_C)?;
@@ -130,52 +261,168 @@ pub fn run(args: &Args) -> Result<()> {
     exec_loop(&c, 200)?; // warm caches before anything is measured
 
     let n = args.execs_per_round;
-    let (mut off, mut on, mut daemon_cpu_us) = (Vec::new(), Vec::new(), Vec::new());
+    ensure!(
+        n > 0 && args.rounds > 0,
+        "need at least one exec and one round"
+    );
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    let (mut ratios, mut median_ratios, mut mean_ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut cpu_us, mut switches) = (Vec::new(), Vec::new());
+    let mut sensor = SensorCounts::default();
     for round in 0..args.rounds {
-        let on_first = round % 2 == 1;
-        for side in if on_first {
-            [true, false]
-        } else {
+        // off,on then on,off: a steady drift adds the same to both sides over two rounds.
+        let sides = if round % 2 == 0 {
             [false, true]
-        } {
-            if side {
+        } else {
+            [true, false]
+        };
+        let (mut off_b, mut on_b) = (Block::default(), Block::default());
+        for daemon_on in sides {
+            if daemon_on {
                 let d = Daemon::start(
                     &args.layerguard,
                     &containerd.socket_path(),
                     dir.path(),
                     &args.daemon_args,
                 )?;
-                let cpu_before = d.cpu_time()?;
-                let us = exec_loop(&c, n)?;
-                let cpu = d.cpu_time()? - cpu_before;
-                daemon_cpu_us.push(cpu.as_secs_f64() * 1e6 / n as f64);
-                let seen = d.stop("/bench/tiny")?;
+                exec_loop(&c, WARMUP_EXECS)?;
+                std::thread::sleep(SETTLE);
+                let before = d.sched()?;
+                on_b = exec_loop(&c, n)?;
+                let used = d.sched()? - before;
+                let (seen, counts) = d.stop("/bench/tiny")?;
                 if let Some(seen) = seen {
+                    // The warm-up's execs are logged too.
+                    let want = (n + WARMUP_EXECS) as usize;
                     ensure!(
-                        seen == n as usize,
-                        "daemon on: {seen} exec records for {n} execs (events lost?)"
+                        seen == want,
+                        "daemon on: {seen} exec records for {want} execs (events lost?)"
                     );
                 }
-                on.push(us);
-                println!("  round {round}: on  {us:8.1} us/exec ({seen:?} exec records)");
+                cpu_us.push(used.cpu_ns as f64 / 1e3 / n as f64);
+                switches.push(used.switches_in as f64 / n as f64);
+                sensor.records += counts.records;
+                sensor.wakeups += counts.wakeups;
+                sensor.follow_ups += counts.follow_ups;
             } else {
-                let us = exec_loop(&c, n)?;
-                off.push(us);
-                println!("  round {round}: off {us:8.1} us/exec");
+                exec_loop(&c, WARMUP_EXECS)?;
+                std::thread::sleep(SETTLE);
+                off_b = exec_loop(&c, n)?;
             }
         }
+        let ratio = on_b.p10 / off_b.p10;
+        println!(
+            "  round {round:2} ({}): off {:6.1} us/exec (median {:6.1}, mean {:6.1}), \
+             on {:6.1} ({:6.1}, {:6.1}), on/off {ratio:.3}; daemon {:5.1} us CPU, \
+             {:4.2} thread wake-ups per exec",
+            if round % 2 == 0 {
+                "off first"
+            } else {
+                "on first "
+            },
+            off_b.p10,
+            off_b.median,
+            off_b.mean,
+            on_b.p10,
+            on_b.median,
+            on_b.mean,
+            cpu_us[cpu_us.len() - 1],
+            switches[switches.len() - 1],
+        );
+        off.push(off_b.p10);
+        on.push(on_b.p10);
+        ratios.push(ratio);
+        median_ratios.push(on_b.median / off_b.median);
+        mean_ratios.push(on_b.mean / off_b.mean);
     }
-    let (off_m, on_m) = (median(&mut off), median(&mut on));
-    let ratio = on_m / off_m;
+
+    let ratio = median(&ratios);
+    let r = sorted(&ratios);
+    let (off_m, on_m) = (median(&off), median(&on));
     println!(
-        "exec overhead: off {off_m:.1} us/exec, on {on_m:.1} us/exec (median of {} rounds x {n} execs), \
-         ratio on/off = {ratio:.3} (target <= {TARGET_RATIO}) {}",
+        "exec time (10th percentile of a block's 50-exec chunks, median of rounds): \
+         off {off_m:.1} us/exec (rounds {:.1}-{:.1}), on {on_m:.1} us/exec (rounds {:.1}-{:.1}); \
+         {} rounds x {n} execs per side",
+        sorted(&off)[0],
+        sorted(&off)[off.len() - 1],
+        sorted(&on)[0],
+        sorted(&on)[on.len() - 1],
         args.rounds,
-        if ratio <= TARGET_RATIO { "OK" } else { "OVER TARGET" }
     );
+    for (what, v) in [
+        ("median chunks", &median_ratios),
+        ("block means", &mean_ratios),
+    ] {
+        println!(
+            "  the same from {what}: median per-round on/off {:.3} (range {:.3}-{:.3})",
+            median(v),
+            sorted(v)[0],
+            sorted(v)[v.len() - 1],
+        );
+    }
+    let verdict = match median_ci(&ratios, 0.95) {
+        Some((lo, hi, coverage)) => {
+            println!(
+                "per-round on/off ratios: median {ratio:.3}, {:.0} % CI of the median \
+                 [{lo:.3}, {hi:.3}], range {:.3}-{:.3}",
+                coverage * 100.0,
+                r[0],
+                r[r.len() - 1],
+            );
+            if hi <= TARGET_RATIO {
+                "OK (the whole interval is within the target)"
+            } else if ratio <= TARGET_RATIO {
+                "median within the target, NOT RESOLVED (the interval reaches past it)"
+            } else if lo <= TARGET_RATIO {
+                "OVER TARGET by the median, NOT RESOLVED (the interval reaches below it)"
+            } else {
+                "OVER TARGET"
+            }
+        }
+        None => {
+            println!(
+                "per-round on/off ratios: median {ratio:.3}, range {:.3}-{:.3} \
+                 (too few rounds for a 95 % interval; use --rounds 6 or more)",
+                r[0],
+                r[r.len() - 1],
+            );
+            if ratio <= TARGET_RATIO {
+                "median within the target, NOT RESOLVED (too few rounds)"
+            } else {
+                "OVER TARGET"
+            }
+        }
+    };
+    println!("exec overhead: ratio on/off = {ratio:.3} (target <= {TARGET_RATIO}) {verdict}");
+    let execs = f64::from(n) * f64::from(args.rounds);
     println!(
-        "daemon CPU while on: {:.1} us per exec (median; user + system, all threads)",
-        median(&mut daemon_cpu_us)
+        "daemon while on: {:.1} us CPU per exec (median of rounds; {:.1}-{:.1}), {:.2} thread \
+         wake-ups per exec; sensor: {:.2} records, {:.3} ring wake-ups, {:.3} follow-up drains \
+         per exec (warm-ups included)",
+        median(&cpu_us),
+        sorted(&cpu_us)[0],
+        sorted(&cpu_us)[cpu_us.len() - 1],
+        median(&switches),
+        sensor.records as f64 / (execs + f64::from(WARMUP_EXECS * args.rounds)),
+        sensor.wakeups as f64 / (execs + f64::from(WARMUP_EXECS * args.rounds)),
+        sensor.follow_ups as f64 / (execs + f64::from(WARMUP_EXECS * args.rounds)),
     );
+    println!("load average (1/5/15 min) at the end: {}", load_average());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_interval_uses_binomial_order_statistics() {
+        let v: Vec<f64> = (1..=12).map(f64::from).collect();
+        // n = 12: P(Bin(12, 1/2) <= 2) = 0.0193, so k = 3: [x(3), x(10)], coverage 96.1 %.
+        let (lo, hi, coverage) = median_ci(&v, 0.95).unwrap();
+        assert_eq!((lo, hi), (3.0, 10.0));
+        assert!((coverage - 0.9614).abs() < 1e-3, "{coverage}");
+        assert!(median_ci(&[1.0, 2.0, 3.0, 4.0, 5.0], 0.95).is_none());
+        assert_eq!(median(&[3.0, 1.0, 2.0, 10.0]), 2.5);
+    }
 }

@@ -26,10 +26,11 @@ pub struct Args {
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// fork+exec+wait per round and side.
-    #[arg(long, default_value_t = 2500)]
+    #[arg(long, default_value_t = 1000)]
     execs_per_round: u32,
-    /// Rounds per side; the order of off/on alternates between rounds.
-    #[arg(long, default_value_t = 4)]
+    /// Rounds per side; the order of off/on alternates between rounds. Many short rounds
+    /// resolve a small ratio better than a few long ones (see exec_overhead.rs).
+    #[arg(long, default_value_t = 16)]
     rounds: u32,
     /// Extra arguments for `layerguard run` (repeatable), e.g. `--daemon-arg=--set
     /// --daemon-arg=verify.log_execs=true`.
