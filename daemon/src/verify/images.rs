@@ -85,11 +85,27 @@ impl ImageEntry {
 type Slot = Arc<OnceCell<Arc<ImageEntry>>>;
 type ImageKey = (String, String);
 
-/// The remembered images and their insertion order (for the bound).
+/// The remembered images and their insertion order (for the bound). Keyed by namespace,
+/// then reference, so that the per-exec lookup borrows both instead of allocating a key.
 #[derive(Default)]
 struct Slots {
-    map: HashMap<ImageKey, Slot>,
+    map: HashMap<String, HashMap<String, Slot>>,
     order: Vec<ImageKey>,
+}
+
+impl Slots {
+    fn get(&self, namespace: &str, reference: &str) -> Option<&Slot> {
+        self.map.get(namespace)?.get(reference)
+    }
+
+    fn remove(&mut self, (namespace, reference): &ImageKey) {
+        if let Some(refs) = self.map.get_mut(namespace) {
+            refs.remove(reference);
+            if refs.is_empty() {
+                self.map.remove(namespace);
+            }
+        }
+    }
 }
 
 pub struct ImageCatalog {
@@ -111,8 +127,8 @@ impl ImageCatalog {
 
     fn slot(&self, key: ImageKey) -> Slot {
         let mut guard = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        let Slots { map, order } = &mut *guard;
-        if let Some(slot) = map.get(&key) {
+        let slots = &mut *guard;
+        if let Some(slot) = slots.get(&key.0, &key.1) {
             let stale = slot.get().is_some_and(|e| {
                 matches!(e.state, ImageState::Unavailable { .. }) && e.at.elapsed() > IMAGE_RETRY
             });
@@ -120,14 +136,19 @@ impl ImageCatalog {
                 return slot.clone();
             }
         } else {
-            order.push(key.clone());
-            if order.len() > MAX_IMAGES {
-                let old = order.remove(0);
-                map.remove(&old);
+            slots.order.push(key.clone());
+            if slots.order.len() > MAX_IMAGES {
+                let old = slots.order.remove(0);
+                slots.remove(&old);
             }
         }
         let slot: Slot = Arc::new(OnceCell::new());
-        map.insert(key, slot.clone());
+        let (namespace, reference) = key;
+        slots
+            .map
+            .entry(namespace)
+            .or_default()
+            .insert(reference, slot.clone());
         slot
     }
 
@@ -150,9 +171,9 @@ impl ImageCatalog {
     /// The image state of `container` if it is known and current, without waiting: the
     /// verify stage's hot path, which must not block on an index run or a retry.
     pub fn ready(&self, container: &ContainerInfo) -> Option<Arc<ImageEntry>> {
-        let key = (container.namespace.clone(), container.image.clone()?);
+        let reference = container.image.as_deref()?;
         let guard = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = guard.map.get(&key)?.get()?;
+        let entry = guard.get(&container.namespace, reference)?.get()?;
         let stale = matches!(entry.state, ImageState::Unavailable { .. })
             && entry.at.elapsed() > IMAGE_RETRY;
         (!stale).then(|| entry.clone())
@@ -284,5 +305,43 @@ mod tests {
         }
         assert!(entry(ImageState::Verified).has_content("/bin/alias", &v1));
         assert!(!entry(ImageState::Verified).has_content("/bin/tool", &v1[..63]));
+    }
+
+    #[test]
+    fn ready_answers_from_filled_current_slots_only() {
+        let catalog = ImageCatalog::new("/nonexistent.sock", IndexerConfig::new("/nonexistent"));
+        let container = |ns: &str, image: &str| ContainerInfo {
+            namespace: ns.into(),
+            image: Some(image.into()),
+            ..ContainerInfo::default()
+        };
+        let a = container("ns1", "img:1");
+        assert!(catalog.ready(&a).is_none());
+        let slot = catalog.slot(("ns1".into(), "img:1".into()));
+        assert!(catalog.ready(&a).is_none(), "not indexed yet");
+        slot.set(Arc::new(entry(ImageState::Verified))).unwrap();
+        assert!(catalog.ready(&a).is_some());
+        assert!(catalog.ready(&container("ns2", "img:1")).is_none());
+        assert!(catalog.ready(&container("ns1", "img:2")).is_none());
+        let mut no_image = a.clone();
+        no_image.image = None;
+        assert!(catalog.ready(&no_image).is_none());
+
+        // A failure to index is answered only until it is due for a retry.
+        let mut failed = ImageEntry::unavailable("containerd down".into());
+        let b = container("ns1", "img:3");
+        let slot = catalog.slot(("ns1".into(), "img:3".into()));
+        slot.set(Arc::new(failed.clone())).unwrap();
+        assert!(catalog.ready(&b).is_some());
+        failed.at = Instant::now() - IMAGE_RETRY - Duration::from_secs(1);
+        let slot = catalog.slot(("ns1".into(), "img:4".into()));
+        slot.set(Arc::new(failed)).unwrap();
+        assert!(catalog.ready(&container("ns1", "img:4")).is_none());
+
+        // The bound drops the oldest image.
+        for i in 0..MAX_IMAGES {
+            catalog.slot(("other".into(), format!("img:{i}")));
+        }
+        assert!(catalog.ready(&a).is_none(), "evicted");
     }
 }
