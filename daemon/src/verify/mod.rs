@@ -430,7 +430,6 @@ fn inspect(shared: &Shared, exec: &ExecEvent, roots: &[u32]) -> Inspection {
     let roots = roots.as_slice();
     let limit = shared.config.max_file_bytes;
     let live_exe = target::open_exe(pid, exec.file);
-    // The path inside the container: the kernel's own when the process still runs.
     // The kernel's cwd (read at exec time for relative names) beats /proc, which only
     // knows it while the process lives.
     let cwd = exec
@@ -443,12 +442,11 @@ fn inspect(shared: &Shared, exec: &ExecEvent, roots: &[u32]) -> Inspection {
         .interpreter
         .clone()
         .unwrap_or_else(|| exec.filename.clone());
-    let path = match &live_exe {
-        Ok(_) if !exec.memfd => {
-            target::exe_path(pid).unwrap_or_else(|| target::absolute(&called, cwd.as_deref()))
-        }
-        _ => target::absolute(&called, cwd.as_deref()),
-    };
+    // The path as the exec named it, whether or not the process still lives: reading it
+    // back from /proc/PID/exe instead gave a symlink's target (`/bin/busybox` for the
+    // `/bin/sh` of a `#!` line) only when the daemon was quick enough to find the process
+    // alive, and never on the cached path. The image lookup resolves symlinks either way.
+    let path = target::absolute(&called, cwd.as_deref());
     let key = content_key(exec);
     let cached = if exec.memfd {
         None
