@@ -121,7 +121,8 @@ static __always_inline __u64 exec_flags(__u64 now)
 /* Fills the header; returns 0 when the task must not be reported (host, filtered). */
 static __always_inline int fill_header(struct lg_event_header *h, struct task_struct *task, __u32 kind)
 {
-	h->mnt_ns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
+	struct nsproxy *ns = task->nsproxy;
+	h->mnt_ns = ns->mnt_ns->ns.inum;
 	if (h->mnt_ns == host_mnt_ns && !monitor_host) {
 		count(LG_STAT_HOST_FILTERED);
 		return 0;
@@ -129,16 +130,16 @@ static __always_inline int fill_header(struct lg_event_header *h, struct task_st
 	h->kind = kind;
 	h->cpu = bpf_get_smp_processor_id();
 	h->ktime_ns = bpf_ktime_get_ns();
-	h->pid = BPF_CORE_READ(task, pid);
-	h->tgid = BPF_CORE_READ(task, tgid);
-	h->pid_ns = BPF_CORE_READ(task, nsproxy, pid_ns_for_children, ns.inum);
+	h->pid = task->pid;
+	h->tgid = task->tgid;
+	h->pid_ns = ns->pid_ns_for_children->ns.inum;
 	return 1;
 }
 
 static __always_inline int name_starts_with_memfd(struct dentry *d)
 {
 	char name[8] = {};
-	const unsigned char *p = BPF_CORE_READ(d, d_name.name);
+	const unsigned char *p = d->d_name.name;
 	if (bpf_probe_read_kernel_str(name, sizeof(name), p) < 7)
 		return 0;
 	return name[0] == 'm' && name[1] == 'e' && name[2] == 'm' && name[3] == 'f' && name[4] == 'd' &&
@@ -282,19 +283,19 @@ int BPF_PROG(lg_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	__u64 ugid = bpf_get_current_uid_gid();
 	e->uid = (__u32)ugid;
 	e->gid = ugid >> 32;
-	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	e->ppid = task->real_parent->tgid;
 	e->flags = 0;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 
-	struct file *file = BPF_CORE_READ(bprm, file);
-	struct inode *inode = BPF_CORE_READ(file, f_inode);
-	struct super_block *sb = BPF_CORE_READ(inode, i_sb);
-	unsigned long magic = BPF_CORE_READ(sb, s_magic);
-	e->file.ino = BPF_CORE_READ(inode, i_ino);
-	e->file.dev = BPF_CORE_READ(sb, s_dev);
+	struct file *file = bprm->file;
+	struct inode *inode = file->f_inode;
+	struct super_block *sb = inode->i_sb;
+	unsigned long magic = sb->s_magic;
+	e->file.ino = inode->i_ino;
+	e->file.dev = sb->s_dev;
 	e->file._pad = 0;
-	e->mode = BPF_CORE_READ(inode, i_mode);
-	e->nlink = BPF_CORE_READ(inode, __i_nlink);
+	e->mode = inode->i_mode;
+	e->nlink = inode->__i_nlink;
 	if (e->nlink == 0)
 		e->flags |= LG_EXEC_DELETED;
 
@@ -309,7 +310,7 @@ int BPF_PROG(lg_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	} else if (magic == ANON_INODE_FS_MAGIC) {
 		e->flags |= LG_EXEC_MEMFD;
 	} else if (magic == TMPFS_MAGIC || magic == HUGETLBFS_MAGIC) {
-		struct dentry *d = BPF_CORE_READ(file, f_path.dentry);
+		struct dentry *d = file->f_path.dentry;
 		if (name_starts_with_memfd(d))
 			e->flags |= LG_EXEC_MEMFD;
 	}
@@ -319,8 +320,8 @@ int BPF_PROG(lg_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	e->size = BPF_CORE_READ(real, i_size);
 	read_ctime(real, e);
 
-	const char *filename = BPF_CORE_READ(bprm, filename);
-	const char *interp = BPF_CORE_READ(bprm, interp);
+	const char *filename = bprm->filename;
+	const char *interp = bprm->interp;
 	long n = bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), filename);
 	e->filename_len = n > 0 ? n - 1 : 0;
 	if (n == sizeof(e->filename))
@@ -339,10 +340,10 @@ int BPF_PROG(lg_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	}
 
 	/* argv sits in the new image's memory; this tracepoint runs in the exec'ing task. */
-	e->argc = BPF_CORE_READ(bprm, argc);
-	struct mm_struct *mm = BPF_CORE_READ(task, mm);
-	unsigned long start = BPF_CORE_READ(mm, arg_start);
-	unsigned long end = BPF_CORE_READ(mm, arg_end);
+	e->argc = bprm->argc;
+	struct mm_struct *mm = task->mm;
+	unsigned long start = mm->arg_start;
+	unsigned long end = mm->arg_end;
 	unsigned long len = end > start ? end - start : 0;
 	/* One byte short of the buffer so that a power-of-two mask proves the bound to the
 	 * verifier. */
@@ -367,12 +368,12 @@ SEC("tp_btf/sched_process_fork")
 int BPF_PROG(lg_fork, struct task_struct *parent, struct task_struct *child)
 {
 	/* Threads share their process's identity; only new processes matter. */
-	if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
+	if (child->pid != child->tgid)
 		return 0;
 	struct lg_fork_event e = {};
 	if (!fill_header(&e.hdr, child, LG_EVENT_FORK))
 		return 0;
-	e.parent_tgid = BPF_CORE_READ(parent, tgid);
+	e.parent_tgid = parent->tgid;
 	if (bpf_ringbuf_output(&lg_events, &e, sizeof(e), quiet_flags()) != 0)
 		count(LG_STAT_FORK_LOST);
 	return 0;
@@ -381,12 +382,12 @@ int BPF_PROG(lg_fork, struct task_struct *parent, struct task_struct *child)
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(lg_exit, struct task_struct *task)
 {
-	if (BPF_CORE_READ(task, pid) != BPF_CORE_READ(task, tgid))
+	if (task->pid != task->tgid)
 		return 0;
 	struct lg_exit_event e = {};
 	if (!fill_header(&e.hdr, task, LG_EVENT_EXIT))
 		return 0;
-	e.exit_code = BPF_CORE_READ(task, exit_code);
+	e.exit_code = task->exit_code;
 	if (bpf_ringbuf_output(&lg_events, &e, sizeof(e), quiet_flags()) != 0)
 		count(LG_STAT_EXIT_LOST);
 	return 0;
