@@ -98,6 +98,9 @@ struct Shared {
     metrics: Arc<Metrics>,
 }
 
+/// Events taken from the channel per wake-up of the stage.
+const EVENT_BATCH: usize = 256;
+
 pub struct VerifyStage {
     shared: Arc<Shared>,
     procs: ProcessTable,
@@ -107,7 +110,7 @@ pub struct VerifyStage {
 struct ExecJob {
     exec: Box<ExecEvent>,
     container: Arc<ContainerInfo>,
-    ancestry: Vec<crate::alert::Ancestor>,
+    ancestry: Vec<process::Forebear>,
     /// Live pids of the container, nearest first, whose root can be used to open files.
     roots: Vec<u32>,
     /// What the hash cache already answered for it, looked up once in the stage loop.
@@ -145,101 +148,108 @@ impl VerifyStage {
     ) -> VerifyStats {
         let permits = Arc::new(Semaphore::new(self.shared.config.concurrency));
         let mut jobs = JoinSet::new();
-        while let Some(event) = events.recv().await {
+        // Taken in batches (a sensor drain's worth): the loop's own bookkeeping then runs
+        // once per batch, not once per event.
+        let mut batch = Vec::with_capacity(EVENT_BATCH);
+        while events.recv_many(&mut batch, EVENT_BATCH).await > 0 {
             // Reap finished judgements so the set stays small.
             while let Some(done) = jobs.try_join_next() {
                 if let Err(e) = done {
                     error!(error = %e, "exec judgement task failed");
                 }
             }
-            match event {
-                ContainerEvent::Fork(f, _) => {
-                    self.procs.on_fork(f.process.tgid, f.parent_tgid);
-                    self.procs.seen_in(f.process.mnt_ns, f.process.tgid);
-                }
-                ContainerEvent::Exit(e, _) => self.procs.on_exit(e.process.mnt_ns, e.process.tgid),
-                ContainerEvent::Lost(lost) => {
-                    let _ = alerts.send(loss_draft(&lost)).await;
-                }
-                ContainerEvent::Exec(exec, attribution) => {
-                    // The table only, no I/O per exec: alerts complete it from /proc later.
-                    let ancestry = self.procs.ancestry(exec.ppid, |_| None);
-                    self.procs.on_exec(
-                        exec.process.tgid,
-                        exec.ppid,
-                        target::absolute(&exec.filename, None),
-                    );
-                    let container = match attribution {
-                        Attribution::Container(c) => c,
-                        Attribution::Host => {
-                            if self.shared.config.log_execs {
-                                log_exec(&exec, &attribution, None);
+            for event in batch.drain(..) {
+                match event {
+                    ContainerEvent::Fork(f, _) => {
+                        self.procs.on_fork(f.process.tgid, f.parent_tgid);
+                        self.procs.seen_in(f.process.mnt_ns, f.process.tgid);
+                    }
+                    ContainerEvent::Exit(e, _) => {
+                        self.procs.on_exit(e.process.mnt_ns, e.process.tgid)
+                    }
+                    ContainerEvent::Lost(lost) => {
+                        let _ = alerts.send(loss_draft(&lost)).await;
+                    }
+                    ContainerEvent::Exec(exec, attribution) => {
+                        // The table only, no I/O per exec: alerts complete it from /proc later.
+                        let ancestry = self.procs.ancestry(exec.ppid, |_| None);
+                        self.procs.on_exec(
+                            exec.process.tgid,
+                            exec.ppid,
+                            target::absolute(&exec.filename, None).into(),
+                        );
+                        let container = match attribution {
+                            Attribution::Container(c) => c,
+                            Attribution::Host => {
+                                if self.shared.config.log_execs {
+                                    log_exec(&exec, &attribution, None);
+                                }
+                                continue;
                             }
-                            continue;
-                        }
-                        Attribution::Unresolved(reason) => {
-                            let v = ExecVerdict::Unverifiable {
-                                reason: format!("container unknown: {reason}"),
-                            };
+                            Attribution::Unresolved(reason) => {
+                                let v = ExecVerdict::Unverifiable {
+                                    reason: format!("container unknown: {reason}"),
+                                };
+                                let job = ExecJob {
+                                    roots: vec![],
+                                    container: Arc::new(ContainerInfo::default()),
+                                    ancestry,
+                                    exec,
+                                    cached: None,
+                                };
+                                let shared = self.shared.clone();
+                                finish(
+                                    &shared,
+                                    &job,
+                                    &attribution,
+                                    &job.exec.filename.clone(),
+                                    v,
+                                    None,
+                                    &alerts,
+                                )
+                                .await;
+                                continue;
+                            }
+                        };
+                        let cached = cached_inspection(&self.shared, &exec);
+                        let image = match &cached {
+                            Some(_) => self.shared.catalog.ready(&container),
+                            None => None,
+                        };
+                        if let (Some(inspection), Some(image)) = (&cached, image) {
+                            self.procs.seen_in(exec.process.mnt_ns, exec.process.tgid);
                             let job = ExecJob {
-                                roots: vec![],
-                                container: Arc::new(ContainerInfo::default()),
-                                ancestry,
                                 exec,
+                                container,
+                                ancestry,
+                                roots: Vec::new(),
                                 cached: None,
                             };
-                            let shared = self.shared.clone();
-                            finish(
-                                &shared,
-                                &job,
-                                &attribution,
-                                &job.exec.filename.clone(),
-                                v,
-                                None,
-                                &alerts,
-                            )
-                            .await;
+                            conclude(&self.shared, &job, &image, inspection, &alerts).await;
                             continue;
                         }
-                    };
-                    let cached = cached_inspection(&self.shared, &exec);
-                    let image = match &cached {
-                        Some(_) => self.shared.catalog.ready(&container),
-                        None => None,
-                    };
-                    if let (Some(inspection), Some(image)) = (&cached, image) {
+                        // Any live process of the same mount namespace can open the container's
+                        // root; the one that exec'd first, then its parents, then the others.
+                        let mut roots = vec![exec.process.tgid, exec.ppid];
+                        roots.extend(ancestry.iter().map(|a| a.pid));
+                        roots.extend(self.procs.pids_in(exec.process.mnt_ns));
+                        roots.dedup();
                         self.procs.seen_in(exec.process.mnt_ns, exec.process.tgid);
                         let job = ExecJob {
                             exec,
                             container,
                             ancestry,
-                            roots: Vec::new(),
-                            cached: None,
+                            roots,
+                            cached,
                         };
-                        conclude(&self.shared, &job, &image, inspection, &alerts).await;
-                        continue;
+                        let permit = permits.clone().acquire_owned().await.expect("never closed");
+                        let shared = self.shared.clone();
+                        let alerts = alerts.clone();
+                        jobs.spawn(async move {
+                            judge_exec(&shared, job, &alerts).await;
+                            drop(permit);
+                        });
                     }
-                    // Any live process of the same mount namespace can open the container's
-                    // root; the one that exec'd first, then its parents, then the others.
-                    let mut roots = vec![exec.process.tgid, exec.ppid];
-                    roots.extend(ancestry.iter().map(|a| a.pid));
-                    roots.extend(self.procs.pids_in(exec.process.mnt_ns));
-                    roots.dedup();
-                    self.procs.seen_in(exec.process.mnt_ns, exec.process.tgid);
-                    let job = ExecJob {
-                        exec,
-                        container,
-                        ancestry,
-                        roots,
-                        cached,
-                    };
-                    let permit = permits.clone().acquire_owned().await.expect("never closed");
-                    let shared = self.shared.clone();
-                    let alerts = alerts.clone();
-                    jobs.spawn(async move {
-                        judge_exec(&shared, job, &alerts).await;
-                        drop(permit);
-                    });
                 }
             }
         }
@@ -389,11 +399,12 @@ fn cached_inspection(shared: &Shared, exec: &ExecEvent) -> Option<Inspection> {
     if !exec.filename.starts_with('/') && (exec.cwd.is_none() || exec.cwd_truncated) {
         return None;
     }
-    let actual = shared
-        .hashes
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&content_key(exec))?;
+    let actual = {
+        let cache = shared.hashes.lock().unwrap_or_else(|e| e.into_inner());
+        let found = cache.get(&content_key(exec));
+        publish_cache_counts(&shared.metrics, &cache);
+        found
+    }?;
     Some(Inspection {
         binary: FileFacts {
             path: target::absolute(&exec.filename, exec.cwd.as_deref()),
@@ -451,11 +462,10 @@ fn inspect(shared: &Shared, exec: &ExecEvent, roots: &[u32]) -> Inspection {
     let cached = if exec.memfd {
         None
     } else {
-        shared
-            .hashes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
+        let cache = shared.hashes.lock().unwrap_or_else(|e| e.into_inner());
+        let found = cache.get(&key);
+        publish_cache_counts(&shared.metrics, &cache);
+        found
     };
     let actual = match cached {
         Some(h) => Ok(h),
@@ -605,9 +615,16 @@ fn record_metrics(
     };
     let key = (!c.id.is_empty()).then(|| c.key());
     m.record_verdict(key.as_ref(), class);
-    let cache = shared.hashes.lock().unwrap_or_else(|e| e.into_inner());
-    m.hash_cache_hits.set(cache.hits.load(Ordering::Relaxed));
-    m.hash_cache_misses
+}
+
+/// Copies the hash cache's hit and miss counts to the API's metrics; called with the
+/// cache locked anyway, after each lookup.
+fn publish_cache_counts(metrics: &Metrics, cache: &HashCache) {
+    metrics
+        .hash_cache_hits
+        .set(cache.hits.load(Ordering::Relaxed));
+    metrics
+        .hash_cache_misses
         .set(cache.misses.load(Ordering::Relaxed));
 }
 
@@ -632,10 +649,11 @@ async fn finish_with(
     }
     let kind = verdict.alert_kind();
     let c = &job.container;
-    let manifest = c
-        .manifest_digest
-        .clone()
-        .or_else(|| image.and_then(|i| i.manifest.clone()));
+    let manifest = kind.and_then(|_| {
+        c.manifest_digest
+            .clone()
+            .or_else(|| image.and_then(|i| i.manifest.clone()))
+    });
     let allowed_by = kind.and_then(|kind| {
         let subject = allowlist::Subject {
             image: c.image.as_deref(),
@@ -722,13 +740,13 @@ async fn finish_with(
 
 /// Extends an ancestry that stopped at a pid the event table does not know (host
 /// processes such as the shim are filtered in the kernel) from /proc, for alerts only.
-fn complete_ancestry(mut chain: Vec<crate::alert::Ancestor>) -> Vec<crate::alert::Ancestor> {
+fn complete_ancestry(mut chain: Vec<process::Forebear>) -> Vec<crate::alert::Ancestor> {
     let Some(last) = chain.pop() else {
-        return chain;
+        return Vec::new();
     };
     if last.exe.is_some() {
         chain.push(last);
-        return chain;
+        return chain.into_iter().map(Into::into).collect();
     }
     let known: Vec<u32> = chain.iter().map(|a| a.pid).collect();
     let table = ProcessTable::new(16);
@@ -738,7 +756,7 @@ fn complete_ancestry(mut chain: Vec<crate::alert::Ancestor>) -> Vec<crate::alert
             .filter(|a| !known.contains(&a.pid))
             .take(process::MAX_ANCESTORS.saturating_sub(known.len())),
     );
-    chain
+    chain.into_iter().map(Into::into).collect()
 }
 
 fn reason_sentence(v: &ExecVerdict, path: &str, c: &ContainerInfo) -> String {

@@ -7,6 +7,7 @@
 use crate::alert::Ancestor;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 /// Hashes the table's u32 keys (pids, mount namespace inodes) with one multiplication.
 /// Three table operations per exec made SipHash a visible cost; the keys are assigned
@@ -37,10 +38,31 @@ pub const MAX_ANCESTORS: usize = 8;
 /// after the process that exec'd has gone.
 pub const ROOTS_PER_NAMESPACE: usize = 8;
 
+/// A process's executable path, shared: every fork copies its parent's and every exec's
+/// ancestry holds up to eight of them, so a copy must not allocate.
+pub type ExePath = Arc<str>;
+
 #[derive(Clone, Debug, Default)]
 struct Proc {
     ppid: u32,
-    exe: Option<String>,
+    exe: Option<ExePath>,
+}
+
+/// One step of an ancestry as the table knows it; it becomes an alert's [`Ancestor`] only
+/// when an alert is raised (most execs raise none).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Forebear {
+    pub pid: u32,
+    pub exe: Option<ExePath>,
+}
+
+impl From<Forebear> for Ancestor {
+    fn from(f: Forebear) -> Self {
+        Ancestor {
+            pid: f.pid,
+            exe: f.exe.map(|e| e.to_string()),
+        }
+    }
 }
 
 pub struct ProcessTable {
@@ -111,7 +133,7 @@ impl ProcessTable {
         e.exe = inherited;
     }
 
-    pub fn on_exec(&mut self, pid: u32, ppid: u32, exe: String) {
+    pub fn on_exec(&mut self, pid: u32, ppid: u32, exe: ExePath) {
         let e = self.entry(pid);
         e.ppid = ppid;
         e.exe = Some(exe);
@@ -129,8 +151,8 @@ impl ProcessTable {
     pub fn ancestry(
         &self,
         ppid: u32,
-        proc_fallback: impl Fn(u32) -> Option<(u32, Option<String>)>,
-    ) -> Vec<Ancestor> {
+        proc_fallback: impl Fn(u32) -> Option<(u32, Option<ExePath>)>,
+    ) -> Vec<Forebear> {
         let mut out = Vec::new();
         let mut pid = ppid;
         while pid > 1 && out.len() < MAX_ANCESTORS {
@@ -139,12 +161,12 @@ impl ProcessTable {
                 None => match proc_fallback(pid) {
                     Some(x) => x,
                     None => {
-                        out.push(Ancestor { pid, exe: None });
+                        out.push(Forebear { pid, exe: None });
                         break;
                     }
                 },
             };
-            out.push(Ancestor { pid, exe });
+            out.push(Forebear { pid, exe });
             if next == pid {
                 break;
             }
@@ -157,9 +179,12 @@ impl ProcessTable {
 /// Parent pid and executable of a live process, from `/proc`. This runs before an alert
 /// goes out, so it reads `/proc/PID/stat` (one line) rather than `status`, which the
 /// kernel takes longer to generate (measured on the project VM: 23 us vs 13 us per read).
-pub fn from_proc(pid: u32) -> Option<(u32, Option<String>)> {
+pub fn from_proc(pid: u32) -> Option<(u32, Option<ExePath>)> {
     let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
-    Some((ppid_from_stat(&stat)?, super::target::exe_path(pid)))
+    Some((
+        ppid_from_stat(&stat)?,
+        super::target::exe_path(pid).map(ExePath::from),
+    ))
 }
 
 /// The ppid field of a `/proc/PID/stat` line: the second field after the comm, which is
@@ -204,7 +229,7 @@ mod tests {
     fn table_is_bounded_and_ancestry_capped() {
         let mut t = ProcessTable::new(16);
         for pid in 2..100 {
-            t.on_exec(pid, pid - 1, format!("/p{pid}"));
+            t.on_exec(pid, pid - 1, format!("/p{pid}").into());
         }
         assert_eq!(t.len(), 16);
         let a = t.ancestry(99, |_| None);
