@@ -43,10 +43,14 @@ pub struct SensorConfig {
     pub monitor_host: bool,
     /// Size of the kernel ring buffer; a power of two, at least one page.
     pub ring_buffer_bytes: u32,
-    /// The kernel wakes the daemon only when this much data waits; the drain timer
+    /// The kernel always wakes the daemon when this much data waits. Below that only
+    /// execs wake it, at most 8 at once and 40 a second after that; the drain timer
     /// collects the rest. Wake-ups per event cost more than the sensor itself.
     pub wakeup_bytes: u32,
-    /// How often the daemon drains the ring buffer without being woken.
+    /// After a drain that found records, the next drain happens this much later even if
+    /// the kernel does not wake the daemon: the latency of forks, exits and of execs in a
+    /// storm past the kernel's wake-up allowance. Each drain is a thread wake-up (about
+    /// 20 us of CPU on a 2-core VM), so shorter costs every exec in a storm.
     pub drain_interval_ms: u64,
     /// Capacity of the channel from the sensor to the next stage, in events.
     pub event_queue: usize,
@@ -101,7 +105,7 @@ impl Default for SensorConfig {
             monitor_host: false,
             ring_buffer_bytes: 8 * 1024 * 1024,
             wakeup_bytes: 256 * 1024,
-            drain_interval_ms: 2,
+            drain_interval_ms: 10,
             event_queue: 16 * 1024,
             stats_interval_ms: 1000,
         }
