@@ -143,7 +143,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let alerts = AlertStage::new(&config.node_name, first_seq, sinks);
 
     let api_task = api.map(|api| tokio::spawn(api.run(shutdown_rx.clone())));
-    let pipeline = PipelineThread::start()?;
+    let pipeline = PipelineThread::start(config.sensor.sched_batch)?;
     let sensor_task = pipeline.spawn(sensor.run(event_tx, shutdown_rx.clone()));
     let containers_task = pipeline.spawn(containers.run(event_rx, attributed_tx, shutdown_rx));
     let verify_task = pipeline.spawn(verify.run(attributed_rx, verified_tx));
@@ -196,7 +196,8 @@ struct PipelineThread {
 }
 
 impl PipelineThread {
-    fn start() -> Result<Self, RunError> {
+    /// `sched_batch`: see [`crate::config::SensorConfig::sched_batch`].
+    fn start(sched_batch: bool) -> Result<Self, RunError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .thread_name("lg-pipeline")
@@ -207,6 +208,9 @@ impl PipelineThread {
         let thread = std::thread::Builder::new()
             .name("lg-pipeline".into())
             .spawn(move || {
+                if sched_batch {
+                    set_sched_batch();
+                }
                 // Tasks on a current-thread runtime only run while it is blocked on.
                 let _ = runtime.block_on(stopped);
                 // An image index still being built on the blocking pool must not hold
@@ -235,6 +239,19 @@ impl PipelineThread {
         if self.thread.join().is_err() {
             tracing::error!("the event pipeline's thread panicked");
         }
+    }
+}
+
+/// Makes the calling thread, and the threads it starts from now on, SCHED_BATCH. Measured
+/// in the exec bench (3 runs of 12 rounds each way): on/off 1.025 -> 1.017.
+fn set_sched_batch() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param for the call.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "cannot make the event pipeline SCHED_BATCH; it keeps the normal policy"
+        );
     }
 }
 
