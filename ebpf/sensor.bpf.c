@@ -355,11 +355,19 @@ int BPF_PROG(lg_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	e->argv_len = 0;
 	if (len > 0 && bpf_probe_read_user(e->argv, len, (void *)start) == 0)
 		e->argv_len = len;
-	else if (len > 0)
+	else if (len > 0) {
 		count(LG_STAT_READ_ERRORS);
+		len = 0;
+	}
 	e->_pad = 0;
 
-	if (bpf_ringbuf_output(&lg_events, e, sizeof(*e), exec_flags(e->hdr.ktime_ns)) != 0)
+	/* Only what is in use goes on the ring (see struct lg_exec_event). */
+	__u64 size = sizeof(*e);
+	if (!(e->flags & (LG_EXEC_HAS_INTERP | LG_EXEC_HAS_CWD)))
+		size = __builtin_offsetof(struct lg_exec_event, argv) + (len & (LG_ARGV_LEN - 1));
+	else if (!(e->flags & LG_EXEC_HAS_CWD))
+		size = __builtin_offsetof(struct lg_exec_event, cwd);
+	if (bpf_ringbuf_output(&lg_events, e, size, exec_flags(e->hdr.ktime_ns)) != 0)
 		count(LG_STAT_EXEC_LOST);
 	return 0;
 }

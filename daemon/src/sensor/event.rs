@@ -133,7 +133,8 @@ pub enum DecodeError {
     Size {
         kind: u32,
         len: usize,
-        expected: usize,
+        /// A length, or a range for exec records (which the sensor cuts short).
+        expected: String,
     },
     #[error("unknown event kind {kind}")]
     UnknownKind { kind: u32 },
@@ -206,7 +207,7 @@ fn exact<T: wire::Pod>(kind: u32, bytes: &[u8]) -> Result<T, DecodeError> {
         return Err(DecodeError::Size {
             kind,
             len: bytes.len(),
-            expected,
+            expected: expected.to_string(),
         });
     }
     Ok(wire::read::<T>(bytes).expect("length checked"))
@@ -218,7 +219,16 @@ pub fn decode(bytes: &[u8]) -> Result<SensorEvent, DecodeError> {
         wire::read(bytes).ok_or(DecodeError::Short { len: bytes.len() })?;
     match hdr.kind {
         wire::EVENT_EXEC => {
-            let w: wire::ExecEvent = exact(hdr.kind, bytes)?;
+            let w: wire::ExecEvent =
+                wire::read_cut(bytes, wire::EXEC_MIN_LEN).ok_or(DecodeError::Size {
+                    kind: hdr.kind,
+                    len: bytes.len(),
+                    expected: format!(
+                        "{} to {}",
+                        wire::EXEC_MIN_LEN,
+                        std::mem::size_of::<wire::ExecEvent>()
+                    ),
+                })?;
             Ok(SensorEvent::Exec(Box::new(decode_exec(&w))))
         }
         wire::EVENT_FORK => {
@@ -296,6 +306,16 @@ mod tests {
         assert_eq!(e.argv, vec!["sh", "x.sh"]);
         assert_eq!(e.cwd.as_deref(), Some("/usr/bin"));
         assert!(e.upper_layer && !e.memfd && !e.deleted);
+
+        // As the sensor sends a plain exec: cut after the argv bytes in use.
+        let mut plain = bytes[..wire::EXEC_MIN_LEN + 8].to_vec();
+        plain[std::mem::offset_of!(wire::ExecEvent, flags)..][..4].fill(0);
+        let SensorEvent::Exec(e) = decode(&plain).unwrap() else {
+            panic!("not an exec")
+        };
+        assert_eq!(e.filename, "./x.sh");
+        assert_eq!(e.argv, vec!["sh", "x.sh"]);
+        assert_eq!((e.interpreter, e.cwd), (None, None));
     }
 
     #[test]

@@ -78,8 +78,9 @@ pub struct ExecEvent {
     pub _pad: u16,
     pub comm: [u8; COMM_LEN],
     pub filename: [u8; PATH_LEN],
-    pub interp: [u8; PATH_LEN],
+    /// The record on the ring may end inside argv (see [`EXEC_MIN_LEN`]).
     pub argv: [u8; ARGV_LEN],
+    pub interp: [u8; PATH_LEN],
     /// Leaf first, one name per slot.
     pub cwd: [[u8; CWD_NAME]; CWD_DEPTH],
 }
@@ -109,6 +110,30 @@ unsafe impl Pod for EventHeader {}
 unsafe impl Pod for ExecEvent {}
 unsafe impl Pod for ForkEvent {}
 unsafe impl Pod for ExitEvent {}
+
+/// The shortest exec record the sensor writes: it cuts the record after the last field in
+/// use (after `argv_len` bytes of argv for most execs), and the reader treats the rest as
+/// zero.
+pub const EXEC_MIN_LEN: usize = std::mem::offset_of!(ExecEvent, argv);
+
+/// Reads a wire struct from a record that may stop short of its end (the missing tail
+/// reads as zero); `None` if the record is shorter than `min` or longer than the struct.
+pub fn read_cut<T: Pod>(bytes: &[u8], min: usize) -> Option<T> {
+    if bytes.len() < min || bytes.len() > std::mem::size_of::<T>() {
+        return None;
+    }
+    // SAFETY: T is Pod, so all-zero is a valid value and so is any byte pattern written
+    // over a prefix of it; the copy stays within both (length checked above).
+    unsafe {
+        let mut value: T = std::mem::zeroed();
+        std::ptr::copy_nonoverlapping(
+            bytes.as_ptr(),
+            (&mut value as *mut T).cast::<u8>(),
+            bytes.len(),
+        );
+        Some(value)
+    }
+}
 
 /// Reads a wire struct from the front of a ring buffer record; `None` if it is too short.
 pub fn read<T: Pod>(bytes: &[u8]) -> Option<T> {
@@ -179,7 +204,7 @@ mod tests {
             size_of::<ExecEvent>(),
             fields!(ExecEvent: hdr, ppid, uid, gid, flags, file, real, ctime_sec, ctime_nsec,
                 nlink, size, mode, argc, argv_len, filename_len, interp_len, cwd_depth, _pad, comm,
-                filename, interp, argv, cwd),
+                filename, argv, interp, cwd),
         );
         check(
             &l,
@@ -199,5 +224,17 @@ mod tests {
     fn short_records_are_rejected() {
         assert!(read::<ForkEvent>(&[0u8; 8]).is_none());
         assert!(read::<ForkEvent>(&[0u8; 40]).is_some());
+    }
+
+    #[test]
+    fn cut_records_read_as_zero_past_their_end() {
+        let full = size_of::<ExecEvent>();
+        assert!(read_cut::<ExecEvent>(&vec![1u8; EXEC_MIN_LEN - 1], EXEC_MIN_LEN).is_none());
+        assert!(read_cut::<ExecEvent>(&vec![1u8; full + 1], EXEC_MIN_LEN).is_none());
+        let e = read_cut::<ExecEvent>(&vec![1u8; EXEC_MIN_LEN + 3], EXEC_MIN_LEN).unwrap();
+        assert_eq!(e.filename, [1u8; PATH_LEN]);
+        assert_eq!(&e.argv[..4], &[1, 1, 1, 0]);
+        assert_eq!(e.interp, [0u8; PATH_LEN]);
+        assert!(read_cut::<ExecEvent>(&vec![1u8; full], EXEC_MIN_LEN).is_some());
     }
 }
