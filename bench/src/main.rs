@@ -29,8 +29,9 @@ pub struct Args {
     #[arg(long, default_value_t = 1000)]
     execs_per_round: u32,
     /// Rounds per side; the order of off/on alternates between rounds. Many short rounds
-    /// resolve a small ratio better than a few long ones (see exec_overhead.rs).
-    #[arg(long, default_value_t = 16)]
+    /// resolve a small ratio better than a few long ones (see exec_overhead.rs); 32 take
+    /// about a minute.
+    #[arg(long, default_value_t = 32)]
     rounds: u32,
     /// Extra arguments for `layerguard run` (repeatable), e.g. `--daemon-arg=--set
     /// --daemon-arg=verify.log_execs=true`.
