@@ -181,6 +181,14 @@ fn dropped_binary_is_not_in_image_with_ancestry() {
     assert!(!anc.is_empty(), "{a}");
     assert_eq!(anc[0]["exe"], "/bin/sh", "{a}");
     assert!(a["seq"].as_u64().unwrap() >= 1 && a["id"].is_string() && a["node"].is_string());
+    // When it ran, from the kernel's clock: not after the alert (both are RFC 3339 UTC
+    // with microseconds, so text order is time order).
+    let ran = a["process"]["exec_time"].as_str().expect("exec_time");
+    let raised = a["time"].as_str().expect("time");
+    assert!(
+        ran.len() == raised.len() && ran <= raised,
+        "exec_time {ran} vs time {raised}"
+    );
 }
 
 #[test]

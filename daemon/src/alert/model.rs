@@ -127,6 +127,10 @@ pub struct AlertProcess {
     /// Parent first, up to 8.
     #[serde(default)]
     pub ancestry: Vec<Ancestor>,
+    /// When the exec happened (RFC 3339, microseconds), from the kernel's event: the
+    /// alert's own `time` is when it was raised.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec_time: Option<String>,
 }
 
 /// Why the verdict was reached: what the image says and what actually ran.

@@ -119,6 +119,11 @@ impl From<&Alert> for pb::Alert {
                         exe: x.exe.clone(),
                     })
                     .collect(),
+                exec_time: p
+                    .exec_time
+                    .as_deref()
+                    .and_then(|t| humantime::parse_rfc3339(t).ok())
+                    .map(timestamp),
             }),
             evidence: a.evidence.as_ref().map(|e| pb::Evidence {
                 path: e.path.clone(),
@@ -185,6 +190,11 @@ impl TryFrom<pb::Alert> for Alert {
                 container_name: c.container_name,
             }),
             process: a.process.map(|p| AlertProcess {
+                exec_time: p
+                    .exec_time
+                    .as_ref()
+                    .and_then(system_time)
+                    .map(|t| humantime::format_rfc3339_micros(t).to_string()),
                 pid: p.pid,
                 ppid: p.ppid,
                 uid: p.uid,
@@ -261,6 +271,7 @@ pub(crate) mod tests {
                     },
                     Ancestor { pid: 1, exe: None },
                 ],
+                exec_time: Some("2026-03-01T12:34:56.120001Z".into()),
             }),
             evidence: Some(Evidence {
                 path: Some("/bin/ls".into()),

@@ -36,6 +36,14 @@ pub fn from_wall(t: SystemTime) -> MonoNs {
     (at - wall + mono).max(0) as MonoNs
 }
 
+/// The other way: a monotonic time (a sensor event's) on the wall clock.
+pub fn to_wall(at: MonoNs) -> SystemTime {
+    let ago = Duration::from_nanos(now().saturating_sub(at));
+    SystemTime::now()
+        .checked_sub(ago)
+        .unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
 pub fn nanos(d: Duration) -> MonoNs {
     d.as_nanos().min(u128::from(u64::MAX)) as MonoNs
 }

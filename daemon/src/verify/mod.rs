@@ -719,6 +719,7 @@ async fn finish_with(
             argv: job.exec.argv.clone(),
             argv_truncated: job.exec.argv_truncated,
             ancestry,
+            exec_time: Some(wall_clock_of(job.exec.process.ktime_ns)),
         }),
         evidence: Some(Evidence {
             path: Some(path.to_string()),
@@ -757,6 +758,12 @@ fn complete_ancestry(mut chain: Vec<process::Forebear>) -> Vec<crate::alert::Anc
             .take(process::MAX_ANCESTORS.saturating_sub(known.len())),
     );
     chain.into_iter().map(Into::into).collect()
+}
+
+/// The wall-clock time (RFC 3339, microseconds) of a kernel CLOCK_MONOTONIC stamp, by
+/// the two clocks' offset now (an NTP step since the event would shift it).
+fn wall_clock_of(ktime_ns: u64) -> String {
+    humantime::format_rfc3339_micros(crate::containers::clock::to_wall(ktime_ns)).to_string()
 }
 
 fn reason_sentence(v: &ExecVerdict, path: &str, c: &ContainerInfo) -> String {
@@ -872,6 +879,24 @@ mod tests {
             memfd: false,
             deleted: false,
         }
+    }
+
+    #[test]
+    fn kernel_times_become_wall_clock_times() {
+        let mono = crate::containers::clock::now();
+        let wall = |ktime| {
+            humantime::parse_rfc3339(&wall_clock_of(ktime))
+                .unwrap()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64()
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!((wall(mono) - now).abs() < 1.0);
+        assert!((wall(mono - 5_000_000_000) - (now - 5.0)).abs() < 1.0);
     }
 
     #[test]
