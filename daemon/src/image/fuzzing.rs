@@ -106,6 +106,7 @@ pub fn fuzz_one(data: &[u8]) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::layer::scan_in_memory;
     use super::super::tar::build::{header, seal, TarBuilder};
     use super::*;
 
@@ -157,15 +158,7 @@ mod tests {
             r#"{{"rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
             Digest::of(b"d")
         );
-        let files = scan_layer(
-            &tar[..],
-            Digest::of(&tar),
-            tar.len() as u64,
-            &ScanLimits::default(),
-            Arc::default(),
-            |_| {},
-        )
-        .unwrap();
+        let files = scan_in_memory(&tar).unwrap();
         let prefixed = |selector: u8, body: &[u8]| {
             let mut v = vec![selector];
             v.extend_from_slice(body);

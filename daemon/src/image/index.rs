@@ -416,21 +416,12 @@ impl LayerIndex {
 
 #[cfg(test)]
 mod tests {
-    use super::super::layer::{scan_layer, ScanLimits};
+    use super::super::layer::scan_in_memory;
     use super::super::tar::build::TarBuilder;
     use super::*;
-    use std::sync::Arc;
 
     fn layer(tar: Vec<u8>) -> LayerFiles {
-        scan_layer(
-            &tar[..],
-            Digest::of(&tar),
-            tar.len() as u64,
-            &ScanLimits::default(),
-            Arc::default(),
-            |_| {},
-        )
-        .unwrap()
+        scan_in_memory(&tar).unwrap()
     }
 
     fn paths(index: &LayerIndex) -> Vec<&str> {

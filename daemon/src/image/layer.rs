@@ -147,6 +147,19 @@ impl LayerError {
     }
 }
 
+/// Scans a whole blob held in memory as the layer it claims to be (its own digest and
+/// size, default limits): for tests and the fuzzer, which make their blobs themselves.
+pub fn scan_in_memory(blob: &[u8]) -> Result<LayerFiles, LayerError> {
+    scan_layer(
+        blob,
+        Digest::of(blob),
+        blob.len() as u64,
+        &ScanLimits::default(),
+        Arc::default(),
+        |_| {},
+    )
+}
+
 /// Streams one layer blob and returns its verified changes.
 ///
 /// `expected` is the layer's descriptor (digest and size); `bytes_read` is updated live with

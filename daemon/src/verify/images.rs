@@ -244,7 +244,7 @@ impl ImageCatalog {
 mod tests {
     use super::*;
     use crate::image::digest::Digest;
-    use crate::image::layer::{scan_layer, ScanLimits};
+    use crate::image::layer::scan_in_memory;
     use crate::image::tar::build::TarBuilder;
     use crate::verify::verdict::{judge, ExecVerdict, FileFacts};
 
@@ -254,15 +254,7 @@ mod tests {
             .file("bin/tool", 0o755, b"tool v1")
             .symlink("bin/alias", "tool")
             .finish();
-        let layer = scan_layer(
-            &tar[..],
-            Digest::of(&tar),
-            tar.len() as u64,
-            &ScanLimits::default(),
-            Arc::default(),
-            |_| {},
-        )
-        .unwrap();
+        let layer = scan_in_memory(&tar).unwrap();
         ImageEntry {
             state,
             index: Some(Arc::new(LayerIndex::merge([&layer]).unwrap())),
