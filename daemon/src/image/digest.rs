@@ -80,6 +80,17 @@ impl Digest {
         out
     }
 
+    /// True when `hex` is exactly [`Digest::hex`] of this digest; compares without
+    /// building that string (the verify stage asks once per exec).
+    pub fn is_hex(&self, hex: &str) -> bool {
+        let hex = hex.as_bytes();
+        hex.len() == SHA256_HEX_LEN
+            && self.0.iter().zip(hex.chunks_exact(2)).all(|(byte, pair)| {
+                pair[0] == HEX_DIGITS[usize::from(byte >> 4)]
+                    && pair[1] == HEX_DIGITS[usize::from(byte & 0xf)]
+            })
+    }
+
     /// `sha256:` and the first 12 hex characters, for progress lines only.
     pub fn short(&self) -> String {
         let hex = self.hex();
@@ -282,6 +293,17 @@ mod tests {
     use super::*;
 
     const EMPTY: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn is_hex_accepts_exactly_the_lowercase_hex() {
+        let d = Digest::of(b"");
+        assert!(d.is_hex(&d.hex()));
+        assert!(d.is_hex(&EMPTY["sha256:".len()..]));
+        assert!(!d.is_hex(&d.hex().to_uppercase()));
+        assert!(!d.is_hex(&d.hex()[..63]));
+        assert!(!d.is_hex(&Digest::of(b"x").hex()));
+        assert!(!d.is_hex(""));
+    }
 
     #[test]
     fn parses_and_prints_round_trip() {

@@ -32,6 +32,11 @@ pub struct ImageEntry {
 }
 
 impl ImageEntry {
+    /// A failure to index that is old enough to try again.
+    fn due_for_retry(&self) -> bool {
+        matches!(self.state, ImageState::Unavailable { .. }) && self.at.elapsed() > IMAGE_RETRY
+    }
+
     fn unavailable(reason: String) -> Self {
         Self {
             state: ImageState::Unavailable { reason },
@@ -47,21 +52,11 @@ impl ImageEntry {
         if self.state != ImageState::Verified {
             return false;
         }
-        let Some(digest) = self
-            .index
+        self.index
             .as_ref()
             .and_then(|i| i.lookup(path))
             .and_then(|e| e.sha256.as_ref())
-        else {
-            return false;
-        };
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let hex = sha256_hex.as_bytes();
-        hex.len() == 64
-            && digest.as_bytes().iter().enumerate().all(|(i, b)| {
-                hex[2 * i] == HEX[usize::from(b >> 4)]
-                    && hex[2 * i + 1] == HEX[usize::from(b & 0xf)]
-            })
+            .is_some_and(|digest| digest.is_hex(sha256_hex))
     }
 
     /// What the image records at `path` (symlinks resolved inside the image).
@@ -129,10 +124,7 @@ impl ImageCatalog {
         let mut guard = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let slots = &mut *guard;
         if let Some(slot) = slots.get(&key.0, &key.1) {
-            let stale = slot.get().is_some_and(|e| {
-                matches!(e.state, ImageState::Unavailable { .. }) && e.at.elapsed() > IMAGE_RETRY
-            });
-            if !stale {
+            if !slot.get().is_some_and(|e| e.due_for_retry()) {
                 return slot.clone();
             }
         } else {
@@ -174,9 +166,7 @@ impl ImageCatalog {
         let reference = container.image.as_deref()?;
         let guard = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let entry = guard.get(&container.namespace, reference)?.get()?;
-        let stale = matches!(entry.state, ImageState::Unavailable { .. })
-            && entry.at.elapsed() > IMAGE_RETRY;
-        (!stale).then(|| entry.clone())
+        (!entry.due_for_retry()).then(|| entry.clone())
     }
 
     async fn indexer(&self, namespace: &str) -> Result<ImageIndexer<ContainerdStore>, String> {

@@ -399,12 +399,7 @@ fn cached_inspection(shared: &Shared, exec: &ExecEvent) -> Option<Inspection> {
     if !exec.filename.starts_with('/') && (exec.cwd.is_none() || exec.cwd_truncated) {
         return None;
     }
-    let actual = {
-        let cache = shared.hashes.lock().unwrap_or_else(|e| e.into_inner());
-        let found = cache.get(&content_key(exec));
-        publish_cache_counts(&shared.metrics, &cache);
-        found
-    }?;
+    let actual = cached_hash(shared, &content_key(exec))?;
     Some(Inspection {
         binary: FileFacts {
             path: target::absolute(&exec.filename, exec.cwd.as_deref()),
@@ -462,10 +457,7 @@ fn inspect(shared: &Shared, exec: &ExecEvent, roots: &[u32]) -> Inspection {
     let cached = if exec.memfd {
         None
     } else {
-        let cache = shared.hashes.lock().unwrap_or_else(|e| e.into_inner());
-        let found = cache.get(&key);
-        publish_cache_counts(&shared.metrics, &cache);
-        found
+        cached_hash(shared, &key)
     };
     let actual = match cached {
         Some(h) => Ok(h),
@@ -617,15 +609,16 @@ fn record_metrics(
     m.record_verdict(key.as_ref(), class);
 }
 
-/// Copies the hash cache's hit and miss counts to the API's metrics; called with the
-/// cache locked anyway, after each lookup.
-fn publish_cache_counts(metrics: &Metrics, cache: &HashCache) {
-    metrics
-        .hash_cache_hits
-        .set(cache.hits.load(Ordering::Relaxed));
-    metrics
-        .hash_cache_misses
+/// Looks `key` up in the hash cache and, with the cache locked anyway, copies its hit and
+/// miss counts to the API's metrics.
+fn cached_hash(shared: &Shared, key: &ContentKey) -> Option<String> {
+    let cache = shared.hashes.lock().unwrap_or_else(|e| e.into_inner());
+    let found = cache.get(key);
+    let m = &shared.metrics;
+    m.hash_cache_hits.set(cache.hits.load(Ordering::Relaxed));
+    m.hash_cache_misses
         .set(cache.misses.load(Ordering::Relaxed));
+    found
 }
 
 #[allow(clippy::too_many_arguments)]
