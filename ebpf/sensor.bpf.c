@@ -38,29 +38,31 @@ const volatile __u32 monitor_host = 0;
  *
  * So only exec records ask for a wake-up (forks and exits never need to be seen early and
  * ride along with the next drain), and those requests go through a token bucket: up to
- * wake_burst at once, refilled at one per wake_refill_ns. A quiet container gets each exec
- * delivered at once (an attack usually looks like that: a few execs, then silence); a
- * storm spends the burst in its first execs and from then on is drained by the daemon's
- * own timer, one drain interval after its last drain. A sustained storm (see in_storm)
- * gets no wake-ups at all, not even the refilled tokens. The bucket is a GCRA, one state word (the "theoretical arrival time"), updated
- * without atomics: CPUs racing on it can at worst grant a wake-up too many, which is
- * harmless. A full batch (wakeup_bytes waiting) always wakes, so the ring never fills
- * while the daemon sleeps.
+ * WAKE_BURST at once (the execs of a shell one-liner), refilled at one per WAKE_REFILL_NS
+ * (40 a second; the latency bench's quiet container execs about 25 a second). A quiet
+ * container gets each exec delivered at once (an attack usually looks like that: a few
+ * execs, then silence); a storm spends the burst in its first execs and from then on is
+ * drained by the daemon's own timer, one drain interval after its last drain. A sustained
+ * storm (see in_storm) gets no wake-ups at all, not even the refilled tokens. The bucket
+ * is a GCRA, one state word (the "theoretical arrival time"), updated without atomics:
+ * CPUs racing on it can at worst grant a wake-up too many, which is harmless. A full
+ * batch (wakeup_bytes waiting) always wakes, so the ring never fills while the daemon
+ * sleeps.
  */
 const volatile __u32 wakeup_bytes = 256 * 1024;
-const volatile __u64 wake_refill_ns = 25 * 1000 * 1000;
-const volatile __u64 wake_burst = 8;
+#define WAKE_REFILL_NS (25 * 1000 * 1000)
+#define WAKE_BURST 8
 __u64 wake_tat = 0;
 /*
- * A storm: more than storm_execs execs in storm_window_ns, in this window or the last.
+ * A storm: more than STORM_EXECS execs in STORM_WINDOW_NS, in this window or the last.
  * Then no exec asks for a wake-up and the daemon's drain timer delivers them (within
  * its drain interval). The bucket alone still let 40 wake-ups a second through a storm:
  * exec bench on/off 1.019 with them, 1.012 with the storm rule (3 x 32 rounds); a quiet
  * container (the latency bench: ~25 execs a second) never looks like a storm. Plain
  * globals like wake_tat: a race between CPUs only blurs a window's count.
  */
-const volatile __u64 storm_window_ns = 50 * 1000 * 1000;
-const volatile __u32 storm_execs = 10;
+#define STORM_WINDOW_NS (50 * 1000 * 1000)
+#define STORM_EXECS 10
 __u64 storm_window_start = 0;
 __u32 storm_window_execs = 0;
 __u32 storm_last_window_execs = 0;
@@ -106,7 +108,7 @@ static __always_inline __u64 batch_full(void)
 	return bpf_ringbuf_query(&lg_events, BPF_RB_AVAIL_DATA) >= wakeup_bytes;
 }
 
-/* Flags for a fork or exit record: no wake-up of its own. */
+/* Flags for a fork or exit record: no wake-up of its own, only for a full batch. */
 static __always_inline __u64 quiet_flags(void)
 {
 	if (!batch_full())
@@ -119,30 +121,28 @@ static __always_inline __u64 quiet_flags(void)
 static __always_inline int in_storm(__u64 now)
 {
 	__u64 since = now - storm_window_start;
-	if (since >= storm_window_ns) {
-		storm_last_window_execs = since < 2 * storm_window_ns ? storm_window_execs : 0;
+	if (since >= STORM_WINDOW_NS) {
+		storm_last_window_execs = since < 2 * STORM_WINDOW_NS ? storm_window_execs : 0;
 		storm_window_start = now;
 		storm_window_execs = 0;
 	}
 	storm_window_execs += 1;
-	return storm_window_execs > storm_execs || storm_last_window_execs > storm_execs;
+	return storm_window_execs > STORM_EXECS || storm_last_window_execs > STORM_EXECS;
 }
 
 /* Flags for an exec record at time `now`: a wake-up unless in a storm, if the bucket has
  * a token. */
 static __always_inline __u64 exec_flags(__u64 now)
 {
-	if (batch_full()) {
-		count(LG_STAT_WAKEUPS);
+	if (quiet_flags() == BPF_RB_FORCE_WAKEUP)
 		return BPF_RB_FORCE_WAKEUP;
-	}
 	if (in_storm(now))
 		return BPF_RB_NO_WAKEUP;
 	__u64 tat = wake_tat;
-	__u64 tolerance = wake_refill_ns * (wake_burst - 1);
+	__u64 tolerance = (__u64)WAKE_REFILL_NS * (WAKE_BURST - 1);
 	if (tat > now + tolerance)
 		return BPF_RB_NO_WAKEUP;
-	wake_tat = (tat > now ? tat : now) + wake_refill_ns;
+	wake_tat = (tat > now ? tat : now) + WAKE_REFILL_NS;
 	count(LG_STAT_WAKEUPS);
 	return BPF_RB_FORCE_WAKEUP;
 }

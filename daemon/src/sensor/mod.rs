@@ -41,15 +41,6 @@ const PROGRAMS: [(&str, &str); 3] = [
 /// the other tasks on its worker thread.
 const DRAIN_BATCH: usize = 1024;
 
-/// The kernel's token bucket for exec wake-ups (`exec_flags` in ebpf/sensor.bpf.c): up to
-/// [`WAKE_BURST`] at once, refilled at one per [`WAKE_REFILL`]. Eight covers the execs of
-/// a shell one-liner. A quiet container's execs (the latency bench does about 25 a second)
-/// get their own wake-up at 40 a second. A storm (more than 10 execs in 50 ms, `in_storm`
-/// in the sensor) gets none at all, even with tokens left: on the 2-core VM the refilled
-/// tokens alone cost on/off 1.019 vs 1.012 (three runs of 32 rounds each way).
-const WAKE_BURST: u64 = 8;
-const WAKE_REFILL: Duration = Duration::from_millis(25);
-
 #[derive(Debug, thiserror::Error)]
 pub enum SensorError {
     #[error(transparent)]
@@ -123,14 +114,11 @@ impl Sensor {
         })?;
         let host_mnt_ns = host_mount_namespace()?;
         let monitor_host = u32::from(config.monitor_host);
-        let wake_refill_ns = WAKE_REFILL.as_nanos() as u64;
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .override_global("host_mnt_ns", &host_mnt_ns, true)
             .override_global("monitor_host", &monitor_host, true)
             .override_global("wakeup_bytes", &config.wakeup_bytes, true)
-            .override_global("wake_refill_ns", &wake_refill_ns, true)
-            .override_global("wake_burst", &WAKE_BURST, true)
             .map_max_entries("lg_events", config.ring_buffer_bytes)
             .load(SENSOR_OBJECT)
             .map_err(SensorError::Load)?;
