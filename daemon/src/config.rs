@@ -56,8 +56,8 @@ pub struct SensorConfig {
     pub event_queue: usize,
     /// How often the kernel's loss counters are read and reported.
     pub stats_interval_ms: u64,
-    /// Run the event pipeline's thread (ring buffer drain, containers, verify) and its
-    /// hashing threads as SCHED_BATCH: same CPU share, but a wake-up does not preempt the
+    /// Run the event pipeline's thread (ring buffer drain, containers, verify, alerts) and
+    /// its hashing threads as SCHED_BATCH: same CPU share, but a wake-up does not preempt the
     /// task running on that CPU, so a busy workload is not interrupted once per drain. Its
     /// cost is latency only when every CPU is busy (up to a scheduler slice, ~3 ms).
     pub sched_batch: bool,

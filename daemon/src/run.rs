@@ -181,13 +181,14 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     Ok(())
 }
 
-/// The thread the per-event stages (sensor, containers, verify) and the alert stage run on: a current-thread
-/// runtime of their own. Every event passes all three, batch by batch; on one thread a
-/// batch goes through them without waking another thread. On the shared 2-worker runtime
-/// tokio woke the second worker to steal the next stage's task about once per batch, and
-/// a thread wake-up costs about 20 us of CPU on the 2-core VMs we target (measured in
-/// the exec storm of `make bench`: 0.11 -> 0.08 daemon thread wake-ups per exec). Blocking work
-/// (hashing, indexing) still goes to the blocking pool; the API stays on the main runtime.
+/// The thread the per-event stages (sensor, containers, verify) and the alert stage run
+/// on: a current-thread runtime of their own. Every event passes the first three, batch
+/// by batch; on one thread a batch goes through them without waking another thread. On
+/// the shared 2-worker runtime tokio woke the second worker to steal the next stage's
+/// task about once per batch, and a thread wake-up costs about 20 us of CPU on the 2-core
+/// VMs we target (measured in the exec storm of `make bench`: 0.11 -> 0.08 daemon thread
+/// wake-ups per exec). Blocking work (hashing, indexing) still goes to the blocking pool;
+/// the API stays on the main runtime.
 /// The alert stage is here too: on the main runtime each alert waited for a parked worker
 /// to wake (~150 us of the cached exec-to-alert median, measured with timestamps per
 /// stage). A slow sink stalls this thread, but it stalled verify as much before, through
