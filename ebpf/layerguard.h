@@ -36,6 +36,18 @@ enum lg_event_kind {
 #define LG_EXEC_HAS_INTERP (1u << 7)	/* bprm->interp differs from bprm->filename (#! script) */
 #define LG_EXEC_HAS_CWD (1u << 8)	/* cwd was read (only for relative filenames) */
 #define LG_EXEC_CWD_TRUNCATED (1u << 9)	/* deeper than LG_CWD_DEPTH or a name cut */
+#define LG_EXEC_STORM (1u << 10)	/* sent without a wake-up: the sensor sees an exec storm */
+
+/*
+ * An exec storm: more than LG_STORM_EXECS execs within LG_STORM_WINDOW_MS, in this window
+ * or the last (see in_storm in sensor.bpf.c). The kernel does not wake the daemon for the
+ * execs of a storm, so the daemon needs the window too: it keeps draining on its own
+ * timer for as long as the kernel may still count a new exec into a storm.
+ */
+enum lg_storm {
+	LG_STORM_WINDOW_MS = 50,
+	LG_STORM_EXECS = 10,
+};
 
 /* Indexes of the per-CPU counters in the lg_stats map. */
 enum lg_stat {

@@ -54,25 +54,29 @@ const volatile __u32 wakeup_bytes = 256 * 1024;
 #define WAKE_BURST 8
 __u64 wake_tat = 0;
 /*
- * A storm: more than STORM_EXECS execs in STORM_WINDOW_NS, in this window or the last.
- * Then no exec asks for a wake-up and the daemon's drain timer delivers them (within
- * its drain interval). The bucket alone still let 40 wake-ups a second through a storm:
- * exec bench on/off 1.019 with them, 1.012 with the storm rule (3 x 32 rounds); a quiet
- * container (the latency bench: ~25 execs a second) never looks like a storm. Plain
- * globals like wake_tat: a race between CPUs only blurs a window's count.
+ * A storm: more than LG_STORM_EXECS execs in LG_STORM_WINDOW_MS (layerguard.h), in this
+ * window or the last. Then no exec asks for a wake-up and the daemon's drain timer
+ * delivers them (within its drain interval); their records carry LG_EXEC_STORM, which
+ * also tells the daemon to stop preempting the workload (see sensor/pace.rs). The bucket
+ * alone still let 40 wake-ups a second through a storm: exec bench on/off 1.019 with them,
+ * 1.012 with the storm rule (3 x 32 rounds); a quiet container (the latency bench: ~25
+ * execs a second) never looks like a storm. Plain globals like wake_tat: a race between
+ * CPUs only blurs a window's count.
  */
-#define STORM_WINDOW_NS (50 * 1000 * 1000)
-#define STORM_EXECS 10
+#define STORM_WINDOW_NS ((__u64)LG_STORM_WINDOW_MS * 1000 * 1000)
 __u64 storm_window_start = 0;
 __u32 storm_window_execs = 0;
 __u32 storm_last_window_execs = 0;
 
-/* Keeps every wire struct in the object's BTF (clang emits BTF only for types that globals,
- * maps and functions reference; the exec event is a map value already), so a test can
- * compare their layout with the Rust mirror. */
+/* Keeps every wire struct and enum in the object's BTF (clang emits BTF only for types that
+ * globals, maps and functions reference; the exec event is a map value already), so a test
+ * can compare them with the Rust mirror. */
 struct lg_wire_types {
 	struct lg_fork_event fork;
 	struct lg_exit_event exit;
+	enum lg_event_kind kind;
+	enum lg_stat stat;
+	enum lg_storm storm;
 };
 const volatile struct lg_wire_types lg_wire_anchor = {};
 
@@ -127,16 +131,19 @@ static __always_inline int in_storm(__u64 now)
 		storm_window_execs = 0;
 	}
 	storm_window_execs += 1;
-	return storm_window_execs > STORM_EXECS || storm_last_window_execs > STORM_EXECS;
+	return storm_window_execs > LG_STORM_EXECS || storm_last_window_execs > LG_STORM_EXECS;
 }
 
-/* Flags for an exec record at time `now`: a wake-up unless in a storm, if the bucket has
- * a token. */
-static __always_inline __u64 exec_flags(__u64 now)
+/* Submit flags for an exec record at time `now`: a wake-up unless in a storm, if the
+ * bucket has a token. A storm is also marked in the record's `flags`. */
+static __always_inline __u64 exec_flags(__u64 now, __u32 *flags)
 {
+	int storm = in_storm(now);
+	if (storm)
+		*flags |= LG_EXEC_STORM;
 	if (quiet_flags() == BPF_RB_FORCE_WAKEUP)
 		return BPF_RB_FORCE_WAKEUP;
-	if (in_storm(now))
+	if (storm)
 		return BPF_RB_NO_WAKEUP;
 	__u64 tat = wake_tat;
 	__u64 tolerance = (__u64)WAKE_REFILL_NS * (WAKE_BURST - 1);
@@ -396,7 +403,8 @@ int BPF_PROG(lg_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 		size = __builtin_offsetof(struct lg_exec_event, argv) + (len & (LG_ARGV_LEN - 1));
 	else if (!(e->flags & LG_EXEC_HAS_CWD))
 		size = __builtin_offsetof(struct lg_exec_event, cwd);
-	if (bpf_ringbuf_output(&lg_events, e, size, exec_flags(e->hdr.ktime_ns)) != 0)
+	__u64 wake = exec_flags(e->hdr.ktime_ns, &e->flags);
+	if (bpf_ringbuf_output(&lg_events, e, size, wake) != 0)
 		count(LG_STAT_EXEC_LOST);
 	return 0;
 }

@@ -365,6 +365,7 @@ mod tests {
             upper_layer: false,
             memfd: false,
             deleted: false,
+            storm: false,
         }))
     }
 

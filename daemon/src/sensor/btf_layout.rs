@@ -1,4 +1,4 @@
-//! Struct layouts read from the BTF of the compiled sensor object, for the wire test.
+//! Struct layouts and enum values read from the BTF of the compiled sensor object, for the wire test.
 //!
 //! Tetragon's alignchecker idea: the truth about the C layout is what clang emitted, so
 //! the test reads it from the object rather than trusting a second hand-written copy.
@@ -19,10 +19,13 @@ pub struct StructLayout {
 
 pub struct BtfLayouts {
     structs: HashMap<String, StructLayout>,
+    /// Enum name -> its values by name.
+    enums: HashMap<String, HashMap<String, i64>>,
 }
 
 const BTF_MAGIC: u16 = 0xeb9f;
 const KIND_STRUCT: u32 = 4;
+const KIND_ENUM: u32 = 6;
 
 impl BtfLayouts {
     pub fn from_elf(elf: &[u8]) -> Result<Self, String> {
@@ -37,6 +40,10 @@ impl BtfLayouts {
 
     pub fn get(&self, name: &str) -> Option<&StructLayout> {
         self.structs.get(name)
+    }
+
+    pub fn enum_values(&self, name: &str) -> Option<&HashMap<String, i64>> {
+        self.enums.get(name)
     }
 
     fn parse(data: &[u8]) -> Result<Self, String> {
@@ -65,6 +72,7 @@ impl BtfLayouts {
         };
 
         let mut structs = HashMap::new();
+        let mut enums = HashMap::new();
         let mut pos = type_off;
         while pos < type_off + type_len {
             let name_off = u32_at(pos)?;
@@ -103,8 +111,23 @@ impl BtfLayouts {
                     },
                 );
             }
+            if kind == KIND_ENUM && name_off != 0 {
+                let mut values = HashMap::with_capacity(vlen);
+                for i in 0..vlen {
+                    let m = pos + 8 * i;
+                    // Signed unless kind_flag says unsigned; ours are small either way.
+                    let raw = u32_at(m + 4)?;
+                    let value = if kind_flag {
+                        i64::from(raw)
+                    } else {
+                        i64::from(raw as i32)
+                    };
+                    values.insert(name(u32_at(m)?), value);
+                }
+                enums.insert(name(name_off), values);
+            }
             pos += extra;
         }
-        Ok(Self { structs })
+        Ok(Self { structs, enums })
     }
 }

@@ -86,6 +86,10 @@ pub struct ExecEvent {
     pub upper_layer: bool,
     pub memfd: bool,
     pub deleted: bool,
+    /// The kernel counted this exec into a storm and sent it without waking the daemon.
+    /// How the sensor paces itself, not a fact about the exec: not logged.
+    #[serde(skip)]
+    pub storm: bool,
 }
 
 #[derive(Clone, Copy, Debug, Serialize)]
@@ -198,6 +202,7 @@ fn decode_exec(w: &wire::ExecEvent) -> ExecEvent {
         upper_layer: flag(wire::EXEC_UPPER_LAYER),
         memfd: flag(wire::EXEC_MEMFD),
         deleted: flag(wire::EXEC_DELETED),
+        storm: flag(wire::EXEC_STORM),
     }
 }
 

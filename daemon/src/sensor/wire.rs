@@ -24,6 +24,11 @@ pub const EXEC_INTERP_TRUNCATED: u32 = 1 << 6;
 pub const EXEC_HAS_INTERP: u32 = 1 << 7;
 pub const EXEC_HAS_CWD: u32 = 1 << 8;
 pub const EXEC_CWD_TRUNCATED: u32 = 1 << 9;
+pub const EXEC_STORM: u32 = 1 << 10;
+
+/// `enum lg_storm`: what the kernel counts as an exec storm.
+pub const STORM_WINDOW_MS: u64 = 50;
+pub const STORM_EXECS: u32 = 10;
 
 /// Indexes of the per-CPU counters in the `lg_stats` map (`enum lg_stat`).
 pub const STAT_EXEC_SEEN: u32 = 0;
@@ -217,6 +222,52 @@ mod tests {
             "lg_exit_event",
             size_of::<ExitEvent>(),
             fields!(ExitEvent: hdr, exit_code, _pad),
+        );
+    }
+
+    #[test]
+    fn enums_match_the_compiled_object() {
+        let l = layouts();
+        let check = |c_name: &str, values: &[(&str, i64)]| {
+            let c = l
+                .enum_values(c_name)
+                .unwrap_or_else(|| panic!("enum {c_name} is not in the sensor object's BTF"));
+            let mut c_names: Vec<&str> = c.keys().map(String::as_str).collect();
+            let mut rust_names: Vec<&str> = values.iter().map(|(n, _)| *n).collect();
+            c_names.sort_unstable();
+            rust_names.sort_unstable();
+            assert_eq!(c_names, rust_names, "values of enum {c_name} differ");
+            for (name, v) in values {
+                assert_eq!(c[*name], *v, "{c_name}::{name}: C {} vs Rust {v}", c[*name]);
+            }
+        };
+        check(
+            "lg_event_kind",
+            &[
+                ("LG_EVENT_EXEC", EVENT_EXEC.into()),
+                ("LG_EVENT_FORK", EVENT_FORK.into()),
+                ("LG_EVENT_EXIT", EVENT_EXIT.into()),
+            ],
+        );
+        check(
+            "lg_stat",
+            &[
+                ("LG_STAT_EXEC_SEEN", STAT_EXEC_SEEN.into()),
+                ("LG_STAT_EXEC_LOST", STAT_EXEC_LOST.into()),
+                ("LG_STAT_FORK_LOST", STAT_FORK_LOST.into()),
+                ("LG_STAT_EXIT_LOST", STAT_EXIT_LOST.into()),
+                ("LG_STAT_HOST_FILTERED", STAT_HOST_FILTERED.into()),
+                ("LG_STAT_READ_ERRORS", STAT_READ_ERRORS.into()),
+                ("LG_STAT_WAKEUPS", STAT_WAKEUPS.into()),
+                ("LG_STAT_COUNT", STAT_COUNT.into()),
+            ],
+        );
+        check(
+            "lg_storm",
+            &[
+                ("LG_STORM_WINDOW_MS", STORM_WINDOW_MS as i64),
+                ("LG_STORM_EXECS", STORM_EXECS.into()),
+            ],
         );
     }
 

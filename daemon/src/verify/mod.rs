@@ -871,6 +871,7 @@ mod tests {
             upper_layer: false,
             memfd: false,
             deleted: false,
+            storm: false,
         }
     }
 
