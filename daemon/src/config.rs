@@ -18,6 +18,22 @@ pub enum LogFormat {
     Text,
 }
 
+/// Scheduling of the event pipeline's thread (`sensor.scheduling`). Its hashing and
+/// indexing threads are SCHED_BATCH unless this is `normal`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PipelineScheduling {
+    /// Real-time (SCHED_FIFO, priority 1) while the machine is quiet, so an exec is judged
+    /// at once even when every CPU is busy; SCHED_BATCH during exec storms, so the
+    /// workload is not preempted at every drain. See `sensor::pace`.
+    Adaptive,
+    /// Always SCHED_BATCH: wake-ups never preempt a running task; an alert can wait for
+    /// a busy CPU's scheduler slice (a few ms).
+    Batch,
+    /// The scheduler's default policy.
+    Normal,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -56,11 +72,9 @@ pub struct SensorConfig {
     pub event_queue: usize,
     /// How often the kernel's loss counters are read and reported.
     pub stats_interval_ms: u64,
-    /// Run the event pipeline's thread (ring buffer drain, containers, verify, alerts) and
-    /// its hashing threads as SCHED_BATCH: same CPU share, but a wake-up does not preempt the
-    /// task running on that CPU, so a busy workload is not interrupted once per drain. Its
-    /// cost is latency only when every CPU is busy (up to a scheduler slice, ~3 ms).
-    pub sched_batch: bool,
+    /// How the event pipeline's thread (ring buffer drain, containers, verify, alerts) is
+    /// scheduled; see [`PipelineScheduling`].
+    pub scheduling: PipelineScheduling,
 }
 
 /// The containers stage: how long events wait for containerd, how long exited containers
@@ -113,7 +127,7 @@ impl Default for SensorConfig {
             drain_interval_ms: 10,
             event_queue: 16 * 1024,
             stats_interval_ms: 1000,
-            sched_batch: true,
+            scheduling: PipelineScheduling::Adaptive,
         }
     }
 }
@@ -831,6 +845,18 @@ mod tests {
         let c = parse("").unwrap();
         assert_eq!(c.sensor, SensorConfig::default());
         assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn the_readme_example_parses_and_shows_the_sensor_defaults() {
+        let readme = include_str!("../../README.md");
+        let start = readme
+            .find("```toml\nnode_name")
+            .expect("README.md has the config example");
+        let body = &readme[start + "```toml\n".len()..];
+        let example = &body[..body.find("```").expect("the example ends")];
+        let c = parse(example).unwrap_or_else(|e| panic!("README.md's config example: {e}"));
+        assert_eq!(c.sensor, SensorConfig::default());
     }
 
     #[test]

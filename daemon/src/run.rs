@@ -10,12 +10,12 @@ use crate::alert::journal::{Journal, JournalError, JournalLimits, JournalSink};
 use crate::alert::log::LogSink;
 use crate::alert::{AlertSink, AlertStage, AlertStats};
 use crate::api::{ApiError, ApiServer, ApiSources, LiveDirectory, NodeInfo};
-use crate::config::{AlertsConfig, Config};
+use crate::config::{AlertsConfig, Config, PipelineScheduling};
 use crate::containers::{ContainersStage, StageStats};
 use crate::image::IndexerConfig;
 use crate::logging;
 use crate::metrics::Metrics;
-use crate::sensor::{Sensor, SensorError};
+use crate::sensor::{Pace, Sensor, SensorError};
 use crate::verify::images::ImageCatalog;
 use crate::verify::{VerifyStage, VerifyStats};
 use serde::Serialize;
@@ -143,8 +143,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let alerts = AlertStage::new(&config.node_name, first_seq, sinks);
 
     let api_task = api.map(|api| tokio::spawn(api.run(shutdown_rx.clone())));
-    let pipeline = PipelineThread::start(config.sensor.sched_batch)?;
-    let sensor_task = pipeline.spawn(sensor.run(event_tx, shutdown_rx.clone()));
+    let pipeline = PipelineThread::start(config.sensor.scheduling)?;
+    let pace = Pace::new(config.sensor.scheduling, pipeline.tid);
+    let sensor_task = pipeline.spawn(sensor.run(event_tx, shutdown_rx.clone(), pace));
     let containers_task = pipeline.spawn(containers.run(event_rx, attributed_tx, shutdown_rx));
     let verify_task = pipeline.spawn(verify.run(attributed_rx, verified_tx));
     let alert_task = pipeline.spawn(alerts.run(alert_drafts));
@@ -193,28 +194,37 @@ pub async fn run(config: Config) -> Result<(), RunError> {
 /// to wake (~150 us of the cached exec-to-alert median, measured with timestamps per
 /// stage). A slow sink stalls this thread, but it stalled verify as much before, through
 /// the bounded alert channel.
+/// The sensor sets the thread's scheduling policy as it goes (see `sensor::pace`).
 struct PipelineThread {
+    /// The thread's kernel id, for its scheduling policy.
+    tid: libc::pid_t,
     handle: tokio::runtime::Handle,
     stop: tokio::sync::oneshot::Sender<()>,
     thread: std::thread::JoinHandle<()>,
 }
 
 impl PipelineThread {
-    /// `sched_batch`: see [`crate::config::SensorConfig::sched_batch`].
-    fn start(sched_batch: bool) -> Result<Self, RunError> {
+    fn start(scheduling: PipelineScheduling) -> Result<Self, RunError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .thread_name("lg-pipeline")
+            // Only the blocking pool's threads start here (hashing, indexing): throughput
+            // work that should not preempt the workload.
+            .on_thread_start(move || {
+                if scheduling != PipelineScheduling::Normal {
+                    set_sched_batch();
+                }
+            })
             .build()
             .map_err(RunError::PipelineThread)?;
         let handle = runtime.handle().clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("lg-pipeline".into())
             .spawn(move || {
-                if sched_batch {
-                    set_sched_batch();
-                }
+                // SAFETY: gettid has no preconditions.
+                let _ = tid_tx.send(unsafe { libc::gettid() });
                 // Tasks on a current-thread runtime only run while it is blocked on.
                 let _ = runtime.block_on(stopped);
                 // An image index still being built on the blocking pool must not hold
@@ -222,7 +232,11 @@ impl PipelineThread {
                 runtime.shutdown_timeout(std::time::Duration::from_secs(5));
             })
             .map_err(RunError::PipelineThread)?;
+        let tid = tid_rx.recv().map_err(|_| {
+            RunError::PipelineThread(std::io::Error::other("the thread ended at its start"))
+        })?;
         Ok(Self {
+            tid,
             handle,
             stop,
             thread,
@@ -246,15 +260,16 @@ impl PipelineThread {
     }
 }
 
-/// Makes the calling thread, and the threads it starts from now on, SCHED_BATCH. Measured
-/// in the exec bench (3 runs of 12 rounds each way): on/off 1.025 -> 1.017.
+/// Makes the calling thread SCHED_BATCH: same CPU share, but its wake-ups do not preempt
+/// the task running on that CPU. Measured on the whole daemon in the exec bench (3 runs of
+/// 12 rounds each way): on/off 1.025 -> 1.017.
 fn set_sched_batch() {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param for the call.
     if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
         tracing::warn!(
             error = %std::io::Error::last_os_error(),
-            "cannot make the event pipeline SCHED_BATCH; it keeps the normal policy"
+            "cannot make a hashing thread SCHED_BATCH; it keeps the normal policy"
         );
     }
 }

@@ -358,3 +358,83 @@ fn sigterm_detaches_the_sensor_and_exits_cleanly() {
         );
     }
 }
+
+/// The scheduling policy of the daemon's event pipeline thread (`lg-pipeline`), from
+/// field 41 of its /proc stat line: 1 SCHED_FIFO, 3 SCHED_BATCH.
+fn pipeline_policy(daemon_pid: u32) -> Option<u32> {
+    for task in std::fs::read_dir(format!("/proc/{daemon_pid}/task")).ok()? {
+        let dir = task.ok()?.path();
+        if std::fs::read_to_string(dir.join("comm")).ok()?.trim() != "lg-pipeline" {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+        // Fields after the parenthesised comm start at field 3.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        return rest.split_whitespace().nth(41 - 3)?.parse().ok();
+    }
+    None
+}
+
+fn wait_for_policy(daemon_pid: u32, policy: u32) -> bool {
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::time::Instant::now() < deadline {
+        if pipeline_policy(daemon_pid) == Some(policy) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+#[test]
+fn pipeline_is_real_time_when_quiet_and_batch_during_an_exec_storm() {
+    const FIFO: u32 = 1;
+    const BATCH: u32 = 3;
+    let node = start_node(&[]);
+    let pid = node.daemon.pid();
+    assert!(
+        wait_for_policy(pid, FIFO),
+        "a quiet daemon's pipeline thread should be SCHED_FIFO, it is {:?}",
+        pipeline_policy(pid)
+    );
+    // An exec storm: thousands of execs back to back, far above 10 in 50 ms.
+    let storm = "i=0; while [ $i -lt 3000 ]; do /usr/local/bin/tiny; i=$((i+1)); done";
+    let seen_batch = std::thread::scope(|s| {
+        let run = s.spawn(|| node.container.exec(&["sh", "-c", storm]));
+        let mut seen = Vec::new();
+        while !run.is_finished() {
+            if let Some(p) = pipeline_policy(pid) {
+                if seen.last() != Some(&p) {
+                    seen.push(p);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let out = run.join().unwrap().expect("exec storm");
+        assert!(out.status.success(), "{out:?}");
+        seen
+    });
+    assert!(
+        seen_batch.contains(&BATCH),
+        "during the storm the pipeline thread should turn SCHED_BATCH; policies seen: \
+         {seen_batch:?}"
+    );
+    assert!(
+        wait_for_policy(pid, FIFO),
+        "after the storm the pipeline thread should be SCHED_FIFO again, it is {:?}",
+        pipeline_policy(pid)
+    );
+    // Every exec of the storm was delivered, none lost.
+    let marker = unique_id("after-storm");
+    node.exec_and_find(
+        &["/bin/busybox", "echo", &marker],
+        &["/bin/busybox", "echo", &marker],
+    );
+    let lost: Vec<Value> = node
+        .daemon
+        .json_lines()
+        .into_iter()
+        .filter(|v| v["alert"]["kind"] == "sensor_events_lost")
+        .collect();
+    assert!(lost.is_empty(), "events lost in the storm: {lost:?}");
+}

@@ -9,13 +9,16 @@
 #[cfg(test)]
 mod btf_layout;
 pub mod event;
+pub mod pace;
 pub mod preflight;
 pub mod wire;
 
 pub use event::{ExecEvent, ExitEvent, FileIdentity, ForkEvent, LossCounts, SensorEvent};
+pub use pace::Pace;
 pub use preflight::KernelFeatures;
 
 use crate::config::SensorConfig;
+use crate::containers::clock;
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::BtfTracePoint;
 use aya::{Btf, Ebpf, EbpfLoader};
@@ -173,6 +176,7 @@ impl Sensor {
         mut self,
         tx: mpsc::Sender<SensorEvent>,
         mut shutdown: watch::Receiver<bool>,
+        mut pace: Pace,
     ) -> Result<(), SensorError> {
         let ring = RingBuf::try_from(self.ebpf.take_map("lg_events").ok_or(
             SensorError::Missing {
@@ -202,8 +206,9 @@ impl Sensor {
         // The kernel wakes us for execs, rate-limited (see `exec_flags` in the sensor);
         // what it did not wake us for (forks, exits, execs past the limit) is picked up
         // by the next wake-up or by this follow-up, one drain interval after the last
-        // drain that found records. It is disarmed once a drain finds nothing, so an idle
-        // daemon has no timer running at all.
+        // drain that found records. It is disarmed once a drain finds nothing and the
+        // kernel can no longer count a new exec into a storm (it wakes us for none of
+        // those), so an idle daemon has no timer running at all.
         let follow_up = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(follow_up);
         let mut follow_up_armed = false;
@@ -219,6 +224,7 @@ impl Sensor {
             host_mnt_ns = self.host_mnt_ns,
             "sensor attached"
         );
+        pace.settle(clock::now());
         loop {
             let drained = tokio::select! {
                 biased;
@@ -245,13 +251,15 @@ impl Sensor {
                 }
             };
             counts.records += drained as u64;
-            if drained > 0 {
+            for event in &batch {
+                pace.saw(event);
+            }
+            let now = clock::now();
+            follow_up_armed = drained > 0 || pace.in_storm(now);
+            if follow_up_armed {
                 follow_up
                     .as_mut()
                     .reset(tokio::time::Instant::now() + interval);
-                follow_up_armed = true;
-            } else {
-                follow_up_armed = false;
             }
             for event in batch.drain(..) {
                 if tx.send(event).await.is_err() {
@@ -259,6 +267,7 @@ impl Sensor {
                     return Ok(());
                 }
             }
+            pace.settle(now);
         }
         // A last look so that losses in the final interval are still reported.
         let (n, _) = drain_into(ring.get_mut(), &mut batch, &mut losses);
@@ -270,11 +279,15 @@ impl Sensor {
             let _ = tx.send(event).await;
         }
         let kernel_wakeups = sum_stat(&stats, wire::STAT_WAKEUPS);
+        let pace = pace.usage(clock::now());
         info!(
             records = counts.records,
             kernel_wakeups,
             wakeups = counts.wakeups,
             follow_ups = counts.follow_ups,
+            pipeline_policy_switches = pace.switches,
+            pipeline_realtime_ms = pace.prompt_ms,
+            pipeline_batch_ms = pace.batch_ms,
             "sensor detached"
         );
         Ok(())
