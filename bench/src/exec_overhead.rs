@@ -60,6 +60,9 @@ struct SensorCounts {
     records: u64,
     wakeups: u64,
     follow_ups: u64,
+    /// How the pipeline thread was scheduled (`sensor.scheduling`), in ms.
+    realtime_ms: u64,
+    batch_ms: u64,
 }
 
 impl Daemon {
@@ -136,6 +139,8 @@ impl Daemon {
                 records: get("records"),
                 wakeups: get("wakeups"),
                 follow_ups: get("follow_ups"),
+                realtime_ms: get("pipeline_realtime_ms"),
+                batch_ms: get("pipeline_batch_ms"),
             };
         }
         Ok(((n > 0).then_some(n), counts))
@@ -304,6 +309,8 @@ pub fn run(args: &Args) -> Result<()> {
                 sensor.records += counts.records;
                 sensor.wakeups += counts.wakeups;
                 sensor.follow_ups += counts.follow_ups;
+                sensor.realtime_ms += counts.realtime_ms;
+                sensor.batch_ms += counts.batch_ms;
             } else {
                 exec_loop(&c, WARMUP_EXECS)?;
                 std::thread::sleep(SETTLE);
@@ -406,6 +413,12 @@ pub fn run(args: &Args) -> Result<()> {
         sensor.records as f64 / (execs + f64::from(WARMUP_EXECS * args.rounds)),
         sensor.wakeups as f64 / (execs + f64::from(WARMUP_EXECS * args.rounds)),
         sensor.follow_ups as f64 / (execs + f64::from(WARMUP_EXECS * args.rounds)),
+    );
+    println!(
+        "daemon's pipeline thread per \"on\" round (start to stop): {:.0} ms real-time, {:.0} ms \
+         SCHED_BATCH (sensor.scheduling)",
+        sensor.realtime_ms as f64 / f64::from(args.rounds),
+        sensor.batch_ms as f64 / f64::from(args.rounds),
     );
     println!("load average (1/5/15 min) at the end: {}", load_average());
     Ok(())
