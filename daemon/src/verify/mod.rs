@@ -682,17 +682,7 @@ async fn finish_with(
     let ancestry = complete_ancestry(job.ancestry.clone());
     let draft = AlertDraft {
         kind,
-        summary: format!(
-            "{}: {} in container {}/{}{}",
-            kind.as_str(),
-            path,
-            c.namespace,
-            c.id,
-            c.image
-                .as_deref()
-                .map(|i| format!(" (image {i})"))
-                .unwrap_or_default()
-        ),
+        summary: format!("{}: {} {}", kind.as_str(), path, where_it_ran(c, &job.exec)),
         container: (!c.id.is_empty()).then(|| AlertContainer {
             namespace: c.namespace.clone(),
             id: c.id.clone(),
@@ -751,6 +741,23 @@ fn complete_ancestry(mut chain: Vec<process::Forebear>) -> Vec<crate::alert::Anc
             .take(process::MAX_ANCESTORS.saturating_sub(known.len())),
     );
     chain.into_iter().map(Into::into).collect()
+}
+
+/// Where an exec ran, for an alert's summary: the container, or the mount namespace of one
+/// the containers stage could not identify.
+fn where_it_ran(c: &ContainerInfo, exec: &ExecEvent) -> String {
+    if c.id.is_empty() {
+        return format!(
+            "in an unidentified container (mount namespace {})",
+            exec.process.mnt_ns
+        );
+    }
+    let image = c
+        .image
+        .as_deref()
+        .map(|i| format!(" (image {i})"))
+        .unwrap_or_default();
+    format!("in container {}/{}{image}", c.namespace, c.id)
 }
 
 /// The wall-clock time (RFC 3339, microseconds) of a kernel CLOCK_MONOTONIC stamp, by
@@ -910,6 +917,26 @@ mod tests {
         assert_eq!(script_argument(&exec(&["sh", "-c", "echo"])), None);
         assert_eq!(script_argument(&exec(&["ls", "/tmp"])), None);
         assert_eq!(script_argument(&exec(&["shred", "x"])), None);
+    }
+
+    #[test]
+    fn summaries_name_the_container_or_say_it_is_unknown() {
+        let mut e = exec(&["/tmp/x"]);
+        e.process.mnt_ns = 4026532290;
+        assert_eq!(
+            where_it_ran(&ContainerInfo::default(), &e),
+            "in an unidentified container (mount namespace 4026532290)"
+        );
+        let c = ContainerInfo {
+            namespace: "k8s.io".into(),
+            id: "abc".into(),
+            image: Some("nginx:1".into()),
+            ..ContainerInfo::default()
+        };
+        assert_eq!(
+            where_it_ran(&c, &e),
+            "in container k8s.io/abc (image nginx:1)"
+        );
     }
 
     #[test]
