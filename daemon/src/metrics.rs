@@ -82,10 +82,16 @@ pub struct VerdictCounts {
     pub alerted: u64,
     pub unverifiable: u64,
     pub skipped: u64,
+    /// What verification of the container's image concluded when its last exec was judged
+    /// (`verified`, `untrusted`, `unverifiable`); none before an exec needed the image.
+    pub image: Option<&'static str>,
 }
 
 impl VerdictCounts {
-    fn add(&mut self, v: Verdict) {
+    fn add(&mut self, v: Verdict, image: Option<&'static str>) {
+        if image.is_some() {
+            self.image = image;
+        }
         match v {
             Verdict::Verified => self.verified += 1,
             Verdict::Alerted => self.alerted += 1,
@@ -169,18 +175,24 @@ impl Metrics {
         }
     }
 
-    /// Counts a verdict for the container (`None`: an exec outside any container).
-    pub fn record_verdict(&self, container: Option<&ContainerKey>, verdict: Verdict) {
+    /// Counts a verdict for the container (`None`: an exec outside any container), and
+    /// what its image's verification concluded if the verdict needed the image.
+    pub fn record_verdict(
+        &self,
+        container: Option<&ContainerKey>,
+        verdict: Verdict,
+        image: Option<&'static str>,
+    ) {
         let Some(key) = container else {
             self.verdicts_untracked.inc();
             return;
         };
         let mut map = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = map.get_mut(key) {
-            c.add(verdict);
+            c.add(verdict, image);
         } else if map.len() < MAX_TRACKED_CONTAINERS {
             let mut c = VerdictCounts::default();
-            c.add(verdict);
+            c.add(verdict, image);
             map.insert(key.clone(), c);
         } else {
             self.verdicts_untracked.inc();
@@ -280,14 +292,15 @@ mod tests {
     fn verdicts_are_per_container_and_bounded() {
         let m = Metrics::new();
         let a = ContainerKey::new("default", "a");
-        m.record_verdict(Some(&a), Verdict::Verified);
-        m.record_verdict(Some(&a), Verdict::Alerted);
-        m.record_verdict(None, Verdict::Alerted);
+        m.record_verdict(Some(&a), Verdict::Verified, Some("verified"));
+        m.record_verdict(Some(&a), Verdict::Alerted, None);
+        m.record_verdict(None, Verdict::Alerted, None);
         assert_eq!(
             m.verdicts(&a),
             VerdictCounts {
                 verified: 1,
                 alerted: 1,
+                image: Some("verified"),
                 ..VerdictCounts::default()
             }
         );

@@ -457,6 +457,7 @@ fn alerts_and_status_answer_from_the_cli() {
     assert_eq!(mine["namespace"], NS);
     assert_eq!(mine["image"], node.image.reference.as_str());
     assert_eq!(mine["running"], true);
+    assert_eq!(mine["image_verdict"], "verified", "{mine}");
     assert_eq!(mine["task_pid"].as_u64(), Some(c.pid().unwrap() as u64));
     assert!(mine["verdicts"]["alerted"].as_u64().unwrap() >= 3, "{mine}");
     assert!(

@@ -27,8 +27,6 @@ pub struct ContainerSnapshot {
     pub task_pid: u32,
     pub running: bool,
     pub started_at: Option<SystemTime>,
-    /// What image verification concluded (`verified`, `untrusted`, `pending`), if known.
-    pub image_verdict: Option<String>,
 }
 
 impl ContainerSnapshot {
@@ -45,7 +43,6 @@ impl ContainerSnapshot {
             task_pid: task.map_or(0, |t| t.pid),
             running: task.is_some_and(|t| t.exited_at.is_none()),
             started_at: task.and_then(|t| t.started_at),
-            image_verdict: None,
         }
     }
 
@@ -122,13 +119,13 @@ pub fn list(
     all.sort_by(|a, b| (&a.namespace, &a.id).cmp(&(&b.namespace, &b.id)));
     all.into_iter()
         .map(|c| {
-            let verdicts = counts(metrics.verdicts(&c.key()));
+            let verdicts = metrics.verdicts(&c.key());
             pb::Container {
                 task_pid: c.task_pid,
                 running: c.running,
                 started_at: c.started_at.map(timestamp),
-                image_verdict: c.image_verdict,
-                verdicts: Some(verdicts),
+                image_verdict: verdicts.image.map(str::to_string),
+                verdicts: Some(counts(verdicts)),
                 namespace: c.namespace,
                 id: c.id,
                 image: c.image,
@@ -187,8 +184,16 @@ mod tests {
             ]
         };
         let m = Metrics::new();
-        m.record_verdict(Some(&ContainerKey::new("k8s.io", "b")), Verdict::Alerted);
-        m.record_verdict(Some(&ContainerKey::new("k8s.io", "b")), Verdict::Verified);
+        m.record_verdict(
+            Some(&ContainerKey::new("k8s.io", "b")),
+            Verdict::Alerted,
+            Some("untrusted"),
+        );
+        m.record_verdict(
+            Some(&ContainerKey::new("k8s.io", "b")),
+            Verdict::Verified,
+            None,
+        );
         let all = list(&dir, &m, &[]);
         let ids: Vec<_> = all.iter().map(|c| c.id.as_str()).collect();
         assert_eq!(ids, ["z", "a", "b"]);
@@ -196,6 +201,8 @@ mod tests {
         assert_eq!(b.task_pid, 42);
         assert_eq!(b.verdicts.unwrap().alerted, 1);
         assert_eq!(b.verdicts.unwrap().verified, 1);
+        assert_eq!(b.image_verdict.as_deref(), Some("untrusted"));
+        assert_eq!(all[1].image_verdict, None, "no exec judged in a: not known");
         let k8s = list(&dir, &m, &["k8s.io".into()]);
         assert_eq!(k8s.len(), 2);
         assert!(list(&NoContainers, &m, &[]).is_empty());

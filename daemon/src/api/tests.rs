@@ -416,6 +416,7 @@ async fn status_containers_health_and_reflection_answer() {
     d.metrics.record_verdict(
         Some(&crate::containers::ContainerKey::new("default", "web")),
         crate::metrics::Verdict::Alerted,
+        Some("verified"),
     );
     let channel = connect(&ConnectArgs::unix(&d.socket)).await.unwrap();
 

@@ -86,7 +86,7 @@ pub fn lag_json(l: &pb::Lag) -> serde_json::Value {
 }
 
 pub const CONTAINER_HEADER: &str =
-    "NAMESPACE    CONTAINER                POD                        IMAGE                                 PID STATE    VERIFIED ALERTED UNVERIF";
+    "NAMESPACE    CONTAINER                POD                        IMAGE                                 PID STATE    IMAGE-CHECK  VERIFIED ALERTED UNVERIF";
 
 pub fn container_line(c: &pb::Container) -> String {
     let v = c.verdicts.unwrap_or_default();
@@ -95,13 +95,14 @@ pub fn container_line(c: &pb::Container) -> String {
         _ => "-".into(),
     };
     format!(
-        "{:<12} {:<24} {:<26} {:<36} {:>4} {:<8} {:>8} {:>7} {:>7}",
+        "{:<12} {:<24} {:<26} {:<36} {:>4} {:<8} {:<12} {:>8} {:>7} {:>7}",
         truncate(&c.namespace, 12),
         truncate(short_id(&c.id), 24),
         truncate(&pod, 26),
         truncate(c.image.as_deref().unwrap_or("-"), 36),
         c.task_pid,
         if c.running { "running" } else { "stopped" },
+        c.image_verdict.as_deref().unwrap_or("-"),
         v.verified,
         v.alerted,
         v.unverifiable

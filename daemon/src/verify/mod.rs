@@ -595,10 +595,12 @@ fn record_metrics(
     shared: &Shared,
     c: &ContainerInfo,
     verdict: &ExecVerdict,
+    image: Option<&ImageEntry>,
     alerting: bool,
     allowed: bool,
 ) {
     let m = &shared.metrics;
+    let image = image.map(|i| i.state.name());
     let class = match verdict {
         _ if allowed => Verdict::Skipped,
         ExecVerdict::Unverifiable { .. } => Verdict::Unverifiable,
@@ -606,7 +608,7 @@ fn record_metrics(
         _ => Verdict::Verified,
     };
     let key = (!c.id.is_empty()).then(|| c.key());
-    m.record_verdict(key.as_ref(), class);
+    m.record_verdict(key.as_ref(), class, image);
 }
 
 /// Looks `key` up in the hash cache and, with the cache locked anyway, copies its hit and
@@ -668,7 +670,14 @@ async fn finish_with(
         };
         log_exec(&job.exec, attribution, Some(&record));
     }
-    record_metrics(shared, c, &verdict, kind.is_some(), allowed_by.is_some());
+    record_metrics(
+        shared,
+        c,
+        &verdict,
+        image,
+        kind.is_some(),
+        allowed_by.is_some(),
+    );
     let Some(kind) = kind else { return };
     if allowed_by.is_some() {
         shared.counters.allowed.fetch_add(1, Ordering::Relaxed);

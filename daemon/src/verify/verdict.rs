@@ -32,6 +32,17 @@ pub enum ImageState {
     },
 }
 
+impl ImageState {
+    /// As `ContainerService` reports it (`image_verdict`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            ImageState::Verified => "verified",
+            ImageState::Untrusted { .. } => "untrusted",
+            ImageState::Unavailable { .. } => "unverifiable",
+        }
+    }
+}
+
 /// One file that has to be checked: the executed binary, or the script it interprets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileFacts {
