@@ -306,7 +306,7 @@ fn dropped_scripts_alert_however_they_are_run() {
             |v| {
                 v["message"] == "alert"
                     && v["alert"]["container"]["id"] == c.id()
-                    && v["alert"]["evidence"]["path"] == "/tmp/./x.sh"
+                    && v["alert"]["evidence"]["path"] == "/tmp/x.sh"
             },
             WAIT,
         )

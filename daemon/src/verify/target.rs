@@ -95,18 +95,26 @@ pub fn cwd(pid: u32) -> Option<String> {
     Some(target.to_string_lossy().into_owned())
 }
 
-/// Makes `path` absolute against `cwd` (both container paths); `..` is left to the
-/// resolver, which clamps it at the container root.
+/// Makes `path` absolute against `cwd` (both container paths), without `.` components or
+/// repeated slashes (`./x.sh` in /tmp is `/tmp/x.sh`, as the alert shows it). `..` is left
+/// to the resolver, which follows symlinks and clamps it at the container root.
 pub fn absolute(path: &str, cwd: Option<&str>) -> String {
-    if path.starts_with('/') {
-        return path.to_string();
-    }
-    let base = cwd.unwrap_or("/");
-    if base.ends_with('/') {
-        format!("{base}{path}")
+    let base = if path.starts_with('/') {
+        ""
     } else {
-        format!("{base}/{path}")
+        cwd.unwrap_or("/")
+    };
+    let mut out = String::with_capacity(base.len() + path.len() + 1);
+    for part in base.split('/').chain(path.split('/')) {
+        if !part.is_empty() && part != "." {
+            out.push('/');
+            out.push_str(part);
+        }
     }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
 }
 
 /// Opens `path` inside the root filesystem of `root_pid` (a live process of the container).
@@ -145,7 +153,12 @@ mod tests {
 
     #[test]
     fn relative_paths_join_the_cwd() {
-        assert_eq!(absolute("./x.sh", Some("/app")), "/app/./x.sh");
+        assert_eq!(absolute("./x.sh", Some("/app")), "/app/x.sh");
+        assert_eq!(absolute("./x.sh", Some("/")), "/x.sh");
+        assert_eq!(absolute("a/./b//c", Some("/app/")), "/app/a/b/c");
+        assert_eq!(absolute("/tmp/./x", None), "/tmp/x");
+        assert_eq!(absolute("../x", Some("/app")), "/app/../x");
+        assert_eq!(absolute(".", Some("/")), "/");
         assert_eq!(absolute("x", Some("/")), "/x");
         assert_eq!(absolute("/bin/sh", Some("/app")), "/bin/sh");
         assert_eq!(absolute("x", None), "/x");
