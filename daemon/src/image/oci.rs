@@ -271,21 +271,41 @@ fn descriptors(
         .collect()
 }
 
-pub fn parse_index(bytes: &[u8], desc: &Descriptor) -> Result<Index, OciError> {
-    const WHAT: &str = "index";
-    let raw: RawIndex = serde_json::from_slice(bytes).map_err(|e| OciError::Malformed {
-        what: WHAT,
-        digest: desc.digest,
+/// Decodes a JSON document of the kind `what`, naming it and its digest on failure.
+fn decode<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    digest: Digest,
+    bytes: &[u8],
+) -> Result<T, OciError> {
+    serde_json::from_slice(bytes).map_err(|e| OciError::Malformed {
+        what,
+        digest,
         detail: e.to_string(),
-    })?;
-    if raw.schema_version != 2 {
+    })
+}
+
+/// What an index and a manifest share: schema version 2, and a media type that agrees with
+/// the descriptor that led to them.
+fn check_header(
+    what: &'static str,
+    desc: &Descriptor,
+    schema_version: u64,
+    media_type: Option<String>,
+) -> Result<(), OciError> {
+    if schema_version != 2 {
         return Err(OciError::SchemaVersion {
-            what: WHAT,
+            what,
             digest: desc.digest,
-            version: raw.schema_version,
+            version: schema_version,
         });
     }
-    check_media_type(WHAT, desc.digest, &desc.media_type, raw.media_type)?;
+    check_media_type(what, desc.digest, &desc.media_type, media_type)
+}
+
+pub fn parse_index(bytes: &[u8], desc: &Descriptor) -> Result<Index, OciError> {
+    const WHAT: &str = "index";
+    let raw: RawIndex = decode(WHAT, desc.digest, bytes)?;
+    check_header(WHAT, desc, raw.schema_version, raw.media_type)?;
     Ok(Index {
         manifests: descriptors(WHAT, desc.digest, raw.manifests, 0)?,
     })
@@ -293,19 +313,8 @@ pub fn parse_index(bytes: &[u8], desc: &Descriptor) -> Result<Index, OciError> {
 
 pub fn parse_manifest(bytes: &[u8], desc: &Descriptor) -> Result<Manifest, OciError> {
     const WHAT: &str = "manifest";
-    let raw: RawManifest = serde_json::from_slice(bytes).map_err(|e| OciError::Malformed {
-        what: WHAT,
-        digest: desc.digest,
-        detail: e.to_string(),
-    })?;
-    if raw.schema_version != 2 {
-        return Err(OciError::SchemaVersion {
-            what: WHAT,
-            digest: desc.digest,
-            version: raw.schema_version,
-        });
-    }
-    check_media_type(WHAT, desc.digest, &desc.media_type, raw.media_type)?;
+    let raw: RawManifest = decode(WHAT, desc.digest, bytes)?;
+    check_header(WHAT, desc, raw.schema_version, raw.media_type)?;
     let mut config = descriptors(WHAT, desc.digest, vec![raw.config], 0)?;
     Ok(Manifest {
         config: config.remove(0),
@@ -315,11 +324,7 @@ pub fn parse_manifest(bytes: &[u8], desc: &Descriptor) -> Result<Manifest, OciEr
 }
 
 pub fn parse_config(bytes: &[u8], digest: Digest) -> Result<Config, OciError> {
-    let raw: RawConfig = serde_json::from_slice(bytes).map_err(|e| OciError::Malformed {
-        what: "config",
-        digest,
-        detail: e.to_string(),
-    })?;
+    let raw: RawConfig = decode("config", digest, bytes)?;
     if raw.rootfs.kind != "layers" {
         return Err(OciError::RootfsType {
             digest,
