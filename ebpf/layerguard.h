@@ -36,7 +36,7 @@ enum lg_event_kind {
 #define LG_EXEC_HAS_INTERP (1u << 7)	/* bprm->interp differs from bprm->filename (#! script) */
 #define LG_EXEC_HAS_CWD (1u << 8)	/* cwd was read (only for relative filenames) */
 #define LG_EXEC_CWD_TRUNCATED (1u << 9)	/* deeper than LG_CWD_DEPTH or a name cut */
-#define LG_EXEC_STORM (1u << 10)	/* sent without a wake-up: the sensor sees an exec storm */
+#define LG_EXEC_STORM (1u << 10)	/* counted into an exec storm: no wake-up of its own */
 
 /*
  * An exec storm: more than LG_STORM_EXECS execs within LG_STORM_WINDOW_MS, in this window

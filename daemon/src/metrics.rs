@@ -82,8 +82,8 @@ pub struct VerdictCounts {
     pub alerted: u64,
     pub unverifiable: u64,
     pub skipped: u64,
-    /// What verification of the container's image concluded when its last exec was judged
-    /// (`verified`, `untrusted`, `unverifiable`); none before an exec needed the image.
+    /// What verification of the container's image concluded, as of the last exec whose
+    /// verdict needed the image (`verified`, `untrusted`, `unverifiable`); none before.
     pub image: Option<&'static str>,
 }
 

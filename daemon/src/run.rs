@@ -207,9 +207,9 @@ impl PipelineThread {
     fn start(scheduling: PipelineScheduling) -> Result<Self, RunError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
-            .thread_name("lg-pipeline")
             // Only the blocking pool's threads start here (hashing, indexing): throughput
             // work that should not preempt the workload.
+            .thread_name("lg-blocking")
             .on_thread_start(move || {
                 if scheduling != PipelineScheduling::Normal {
                     set_sched_batch();

@@ -115,12 +115,12 @@ impl BtfLayouts {
                 let mut values = HashMap::with_capacity(vlen);
                 for i in 0..vlen {
                     let m = pos + 8 * i;
-                    // Signed unless kind_flag says unsigned; ours are small either way.
+                    // kind_flag set: the values are signed.
                     let raw = u32_at(m + 4)?;
                     let value = if kind_flag {
-                        i64::from(raw)
-                    } else {
                         i64::from(raw as i32)
+                    } else {
+                        i64::from(raw)
                     };
                     values.insert(name(u32_at(m)?), value);
                 }

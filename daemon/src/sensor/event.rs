@@ -86,8 +86,8 @@ pub struct ExecEvent {
     pub upper_layer: bool,
     pub memfd: bool,
     pub deleted: bool,
-    /// The kernel counted this exec into a storm and sent it without waking the daemon.
-    /// How the sensor paces itself, not a fact about the exec: not logged.
+    /// The kernel counted this exec into a storm (it then wakes the daemon only for a full
+    /// batch). How the sensor paces itself, not a fact about the exec: not logged.
     #[serde(skip)]
     pub storm: bool,
 }

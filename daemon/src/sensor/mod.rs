@@ -251,10 +251,10 @@ impl Sensor {
                 }
             };
             counts.records += drained as u64;
-            for event in &batch {
-                pace.saw(event);
-            }
             let now = clock::now();
+            for event in &batch {
+                pace.saw(event, now);
+            }
             follow_up_armed = drained > 0 || pace.in_storm(now);
             if follow_up_armed {
                 follow_up

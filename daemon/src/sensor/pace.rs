@@ -12,10 +12,18 @@
 //!   0.25-0.3 ms as SCHED_FIFO. The thread drains, attributes, judges cached execs and
 //!   writes alerts; hashing and indexing run on the blocking pool, whose threads do not
 //!   inherit the real-time policy (reset on fork) and run as SCHED_BATCH.
-//! - storm (the kernel marks the execs it sends without a wake-up): SCHED_BATCH until the
-//!   kernel can no longer count a new exec into that storm, so the timer's drains do not
-//!   preempt the workload. A thread that cannot become real-time (no CAP_SYS_NICE, an RT
-//!   cgroup without budget) stays normal when quiet, with one warning.
+//! - storm (the kernel marks the execs it counts into one, and does not wake the daemon for
+//!   them): SCHED_BATCH until the kernel can no longer count a new exec into that storm, so
+//!   the timer's drains do not preempt the workload. A thread that cannot become real-time
+//!   (no CAP_SYS_NICE, an RT cgroup without budget) stays normal when quiet, with one
+//!   warning.
+//!
+//! "Quiet" means no exec storm: forks and exits (drained every `drain_interval_ms` while
+//! they flow) and execs below the storm rate are handled at real-time priority too; that is
+//! a short drain per interval. A real-time thread is outside nice, CPU weights and quotas
+//! (the unit's `Nice=5` applies to the other threads), and where the kernel has RT group
+//! scheduling, cgroup v2 will not enable the cpu controller over a real-time thread outside
+//! the root group: `sensor.scheduling = "batch"` avoids all of that.
 
 use super::event::SensorEvent;
 use super::wire;
@@ -57,14 +65,17 @@ impl Policy {
 
     fn apply(self, tid: libc::pid_t) -> std::io::Result<()> {
         let (policy, priority) = match self {
-            // Threads the pipeline starts (the blocking pool) must not inherit this.
-            Policy::Prompt => (libc::SCHED_FIFO | libc::SCHED_RESET_ON_FORK, 1),
+            Policy::Prompt => (libc::SCHED_FIFO, 1),
             Policy::Batch => (libc::SCHED_BATCH, 0),
             Policy::Normal => (libc::SCHED_OTHER, 0),
         };
         let param = libc::sched_param {
             sched_priority: priority,
         };
+        // Threads the pipeline starts (the blocking pool) must not inherit the real-time
+        // policy. Set with every policy: clearing the flag needs CAP_SYS_NICE, which a
+        // thread made real-time through RLIMIT_RTPRIO alone does not have.
+        let policy = policy | libc::SCHED_RESET_ON_FORK;
         // SAFETY: `param` is a valid sched_param; a stale tid only makes the call fail.
         if unsafe { libc::sched_setscheduler(tid, policy, &param) } == 0 {
             Ok(())
@@ -83,6 +94,8 @@ pub struct Pace {
     /// Until when (CLOCK_MONOTONIC) the kernel may count a new exec into a storm.
     storm_until: MonoNs,
     prompt_refused: bool,
+    /// A switch other than to real-time failed (warned once; retried at the next drain).
+    switch_refused: bool,
     /// Since when the applied policy holds.
     applied_at: MonoNs,
     usage: PaceUsage,
@@ -106,6 +119,7 @@ impl Pace {
             applied: None,
             storm_until: 0,
             prompt_refused: false,
+            switch_refused: false,
             applied_at: 0,
             usage: PaceUsage::default(),
         }
@@ -123,13 +137,15 @@ impl Pace {
         usage
     }
 
-    /// Notes a drained event: storm-marked execs extend the storm.
-    pub fn saw(&mut self, event: &SensorEvent) {
+    /// Notes an event drained at `now`: storm-marked execs extend the storm. From the
+    /// record's own time for the kernel's sake, but never from before the drain: a
+    /// pipeline running behind a storm is still in it, and must not turn real-time
+    /// to work off its backlog.
+    pub fn saw(&mut self, event: &SensorEvent, now: MonoNs) {
         if let SensorEvent::Exec(e) = event {
             if e.storm {
-                self.storm_until = self
-                    .storm_until
-                    .max(e.process.ktime_ns.saturating_add(STORM_TAIL_NS));
+                let from = e.process.ktime_ns.max(now);
+                self.storm_until = self.storm_until.max(from.saturating_add(STORM_TAIL_NS));
             }
         }
     }
@@ -166,9 +182,11 @@ impl Pace {
                 self.settle(now);
             }
             Err(e) => {
-                // Not retried at every drain: one warning, and the policy it has stays.
-                warn!(error = %e, policy = want.name(), "cannot set the event pipeline's scheduling");
-                self.applied = Some(want);
+                // The policy it has stays; one warning, not one per drain.
+                if !self.switch_refused {
+                    warn!(error = %e, policy = want.name(), "cannot set the event pipeline's scheduling");
+                    self.switch_refused = true;
+                }
             }
         }
     }
@@ -200,23 +218,30 @@ mod tests {
     fn a_storm_lasts_two_windows_after_its_last_marked_exec() {
         let mut pace = Pace::new(PipelineScheduling::Adaptive, 0);
         assert!(!pace.in_storm(1));
-        pace.saw(&exec(1_000, false));
+        pace.saw(&exec(1_000, false), 1_000);
         assert!(!pace.in_storm(2_000), "an unmarked exec is no storm");
-        pace.saw(&exec(5_000_000, true));
-        pace.saw(&exec(1_000, true)); // an older record drained late does not shorten it
-        pace.saw(&SensorEvent::Fork(ForkEvent {
-            process: ProcessRef {
-                pid: 1,
-                tgid: 1,
-                mnt_ns: 0,
-                pid_ns: 0,
-                ktime_ns: 6_000_000,
-            },
-            parent_tgid: 0,
-        }));
+        pace.saw(&exec(5_000_000, true), 5_000_000);
+        pace.saw(&exec(1_000, true), 1_000); // an older record does not shorten it
+        pace.saw(
+            &SensorEvent::Fork(ForkEvent {
+                process: ProcessRef {
+                    pid: 1,
+                    tgid: 1,
+                    mnt_ns: 0,
+                    pid_ns: 0,
+                    ktime_ns: 6_000_000,
+                },
+                parent_tgid: 0,
+            }),
+            6_000_000,
+        );
         assert!(pace.in_storm(5_000_000 + STORM_TAIL_NS - 1));
         assert!(!pace.in_storm(5_000_000 + STORM_TAIL_NS));
         assert_eq!(STORM_TAIL_NS, 100_000_000);
+        // Drained long after the kernel stamped it: the storm runs from the drain.
+        let late = 5_000_000 + 10 * STORM_TAIL_NS;
+        pace.saw(&exec(5_000_000, true), late);
+        assert!(pace.in_storm(late + STORM_TAIL_NS - 1));
     }
 
     #[test]
@@ -244,14 +269,14 @@ mod tests {
         } else {
             assert_eq!(policy(), libc::SCHED_FIFO);
         }
-        pace.saw(&exec(10, true));
+        pace.saw(&exec(10, true), 20);
         pace.settle(20);
         assert_eq!(policy(), libc::SCHED_BATCH);
-        pace.settle(10 + STORM_TAIL_NS);
+        pace.settle(20 + STORM_TAIL_NS);
         assert_ne!(policy(), libc::SCHED_BATCH);
-        let usage = pace.usage(10 + STORM_TAIL_NS + 2_000_000);
+        let usage = pace.usage(20 + STORM_TAIL_NS + 2_000_000);
         assert_eq!(usage.switches, 3);
-        assert_eq!(usage.batch_ms, (STORM_TAIL_NS - 10) / 1_000_000);
+        assert_eq!(usage.batch_ms, STORM_TAIL_NS / 1_000_000);
         if !pace.prompt_refused {
             assert_eq!(usage.prompt_ms, 2);
         }
