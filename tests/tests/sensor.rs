@@ -106,6 +106,25 @@ fn argv_is(v: &Value, argv: &[&str]) -> bool {
 }
 
 impl Node {
+    /// Waits until there are `n` exec records of /usr/local/bin/tiny in the container, at
+    /// most [`WAIT`], and returns how many there are. A first-seen binary is judged (and its record logged) on the
+    /// blocking pool, so records can come after a later cached exec's.
+    fn wait_for_tiny_records(&self, n: usize) -> usize {
+        let count = || {
+            self.daemon
+                .json_lines()
+                .iter()
+                .filter(|v| v["message"] == "exec" && v["filename"] == "/usr/local/bin/tiny")
+                .filter(|v| v["process"]["mnt_ns"].as_u64() == Some(self.container_mnt_ns))
+                .count()
+        };
+        let deadline = std::time::Instant::now() + WAIT;
+        while count() < n && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        count()
+    }
+
     /// Runs `args` in the container and returns the exec record whose argv is `expect_argv`.
     fn exec_and_find(&self, args: &[&str], expect_argv: &[&str]) -> Value {
         let cursor = self.daemon.cursor();
@@ -272,19 +291,7 @@ fn processes_living_under_a_millisecond_are_all_seen() {
     // The kernel delivered them before the marker, but a first-seen binary is judged (and
     // its record logged) on the blocking pool while a cached one like the marker is logged
     // at once: give the judgements the usual time to finish before counting.
-    let count = || {
-        node.daemon
-            .json_lines()
-            .iter()
-            .filter(|v| v["message"] == "exec" && v["filename"] == "/usr/local/bin/tiny")
-            .filter(|v| v["process"]["mnt_ns"].as_u64() == Some(node.container_mnt_ns))
-            .count()
-    };
-    let deadline = std::time::Instant::now() + WAIT;
-    while count() < N && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let seen = count();
+    let seen = node.wait_for_tiny_records(N);
     assert_eq!(
         seen, N,
         "a program that exits at once (tiny: _exit(0)) must still be seen"
@@ -427,17 +434,9 @@ fn pipeline_is_real_time_when_quiet_and_batch_during_an_exec_storm() {
         pipeline_policy(pid)
     );
     // Every exec of the storm was delivered.
-    let count = || {
-        node.daemon
-            .json_lines()
-            .iter()
-            .filter(|v| v["message"] == "exec" && v["filename"] == "/usr/local/bin/tiny")
-            .filter(|v| v["process"]["mnt_ns"].as_u64() == Some(node.container_mnt_ns))
-            .count()
-    };
-    let deadline = std::time::Instant::now() + WAIT;
-    while count() < STORM_EXECS && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(count(), STORM_EXECS, "every exec of the storm is recorded");
+    assert_eq!(
+        node.wait_for_tiny_records(STORM_EXECS),
+        STORM_EXECS,
+        "every exec of the storm is recorded"
+    );
 }
