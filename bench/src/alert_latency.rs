@@ -6,7 +6,8 @@
 use crate::Args;
 use anyhow::{Context, Result};
 use layerguard_tests::{
-    build_static_c, busybox_image, unique_id, Container, DaemonProcess, Layer, PrivateContainerd,
+    build_static_c, busybox_image, run_args, unique_id, Container, DaemonProcess, Layer,
+    PrivateContainerd,
 };
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -99,18 +100,9 @@ pub fn run(args: &Args) -> Result<()> {
         &[],
     )?;
     let state = tempfile::tempdir()?;
-    let socket = containerd.socket_path();
-    let mut daemon = DaemonProcess::spawn_with(
-        &args.layerguard,
-        &[
-            "run",
-            "--containerd-socket",
-            socket.to_str().context("socket path")?,
-            "--state-dir",
-            state.path().to_str().context("state path")?,
-        ],
-        &[],
-    )?;
+    let extra: Vec<&str> = args.daemon_args.iter().map(String::as_str).collect();
+    let daemon_args = run_args(&containerd.socket_path(), state.path(), &extra);
+    let mut daemon = DaemonProcess::spawn_with(&args.layerguard, &daemon_args, &[])?;
     daemon.wait_ready(Duration::from_secs(30))?;
     // Warm the image index so that the figures are about the exec, not the first index.
     c.exec_ok(&["cp", "/bench/tiny", "/tmp/warm"])?;

@@ -33,8 +33,8 @@ pub struct Args {
     /// about a minute.
     #[arg(long, default_value_t = 32)]
     rounds: u32,
-    /// Extra arguments for `layerguard run` (repeatable), e.g. `--daemon-arg=--set
-    /// --daemon-arg=verify.log_execs=true`.
+    /// Extra arguments for `layerguard run` in the exec and latency benches (repeatable),
+    /// e.g. `--daemon-arg=--set --daemon-arg=sensor.scheduling=batch`.
     #[arg(long = "daemon-arg", allow_hyphen_values = true)]
     daemon_args: Vec<String>,
     /// `index`: host directories made into the large image, one layer each.

@@ -116,6 +116,23 @@ pub fn daemon_binary() -> PathBuf {
     }
 }
 
+/// The `layerguard run` command line of a test daemon: the given containerd, a state dir
+/// of its own (its API socket goes there too, see [`DaemonProcess::spawn_with`]), JSON
+/// logs, then `extra` (e.g. `["--set", "verify.log_execs=true"]`).
+pub fn run_args(containerd_socket: &Path, state_dir: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        "--containerd-socket".into(),
+        containerd_socket.display().to_string(),
+        "--state-dir".into(),
+        state_dir.display().to_string(),
+        "--log-format".into(),
+        "json".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
 /// `<state-dir>/api.sock` for a `run` command line that sets a state dir and no API socket.
 fn private_api_socket<S: AsRef<OsStr>>(args: &[S]) -> Option<PathBuf> {
     let args: Vec<&OsStr> = args.iter().map(|a| a.as_ref()).collect();

@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use layerguard_tests::{
-    busybox_image, daemon_binary, require_root, unique_id, BuiltImage, Container, DaemonProcess,
-    PrivateContainerd,
+    busybox_image, daemon_binary, require_root, run_args, unique_id, BuiltImage, Container,
+    DaemonProcess, PrivateContainerd,
 };
 use serde_json::Value;
 use tempfile::TempDir;
@@ -45,18 +45,11 @@ fn start_node(extra: &[&str]) -> Node {
         .expect("import image");
     let state = tempfile::tempdir().unwrap();
     let socket = state.path().join("api.sock");
-    let mut args: Vec<String> = [
-        "run",
-        "--containerd-socket",
-        containerd.socket_path().to_str().unwrap(),
-        "--state-dir",
-        state.path().to_str().unwrap(),
-        "--set",
-        &format!("api.socket={}", socket.display()),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let mut args = run_args(
+        &containerd.socket_path(),
+        state.path(),
+        &["--set", &format!("api.socket={}", socket.display())],
+    );
     args.extend(extra.iter().map(|s| s.to_string()));
     let mut daemon = DaemonProcess::spawn(&args).expect("spawn daemon");
     daemon.wait_ready(WAIT).expect("daemon ready");

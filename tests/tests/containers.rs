@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use layerguard_tests::oci::{MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
 use layerguard_tests::{
-    busybox_image, require_root, unique_id, BuiltImage, Container, Ctr, DaemonProcess,
+    busybox_image, require_root, run_args, unique_id, BuiltImage, Container, Ctr, DaemonProcess,
     PrivateContainerd, RunOptions,
 };
 use serde_json::{json, Value};
@@ -31,20 +31,13 @@ struct Node {
 
 fn spawn_daemon(containerd: &Ctr, extra: &[&str]) -> Node {
     let state = tempfile::tempdir().expect("state dir");
-    let socket = containerd.socket_path();
-    let mut args = vec![
-        "run",
-        "--containerd-socket",
-        socket.to_str().unwrap(),
-        "--state-dir",
-        state.path().to_str().unwrap(),
-        "--log-format",
-        "json",
-        // These tests read the per-exec records, which are off by default.
-        "--set",
-        "verify.log_execs=true",
-    ];
-    args.extend_from_slice(extra);
+    // These tests read the per-exec records, which are off by default.
+    let mut args = run_args(
+        &containerd.socket_path(),
+        state.path(),
+        &["--set", "verify.log_execs=true"],
+    );
+    args.extend(extra.iter().map(|s| s.to_string()));
     let mut daemon = DaemonProcess::spawn(&args).expect("spawn daemon");
     daemon.wait_ready(WAIT).expect("daemon ready");
     Node {

@@ -9,8 +9,8 @@ use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use layerguard_tests::{
-    build_static_c, busybox_image, require_root, unique_id, Container, DaemonProcess, Layer,
-    PrivateContainerd,
+    build_static_c, busybox_image, require_root, run_args, unique_id, Container, DaemonProcess,
+    Layer, PrivateContainerd,
 };
 use serde_json::Value;
 use tempfile::TempDir;
@@ -53,20 +53,13 @@ fn start_node(extra_daemon_args: &[&str]) -> Node {
         .expect("import image");
 
     let state = tempfile::tempdir().expect("state dir");
-    let socket = containerd.socket_path();
-    let mut args = vec![
-        "run",
-        "--containerd-socket",
-        socket.to_str().unwrap(),
-        "--state-dir",
-        state.path().to_str().unwrap(),
-        "--log-format",
-        "json",
-        // These tests read the per-exec records, which are off by default.
-        "--set",
-        "verify.log_execs=true",
-    ];
-    args.extend_from_slice(extra_daemon_args);
+    // These tests read the per-exec records, which are off by default.
+    let mut args = run_args(
+        &containerd.socket_path(),
+        state.path(),
+        &["--set", "verify.log_execs=true"],
+    );
+    args.extend(extra_daemon_args.iter().map(|s| s.to_string()));
     let mut daemon = DaemonProcess::spawn(&args).expect("spawn daemon");
     let ready = daemon.wait_ready(WAIT).expect("daemon ready");
     let host_mnt_ns = ready["host_mnt_ns"]

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use layerguard_tests::util::sha256_hex;
 use layerguard_tests::{
-    build_static_c, build_static_c_with_flags, busybox_image, require_root, unique_id, BuiltImage,
-    Container, DaemonProcess, Layer, PrivateContainerd,
+    build_static_c, build_static_c_with_flags, busybox_image, require_root, run_args, unique_id,
+    BuiltImage, Container, DaemonProcess, Layer, PrivateContainerd,
 };
 use serde_json::Value;
 use tempfile::TempDir;
@@ -50,18 +50,13 @@ fn start_node(extra: &[&str]) -> Node {
         .import(&containerd, NS)
         .expect("import image");
     let state = tempfile::tempdir().unwrap();
-    let socket = containerd.socket_path();
-    let mut args = vec![
-        "run",
-        "--containerd-socket",
-        socket.to_str().unwrap(),
-        "--state-dir",
-        state.path().to_str().unwrap(),
-        // Verdicts of verified execs are only visible in the per-exec records.
-        "--set",
-        "verify.log_execs=true",
-    ];
-    args.extend_from_slice(extra);
+    // Verdicts of verified execs are only visible in the per-exec records.
+    let mut args = run_args(
+        &containerd.socket_path(),
+        state.path(),
+        &["--set", "verify.log_execs=true"],
+    );
+    args.extend(extra.iter().map(|s| s.to_string()));
     let mut daemon = DaemonProcess::spawn(&args).expect("spawn daemon");
     daemon.wait_ready(WAIT).expect("daemon ready");
     Node {
