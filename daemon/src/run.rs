@@ -212,7 +212,7 @@ impl PipelineThread {
             .thread_name("lg-blocking")
             .on_thread_start(move || {
                 if scheduling != PipelineScheduling::Normal {
-                    set_sched_batch();
+                    crate::sensor::pace::make_this_thread_batch();
                 }
             })
             .build()
@@ -257,20 +257,6 @@ impl PipelineThread {
         if self.thread.join().is_err() {
             tracing::error!("the event pipeline's thread panicked");
         }
-    }
-}
-
-/// Makes the calling thread SCHED_BATCH: same CPU share, but its wake-ups do not preempt
-/// the task running on that CPU. Measured on the whole daemon in the exec bench (3 runs of
-/// 12 rounds each way): on/off 1.025 -> 1.017.
-fn set_sched_batch() {
-    let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param for the call.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
-        tracing::warn!(
-            error = %std::io::Error::last_os_error(),
-            "cannot make a hashing thread SCHED_BATCH; it keeps the normal policy"
-        );
     }
 }
 

@@ -1,4 +1,5 @@
-//! Struct layouts and enum values read from the BTF of the compiled sensor object, for the wire test.
+//! Struct layouts and enum values read from the BTF of the compiled sensor object, for
+//! the wire test.
 //!
 //! Tetragon's alignchecker idea: the truth about the C layout is what clang emitted, so
 //! the test reads it from the object rather than trusting a second hand-written copy.
