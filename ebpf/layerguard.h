@@ -14,10 +14,23 @@
 #include <linux/types.h>
 
 #define LG_COMM_LEN 16
-#define LG_PATH_LEN 256
-#define LG_ARGV_LEN 512
-#define LG_CWD_DEPTH 16		/* path components of the cwd kept */
-#define LG_CWD_NAME 32		/* bytes per component, NUL included */
+/* PATH_MAX, NUL included: execve refuses longer names, so a filename always fits. */
+#define LG_PATH_MAX 4096
+/* NAME_MAX + NUL: one path component of a cwd or exe walk. */
+#define LG_NAME_MAX 256
+/* BINPRM_BUF_SIZE: the interpreter of a #! line cannot be longer. */
+#define LG_INTERP_MAX 256
+/* argv bytes kept (NUL separated); more is cut and LG_EXEC_ARGV_TRUNCATED set. Long enough
+ * for a shell and a PATH_MAX script argument. */
+#define LG_ARGV_MAX 4096
+/*
+ * The strings of an exec record are packed one after another (see struct lg_exec_event).
+ * Every write starts below LG_STRINGS_SPAN, a power of two so that a mask proves the
+ * bound to the verifier, and is at most LG_PATH_MAX long: hence the size. The longest
+ * record uses 4096 + 256 + 4096 + 4096 + 4096 bytes, below the span.
+ */
+#define LG_STRINGS_SPAN 16384
+#define LG_STRINGS_LEN (LG_STRINGS_SPAN + LG_PATH_MAX)
 
 enum lg_event_kind {
 	LG_EVENT_EXEC = 1,
@@ -34,9 +47,11 @@ enum lg_event_kind {
 #define LG_EXEC_FILENAME_TRUNCATED (1u << 5)
 #define LG_EXEC_INTERP_TRUNCATED (1u << 6)
 #define LG_EXEC_HAS_INTERP (1u << 7)	/* bprm->interp differs from bprm->filename (#! script) */
-#define LG_EXEC_HAS_CWD (1u << 8)	/* cwd was read (only for relative filenames) */
-#define LG_EXEC_CWD_TRUNCATED (1u << 9)	/* deeper than LG_CWD_DEPTH or a name cut */
+#define LG_EXEC_HAS_CWD (1u << 8)	/* the cwd walk ran (every exec) */
+#define LG_EXEC_CWD_TRUNCATED (1u << 9)	/* the cwd did not fit: its names are a leaf part only */
 #define LG_EXEC_STORM (1u << 10)	/* counted into an exec storm: no wake-up of its own */
+#define LG_EXEC_HAS_EXE (1u << 11)	/* exe names present: filename is a magic link (/proc/, /dev/fd/) */
+#define LG_EXEC_EXE_TRUNCATED (1u << 12)	/* the exe path did not fit */
 
 /*
  * An exec storm: more than LG_STORM_EXECS execs within LG_STORM_WINDOW_MS, in this window
@@ -92,25 +107,26 @@ struct lg_exec_event {
 	__u64 size;		/* of the real inode */
 	__u32 mode;
 	__u16 argc;
-	__u16 argv_len;		/* bytes used in argv, NUL separated */
-	__u16 filename_len;	/* without the NUL */
-	__u16 interp_len;
-	__u16 cwd_depth;	/* components in cwd, leaf first */
-	__u16 _pad;
+	__u16 filename_len;	/* bytes of filename, without its NUL */
+	__u16 interp_len;	/* bytes of interp, without its NUL (LG_EXEC_HAS_INTERP) */
+	__u16 cwd_len;		/* bytes of the cwd names, NULs included */
+	__u16 exe_len;		/* bytes of the exe names, NULs included (LG_EXEC_HAS_EXE) */
+	__u16 argv_len;		/* bytes of argv, NUL separated */
 	char comm[LG_COMM_LEN];
-	char filename[LG_PATH_LEN];	/* as the caller passed it */
 	/*
-	 * The record on the ring ends after the last field in use: after argv_len bytes of
-	 * argv when neither interp nor cwd is set, after interp when only interp is, whole
-	 * otherwise. Most execs need a quarter of the struct, and the copy into the ring
-	 * buffer was a third of the exec program's time. What is cut is zero to the reader.
+	 * Packed, in this order, each right after the one before:
+	 *   filename NUL            as the caller passed it to execve
+	 *   interp NUL              the interpreter of a #! script (LG_EXEC_HAS_INTERP)
+	 *   cwd names               the working directory inside the task's root, one
+	 *                           NUL-terminated name per component, leaf first (a process
+	 *                           gone before the daemon looks can no longer tell it)
+	 *   exe names               the executed file's path, the same way (LG_EXEC_HAS_EXE:
+	 *                           only when filename is a magic link such as /proc/self/exe)
+	 *   argv                    argv_len bytes
+	 * The record on the ring ends after argv: most execs need a few hundred bytes of the
+	 * struct, and the copy into the ring buffer was a third of the exec program's time.
 	 */
-	char argv[LG_ARGV_LEN];
-	char interp[LG_PATH_LEN];	/* the interpreter, when LG_EXEC_HAS_INTERP */
-	/* The working directory inside the task's root, when filename is relative (a process
-	 * that is gone before the daemon looks can no longer tell it): one name per slot,
-	 * leaf first, so that no write needs a variable offset the verifier must bound. */
-	char cwd[LG_CWD_DEPTH][LG_CWD_NAME];
+	char strings[LG_STRINGS_LEN];
 };
 
 struct lg_fork_event {

@@ -215,16 +215,27 @@ static __always_inline struct inode *overlay_real_inode(struct inode *inode, __u
 	return ld ? BPF_CORE_READ(ld, d_inode) : 0;
 }
 
-/* State of the cwd walk, shared with the bpf_loop callback. */
-struct cwd_walk {
-	struct lg_exec_event *e;
-	struct dentry *d;
-	struct vfsmount *vfs;
-	struct mount *mnt;
-	struct dentry *root;
-	struct vfsmount *root_mnt;
-	__u32 n;
+/* Strings are written at `off & LG_STRINGS_MASK` (see LG_STRINGS_SPAN in layerguard.h). */
+#define LG_STRINGS_MASK (LG_STRINGS_SPAN - 1)
+
+/*
+ * State of a path walk (cwd or exe), shared with the bpf_loop callback. It lives in a
+ * per-CPU map, not on the stack: the verifier follows stack values precisely through
+ * every callback iteration, and an offset that grows per name never converged (it gave
+ * up on the program), while a value read back from a map is just a bounded scalar.
+ * Pointers are kept as plain numbers for the same reason; they are only ever compared
+ * or handed to bpf_probe_read_kernel.
+ */
+struct path_walk {
+	__u64 d;
+	__u64 vfs;
+	__u64 mnt;
+	__u64 root;
+	__u64 root_mnt;
+	__u32 off;		/* where the next name goes in the exec record's strings */
+	__u32 end;		/* no name may end past this */
 	__u32 complete;
+	__u32 truncated;
 	/* Field offsets, relocated in the main program: aya 0.14 does not apply CO-RE
 	 * relocations inside a bpf_loop callback (it poisons them). */
 	__u64 off_mnt_root;
@@ -235,74 +246,130 @@ struct cwd_walk {
 	__u64 off_d_name_name;
 };
 
-static __always_inline void *read_ptr(void *base, __u64 off)
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct path_walk);
+} lg_walk SEC(".maps");
+
+static __always_inline __u64 read_ptr(__u64 base, __u64 off)
 {
-	void *p = 0;
-	bpf_probe_read_kernel(&p, sizeof(p), base + off);
+	__u64 p = 0;
+	bpf_probe_read_kernel(&p, sizeof(p), (void *)(base + off));
 	return p;
 }
 
 /* One step up from w->d: a name, or a crossing to the parent mount. Returns 1 to stop. */
-static long cwd_step(__u64 index, void *ctx)
+static long walk_step(__u64 index, void *unused)
 {
-	struct cwd_walk *w = ctx;
+	__u32 zero = 0;
+	struct path_walk *w = bpf_map_lookup_elem(&lg_walk, &zero);
+	struct lg_exec_event *e = bpf_map_lookup_elem(&lg_exec_scratch, &zero);
+	if (!w || !e)
+		return 1;
 	if (w->d == w->root && w->vfs == w->root_mnt) {
 		w->complete = 1;
 		return 1;
 	}
 	if (w->d == read_ptr(w->vfs, w->off_mnt_root)) {
-		struct mount *parent = read_ptr(w->mnt, w->off_mnt_parent);
+		__u64 parent = read_ptr(w->mnt, w->off_mnt_parent);
 		if (parent == w->mnt) {
 			w->complete = 1; /* the namespace's root mount */
 			return 1;
 		}
 		w->d = read_ptr(w->mnt, w->off_mnt_mountpoint);
 		w->mnt = parent;
-		w->vfs = (void *)parent + w->off_mount_mnt;
+		w->vfs = parent + w->off_mount_mnt;
 		return 0;
 	}
-	if (w->n >= LG_CWD_DEPTH)
+	/* A name may be up to LG_NAME_MAX with its NUL: only start one that surely fits. */
+	__u32 off = w->off;
+	if (off + LG_NAME_MAX > w->end) {
+		w->truncated = 1;
 		return 1;
-	struct lg_exec_event *e = w->e;
-	long len = bpf_probe_read_kernel_str(e->cwd[w->n & (LG_CWD_DEPTH - 1)], LG_CWD_NAME,
-					     read_ptr(w->d, w->off_d_name_name));
-	if (len == LG_CWD_NAME)
-		e->flags |= LG_EXEC_CWD_TRUNCATED;
-	w->n++;
-	w->d = read_ptr(w->d, w->off_d_parent);
+	}
+	long n = bpf_probe_read_kernel_str(&e->strings[off & LG_STRINGS_MASK], LG_NAME_MAX,
+					   (void *)read_ptr(w->d, w->off_d_name_name));
+	if (n <= 0) {
+		w->truncated = 1;
+		return 1;
+	}
+	w->off = off + n;
+	__u64 parent = read_ptr(w->d, w->off_d_parent);
+	if (parent == w->d) {
+		/* A root that is neither the task's nor a mount's (a detached tree). */
+		w->complete = 1;
+		return 1;
+	}
+	w->d = parent;
 	return 0;
 }
 
 /*
- * Records the task's working directory, relative to its root, in e->cwd: at most
- * LG_CWD_DEPTH names (crossing mounts), leaf first. bpf_loop keeps the verifier's work
- * to one pass over the step. Only called for relative filenames, so absolute execs pay
- * nothing.
+ * Writes the names of the path from (mnt, dentry) up to the task's root into e->strings
+ * at `off`, leaf first, crossing mounts, each NUL-terminated, at most LG_PATH_MAX bytes.
+ * Returns the bytes written; sets *truncated when the path did not fit. bpf_loop keeps
+ * the verifier's work to one pass over the step, however deep the path.
  */
-static __always_inline void read_cwd(struct task_struct *task, struct lg_exec_event *e)
+static __always_inline __u32 walk_path(__u32 off, struct vfsmount *vfs, struct dentry *d,
+				       struct fs_struct *fs, __u32 *truncated)
 {
-	struct fs_struct *fs = BPF_CORE_READ(task, fs);
-	struct cwd_walk w = {
-		.e = e,
-		.d = BPF_CORE_READ(fs, pwd.dentry),
-		.vfs = BPF_CORE_READ(fs, pwd.mnt),
-		.root = BPF_CORE_READ(fs, root.dentry),
-		.root_mnt = BPF_CORE_READ(fs, root.mnt),
-		.off_mnt_root = bpf_core_field_offset(struct vfsmount, mnt_root),
-		.off_mnt_parent = bpf_core_field_offset(struct mount, mnt_parent),
-		.off_mnt_mountpoint = bpf_core_field_offset(struct mount, mnt_mountpoint),
-		.off_mount_mnt = bpf_core_field_offset(struct mount, mnt),
-		.off_d_parent = bpf_core_field_offset(struct dentry, d_parent),
-		/* d_name is a struct qstr whose name pointer sits at its own offset. */
-		.off_d_name_name = bpf_core_field_offset(struct dentry, d_name) +
-				   bpf_core_field_offset(struct qstr, name),
-	};
-	w.mnt = (void *)w.vfs - w.off_mount_mnt;
-	bpf_loop(2 * LG_CWD_DEPTH, cwd_step, &w, 0);
-	if (!w.complete)
-		e->flags |= LG_EXEC_CWD_TRUNCATED;
-	e->cwd_depth = w.n;
-	e->flags |= LG_EXEC_HAS_CWD;
+	__u32 zero = 0;
+	struct path_walk *w = bpf_map_lookup_elem(&lg_walk, &zero);
+	if (!w) {
+		*truncated = 1;
+		return 0;
+	}
+	w->d = (__u64)d;
+	w->vfs = (__u64)vfs;
+	w->root = (__u64)BPF_CORE_READ(fs, root.dentry);
+	w->root_mnt = (__u64)BPF_CORE_READ(fs, root.mnt);
+	w->off = off;
+	w->end = off + LG_PATH_MAX;
+	w->complete = 0;
+	w->truncated = 0;
+	w->off_mnt_root = bpf_core_field_offset(struct vfsmount, mnt_root);
+	w->off_mnt_parent = bpf_core_field_offset(struct mount, mnt_parent);
+	w->off_mnt_mountpoint = bpf_core_field_offset(struct mount, mnt_mountpoint);
+	w->off_mount_mnt = bpf_core_field_offset(struct mount, mnt);
+	w->off_d_parent = bpf_core_field_offset(struct dentry, d_parent);
+	/* d_name is a struct qstr whose name pointer sits at its own offset. */
+	w->off_d_name_name = bpf_core_field_offset(struct dentry, d_name) +
+			     bpf_core_field_offset(struct qstr, name);
+	w->mnt = w->vfs - w->off_mount_mnt;
+	/* Names take at least two bytes, mount crossings none: room for the deepest path. */
+	bpf_loop(LG_PATH_MAX, walk_step, 0, 0);
+	if (!w->complete || w->truncated)
+		*truncated = 1;
+	__u32 written = w->off - off;
+	return written > LG_PATH_MAX ? LG_PATH_MAX : written;
+}
+
+/* True for the names that are magic links to the executed file (fexecve, /proc/self/exe). */
+static __always_inline int is_magic_link(const char *s)
+{
+	if (s[0] != '/')
+		return 0;
+	if (s[1] == 'p' && s[2] == 'r' && s[3] == 'o' && s[4] == 'c' && s[5] == '/')
+		return 1;
+	return s[1] == 'd' && s[2] == 'e' && s[3] == 'v' && s[4] == '/' && s[5] == 'f' &&
+	       s[6] == 'd' && s[7] == '/';
+}
+
+/* Copies a kernel string to e->strings at `off`; returns its length without the NUL. */
+static __always_inline __u32 put_kernel_str(struct lg_exec_event *e, __u32 off, __u32 max,
+					    const char *src, __u32 flag_if_cut)
+{
+	long n = bpf_probe_read_kernel_str(&e->strings[off & LG_STRINGS_MASK], max, src);
+	if (n <= 0) {
+		e->strings[off & LG_STRINGS_MASK] = 0;
+		count(LG_STAT_READ_ERRORS);
+		return 0;
+	}
+	if (n == max)
+		e->flags |= flag_if_cut;
+	return n - 1;
 }
 
 SEC("tp_btf/sched_process_exec")
@@ -356,23 +423,41 @@ int BPF_PROG(lg_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	e->size = BPF_CORE_READ(real, i_size);
 	read_ctime(real, e);
 
+	/* The strings, packed (see struct lg_exec_event). Each offset stays below
+	 * LG_STRINGS_SPAN by the sizes in layerguard.h; the masks only prove it. */
 	const char *filename = bprm->filename;
 	const char *interp = bprm->interp;
-	long n = bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), filename);
-	e->filename_len = n > 0 ? n - 1 : 0;
-	if (n == sizeof(e->filename))
-		e->flags |= LG_EXEC_FILENAME_TRUNCATED;
-	e->cwd_depth = 0;
-	if (e->filename[0] != '/')
-		read_cwd(task, e);
+	__u32 off = 0;
+	e->filename_len = put_kernel_str(e, off, LG_PATH_MAX, filename, LG_EXEC_FILENAME_TRUNCATED);
+	off += e->filename_len + 1;
 	e->interp_len = 0;
-	e->interp[0] = 0;
 	if (interp && interp != filename) {
-		n = bpf_probe_read_kernel_str(e->interp, sizeof(e->interp), interp);
-		e->interp_len = n > 0 ? n - 1 : 0;
 		e->flags |= LG_EXEC_HAS_INTERP;
-		if (n == sizeof(e->interp))
-			e->flags |= LG_EXEC_INTERP_TRUNCATED;
+		e->interp_len = put_kernel_str(e, off, LG_INTERP_MAX, interp, LG_EXEC_INTERP_TRUNCATED);
+		off += e->interp_len + 1;
+	}
+
+	/* The cwd of every exec: it resolves relative names, and the script argument of
+	 * `sh x.sh` too, after the process is gone. */
+	struct fs_struct *fs = task->fs;
+	__u32 cut = 0;
+	e->cwd_len = walk_path(off & LG_STRINGS_MASK, BPF_CORE_READ(fs, pwd.mnt),
+			       BPF_CORE_READ(fs, pwd.dentry), fs, &cut);
+	e->flags |= LG_EXEC_HAS_CWD;
+	if (cut)
+		e->flags |= LG_EXEC_CWD_TRUNCATED;
+	off += e->cwd_len;
+
+	/* A magic link names no path of the file: the file's own path does. */
+	e->exe_len = 0;
+	if (is_magic_link(e->strings)) {
+		cut = 0;
+		e->exe_len = walk_path(off & LG_STRINGS_MASK, BPF_CORE_READ(file, f_path.mnt),
+				       BPF_CORE_READ(file, f_path.dentry), fs, &cut);
+		e->flags |= LG_EXEC_HAS_EXE;
+		if (cut)
+			e->flags |= LG_EXEC_EXE_TRUNCATED;
+		off += e->exe_len;
 	}
 
 	/* argv sits in the new image's memory; this tracepoint runs in the exec'ing task. */
@@ -383,26 +468,24 @@ int BPF_PROG(lg_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	unsigned long len = end > start ? end - start : 0;
 	/* One byte short of the buffer so that a power-of-two mask proves the bound to the
 	 * verifier. */
-	if (len > LG_ARGV_LEN - 1) {
-		len = LG_ARGV_LEN - 1;
+	if (len > LG_ARGV_MAX - 1) {
+		len = LG_ARGV_MAX - 1;
 		e->flags |= LG_EXEC_ARGV_TRUNCATED;
 	}
-	len &= LG_ARGV_LEN - 1;
+	len &= LG_ARGV_MAX - 1;
+	off &= LG_STRINGS_MASK;
 	e->argv_len = 0;
-	if (len > 0 && bpf_probe_read_user(e->argv, len, (void *)start) == 0)
+	if (len > 0 && bpf_probe_read_user(&e->strings[off], len, (void *)start) == 0)
 		e->argv_len = len;
 	else if (len > 0) {
 		count(LG_STAT_READ_ERRORS);
 		len = 0;
 	}
-	e->_pad = 0;
 
 	/* Only what is in use goes on the ring (see struct lg_exec_event). */
-	__u64 size = sizeof(*e);
-	if (!(e->flags & (LG_EXEC_HAS_INTERP | LG_EXEC_HAS_CWD)))
-		size = __builtin_offsetof(struct lg_exec_event, argv) + (len & (LG_ARGV_LEN - 1));
-	else if (!(e->flags & LG_EXEC_HAS_CWD))
-		size = __builtin_offsetof(struct lg_exec_event, cwd);
+	__u64 size = __builtin_offsetof(struct lg_exec_event, strings) + off + len;
+	if (size > sizeof(*e))
+		size = sizeof(*e);
 	__u64 wake = exec_flags(e->hdr.ktime_ns, &e->flags);
 	if (bpf_ringbuf_output(&lg_events, e, size, wake) != 0)
 		count(LG_STAT_EXEC_LOST);

@@ -220,8 +220,15 @@ pub struct VerifyConfig {
     pub hash_cache_entries: usize,
     /// Files larger than this are not hashed (verdict `unverifiable`).
     pub max_file_bytes: u64,
-    /// Execs judged at once (image indexing and hashing run on the blocking pool).
+    /// Execs whose files are read and hashed at once, node-wide (on the blocking pool).
     pub concurrency: usize,
+    /// Of those, at most this many for any one container, so that a container whose
+    /// files are slow (or block) cannot hold up the others.
+    pub concurrency_per_container: usize,
+    /// Deadline for reading and hashing the files of one exec; past it the exec is
+    /// `unverifiable` and the read is abandoned. Execs of a container that wait longer
+    /// than this behind its blocked reads are `unverifiable` too.
+    pub inspect_timeout_ms: u64,
     /// Host paths of container runtime binaries whose memfd self-copy (runc) is expected.
     pub runtime_binaries: Vec<PathBuf>,
     /// Processes remembered for alert ancestry.
@@ -237,6 +244,8 @@ impl Default for VerifyConfig {
             hash_cache_entries: 16 * 1024,
             max_file_bytes: 1 << 30,
             concurrency: 4,
+            concurrency_per_container: 2,
+            inspect_timeout_ms: 5000,
             runtime_binaries: [
                 "/usr/sbin/runc",
                 "/usr/bin/runc",
@@ -254,6 +263,10 @@ impl Default for VerifyConfig {
 }
 
 impl VerifyConfig {
+    pub fn inspect_timeout(&self) -> Duration {
+        Duration::from_millis(self.inspect_timeout_ms)
+    }
+
     fn validate(&self) -> Result<(), (String, String)> {
         let bad = |key: &str, problem: String| Err((format!("verify.{key}"), problem));
         if self.hash_cache_entries == 0 {
@@ -266,6 +279,25 @@ impl VerifyConfig {
             return bad(
                 "concurrency",
                 format!("must be between 1 and 256, not {}", self.concurrency),
+            );
+        }
+        if self.concurrency_per_container == 0 || self.concurrency_per_container > self.concurrency
+        {
+            return bad(
+                "concurrency_per_container",
+                format!(
+                    "must be between 1 and verify.concurrency ({}), not {}",
+                    self.concurrency, self.concurrency_per_container
+                ),
+            );
+        }
+        if !(100..=600_000).contains(&self.inspect_timeout_ms) {
+            return bad(
+                "inspect_timeout_ms",
+                format!(
+                    "must be between 100 and 600000, not {}",
+                    self.inspect_timeout_ms
+                ),
             );
         }
         for (i, rule) in self.allow.iter().enumerate() {

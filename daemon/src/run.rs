@@ -136,7 +136,12 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         &config.containerd_socket,
         IndexerConfig::new(&config.state_dir),
     );
-    let verify = VerifyStage::new(&config.verify, catalog, metrics.clone());
+    let verify = VerifyStage::new(
+        &config.verify,
+        catalog,
+        metrics.clone(),
+        sensor.host_mnt_ns(),
+    );
     let mut sinks = alert_sinks(&config.alerts);
     // Last: the journal publishes to live subscribers after the log line is out.
     sinks.push(Box::new(JournalSink::new(journal)));

@@ -298,7 +298,7 @@ impl<P: ProcessTree> Resolver<P> {
 mod tests {
     use super::*;
     use crate::containers::table::ListedTask;
-    use crate::sensor::event::{ExecEvent, ExitEvent, FileIdentity, ProcessRef};
+    use crate::sensor::event::{ExecEvent, ExitEvent, ProcessRef};
     use crate::sensor::LossCounts;
     use std::collections::HashMap;
 
@@ -339,33 +339,14 @@ mod tests {
     }
 
     fn exec_at(tgid: u32, ppid: u32, mnt_ns: u32, at: MonoNs) -> SensorEvent {
-        let file = FileIdentity { dev: 0, ino: 0 };
         SensorEvent::Exec(Box::new(ExecEvent {
             process: process(tgid, mnt_ns, at),
             ppid,
-            uid: 0,
-            gid: 0,
             comm: "sh".into(),
             filename: format!("/bin/{tgid}"),
-            interpreter: None,
-            argv: vec![],
-            argc: 0,
-            argv_truncated: false,
-            filename_truncated: false,
-            cwd: None,
-            cwd_truncated: false,
-            file,
-            real_file: file,
-            ctime_sec: 0,
-            ctime_nsec: 0,
-            size: 0,
             nlink: 1,
-            mode: 0,
             overlay: true,
-            upper_layer: false,
-            memfd: false,
-            deleted: false,
-            storm: false,
+            ..ExecEvent::default()
         }))
     }
 

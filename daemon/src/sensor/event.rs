@@ -7,7 +7,7 @@ use super::wire;
 use serde::Serialize;
 
 /// A file's identity as `stat(2)` would report it (`dev` in the userspace encoding).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
 pub struct FileIdentity {
     pub dev: u64,
     pub ino: u64,
@@ -31,7 +31,7 @@ pub fn kernel_dev_to_user(dev: u32) -> u64 {
 }
 
 /// Who did something: the process as the host sees it, and the namespaces it lives in.
-#[derive(Clone, Copy, Debug, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct ProcessRef {
     pub pid: u32,
     pub tgid: u32,
@@ -53,7 +53,7 @@ impl ProcessRef {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Default, Serialize)]
 pub struct ExecEvent {
     pub process: ProcessRef,
     pub ppid: u32,
@@ -67,12 +67,23 @@ pub struct ExecEvent {
     pub argv: Vec<String>,
     pub argc: u32,
     pub argv_truncated: bool,
+    /// The filename was longer than the sensor keeps (only `/dev/fd/N/...` names of
+    /// execveat can be): `filename` is a prefix and names no file.
     pub filename_truncated: bool,
-    /// The working directory inside the container, read by the kernel when `filename` is
-    /// relative (absent otherwise).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub interpreter_truncated: bool,
+    /// The working directory inside the container at exec time, as the kernel saw it
+    /// (absent when it did not fit: then `cwd_truncated`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
     pub cwd_truncated: bool,
+    /// The executed file's own path inside the container, read by the kernel when
+    /// `filename` is a magic link (`/proc/self/exe`, `/dev/fd/N`); absent otherwise or
+    /// when it did not fit (then `exe_path_truncated`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe_path: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub exe_path_truncated: bool,
     /// The executed file as the process sees it (the overlay inode on overlayfs).
     pub file: FileIdentity,
     /// The inode behind it: the overlayfs upper or lower file; equal to `file` elsewhere.
@@ -142,10 +153,17 @@ pub enum DecodeError {
     },
     #[error("unknown event kind {kind}")]
     UnknownKind { kind: u32 },
+    #[error("exec record of {len} bytes: its {field} ends at byte {end} of its strings, past the {available} the record carries")]
+    StringsOverrun {
+        len: usize,
+        field: &'static str,
+        end: usize,
+        available: usize,
+    },
 }
 
-fn cstr(bytes: &[u8], len: usize) -> String {
-    let bytes = &bytes[..len.min(bytes.len())];
+/// Bytes up to the first NUL (all of them if none), as text.
+fn cstr(bytes: &[u8]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
@@ -161,13 +179,15 @@ fn split_argv(bytes: &[u8]) -> Vec<String> {
         .collect()
 }
 
-/// Joins the kernel's leaf-first cwd names into a path.
-fn cwd_path(w: &wire::ExecEvent) -> String {
-    let depth = (w.cwd_depth as usize).min(wire::CWD_DEPTH);
-    let mut path = String::new();
-    for name in w.cwd[..depth].iter().rev() {
-        path.push('/');
-        path.push_str(&cstr(name, wire::CWD_NAME));
+/// Joins the kernel's leaf-first, NUL-terminated names into a path (`/` for none).
+fn walked_path(names: &[u8]) -> String {
+    let names = names.strip_suffix(&[0]).unwrap_or(names);
+    let mut path = String::with_capacity(names.len() + 1);
+    if !names.is_empty() {
+        for name in names.rsplit(|&b| b == 0) {
+            path.push('/');
+            path.push_str(&String::from_utf8_lossy(name));
+        }
     }
     if path.is_empty() {
         path.push('/');
@@ -175,22 +195,80 @@ fn cwd_path(w: &wire::ExecEvent) -> String {
     path
 }
 
-fn decode_exec(w: &wire::ExecEvent) -> ExecEvent {
+/// The packed strings of an exec record, cut along the lengths it carries.
+struct Strings<'a> {
+    filename: &'a [u8],
+    interp: Option<&'a [u8]>,
+    cwd: &'a [u8],
+    exe: Option<&'a [u8]>,
+    argv: &'a [u8],
+}
+
+fn split_strings<'a>(
+    w: &'a wire::ExecEvent,
+    record_len: usize,
+) -> Result<Strings<'a>, DecodeError> {
+    let available = record_len.saturating_sub(wire::EXEC_MIN_LEN);
+    let mut at = 0usize;
+    let mut take = |field: &'static str, len: usize| -> Result<&'a [u8], DecodeError> {
+        let end = at + len;
+        if end > available {
+            return Err(DecodeError::StringsOverrun {
+                len: record_len,
+                field,
+                end,
+                available,
+            });
+        }
+        let slice = &w.strings[at..end];
+        at = end;
+        Ok(slice)
+    };
     let flag = |bit: u32| w.flags & bit != 0;
-    ExecEvent {
+    let filename = take("filename", w.filename_len as usize + 1)?;
+    let interp = if flag(wire::EXEC_HAS_INTERP) {
+        Some(take("interp", w.interp_len as usize + 1)?)
+    } else {
+        None
+    };
+    let cwd = take("cwd", w.cwd_len as usize)?;
+    let exe = if flag(wire::EXEC_HAS_EXE) {
+        Some(take("exe path", w.exe_len as usize)?)
+    } else {
+        None
+    };
+    let argv = take("argv", w.argv_len as usize)?;
+    Ok(Strings {
+        filename: &filename[..filename.len() - 1],
+        interp: interp.map(|i| &i[..i.len() - 1]),
+        cwd,
+        exe,
+        argv,
+    })
+}
+
+fn decode_exec(w: &wire::ExecEvent, record_len: usize) -> Result<ExecEvent, DecodeError> {
+    let flag = |bit: u32| w.flags & bit != 0;
+    let strings = split_strings(w, record_len)?;
+    let cwd_truncated = flag(wire::EXEC_CWD_TRUNCATED);
+    let exe_path_truncated = flag(wire::EXEC_EXE_TRUNCATED);
+    Ok(ExecEvent {
         process: ProcessRef::from_wire(&w.hdr),
         ppid: w.ppid,
         uid: w.uid,
         gid: w.gid,
-        comm: cstr(&w.comm, wire::COMM_LEN),
-        filename: cstr(&w.filename, w.filename_len as usize),
-        interpreter: flag(wire::EXEC_HAS_INTERP).then(|| cstr(&w.interp, w.interp_len as usize)),
-        argv: split_argv(&w.argv[..(w.argv_len as usize).min(wire::ARGV_LEN)]),
+        comm: cstr(&w.comm),
+        filename: cstr(strings.filename),
+        interpreter: strings.interp.map(cstr),
+        argv: split_argv(strings.argv),
         argc: w.argc as u32,
         argv_truncated: flag(wire::EXEC_ARGV_TRUNCATED),
         filename_truncated: flag(wire::EXEC_FILENAME_TRUNCATED),
-        cwd: flag(wire::EXEC_HAS_CWD).then(|| cwd_path(w)),
-        cwd_truncated: flag(wire::EXEC_CWD_TRUNCATED),
+        interpreter_truncated: flag(wire::EXEC_INTERP_TRUNCATED),
+        cwd: (flag(wire::EXEC_HAS_CWD) && !cwd_truncated).then(|| walked_path(strings.cwd)),
+        cwd_truncated,
+        exe_path: strings.exe.filter(|_| !exe_path_truncated).map(walked_path),
+        exe_path_truncated,
         file: FileIdentity::from_wire(&w.file),
         real_file: FileIdentity::from_wire(&w.real),
         ctime_sec: w.ctime_sec,
@@ -203,7 +281,7 @@ fn decode_exec(w: &wire::ExecEvent) -> ExecEvent {
         memfd: flag(wire::EXEC_MEMFD),
         deleted: flag(wire::EXEC_DELETED),
         storm: flag(wire::EXEC_STORM),
-    }
+    })
 }
 
 fn exact<T: wire::Pod>(kind: u32, bytes: &[u8]) -> Result<T, DecodeError> {
@@ -234,7 +312,7 @@ pub fn decode(bytes: &[u8]) -> Result<SensorEvent, DecodeError> {
                         std::mem::size_of::<wire::ExecEvent>()
                     ),
                 })?;
-            Ok(SensorEvent::Exec(Box::new(decode_exec(&w))))
+            Ok(SensorEvent::Exec(Box::new(decode_exec(&w, bytes.len())?)))
         }
         wire::EVENT_FORK => {
             let w: wire::ForkEvent = exact(hdr.kind, bytes)?;
@@ -278,23 +356,47 @@ mod tests {
         assert!(split_argv(b"").is_empty());
     }
 
-    #[test]
-    fn exec_records_decode() {
+    /// An exec record as the sensor packs it: `cwd` and `exe` leaf first.
+    pub(crate) fn exec_record(
+        filename: &str,
+        interp: Option<&str>,
+        cwd: &[&str],
+        exe: Option<&[&str]>,
+        argv: &[u8],
+    ) -> Vec<u8> {
         // SAFETY: ExecEvent is Pod; all-zero is a valid value.
         let mut w: wire::ExecEvent = unsafe { std::mem::zeroed() };
         w.hdr.kind = wire::EVENT_EXEC;
         w.hdr.tgid = 42;
-        w.flags = wire::EXEC_UPPER_LAYER | wire::EXEC_HAS_INTERP;
-        w.filename[..6].copy_from_slice(b"./x.sh");
-        w.filename_len = 6;
-        w.interp[..7].copy_from_slice(b"/bin/sh");
-        w.interp_len = 7;
-        w.argv[..8].copy_from_slice(b"sh\0x.sh\0");
-        w.argv_len = 8;
+        let mut at = 0;
+        let mut put = |bytes: &[u8], w: &mut wire::ExecEvent| {
+            w.strings[at..at + bytes.len()].copy_from_slice(bytes);
+            at += bytes.len();
+        };
+        put(filename.as_bytes(), &mut w);
+        put(b"\0", &mut w);
+        w.filename_len = filename.len() as u16;
+        if let Some(i) = interp {
+            w.flags |= wire::EXEC_HAS_INTERP;
+            put(i.as_bytes(), &mut w);
+            put(b"\0", &mut w);
+            w.interp_len = i.len() as u16;
+        }
         w.flags |= wire::EXEC_HAS_CWD;
-        w.cwd[0][..3].copy_from_slice(b"bin");
-        w.cwd[1][..3].copy_from_slice(b"usr");
-        w.cwd_depth = 2;
+        let names = |parts: &[&str]| -> Vec<u8> {
+            parts.iter().flat_map(|p| p.bytes().chain([0])).collect()
+        };
+        let c = names(cwd);
+        put(&c, &mut w);
+        w.cwd_len = c.len() as u16;
+        if let Some(exe) = exe {
+            w.flags |= wire::EXEC_HAS_EXE;
+            let e = names(exe);
+            put(&e, &mut w);
+            w.exe_len = e.len() as u16;
+        }
+        put(argv, &mut w);
+        w.argv_len = argv.len() as u16;
         // SAFETY: reading the bytes of a Pod struct.
         let bytes = unsafe {
             std::slice::from_raw_parts(
@@ -302,25 +404,84 @@ mod tests {
                 std::mem::size_of::<wire::ExecEvent>(),
             )
         };
-        let SensorEvent::Exec(e) = decode(bytes).unwrap() else {
-            panic!("not an exec")
-        };
+        bytes[..wire::EXEC_MIN_LEN + at].to_vec()
+    }
+
+    fn exec_of(bytes: &[u8]) -> ExecEvent {
+        match decode(bytes).unwrap() {
+            SensorEvent::Exec(e) => *e,
+            other => panic!("not an exec: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn exec_records_decode() {
+        let mut bytes = exec_record(
+            "./x.sh",
+            Some("/bin/sh"),
+            &["bin", "usr"],
+            None,
+            b"sh\0x.sh\0",
+        );
+        bytes[std::mem::offset_of!(wire::ExecEvent, flags)] |= wire::EXEC_UPPER_LAYER as u8;
+        let e = exec_of(&bytes);
         assert_eq!(e.process.tgid, 42);
         assert_eq!(e.filename, "./x.sh");
         assert_eq!(e.interpreter.as_deref(), Some("/bin/sh"));
         assert_eq!(e.argv, vec!["sh", "x.sh"]);
         assert_eq!(e.cwd.as_deref(), Some("/usr/bin"));
         assert!(e.upper_layer && !e.memfd && !e.deleted);
+        assert_eq!(e.exe_path, None);
 
-        // As the sensor sends a plain exec: cut after the argv bytes in use.
-        let mut plain = bytes[..wire::EXEC_MIN_LEN + 8].to_vec();
-        plain[std::mem::offset_of!(wire::ExecEvent, flags)..][..4].fill(0);
-        let SensorEvent::Exec(e) = decode(&plain).unwrap() else {
-            panic!("not an exec")
-        };
-        assert_eq!(e.filename, "./x.sh");
-        assert_eq!(e.argv, vec!["sh", "x.sh"]);
-        assert_eq!((e.interpreter, e.cwd), (None, None));
+        // A plain exec at the root: no interpreter, no names.
+        let e = exec_of(&exec_record("/bin/ls", None, &[], None, b"ls\0/\0"));
+        assert_eq!(e.filename, "/bin/ls");
+        assert_eq!(e.argv, vec!["ls", "/"]);
+        assert_eq!((e.interpreter, e.cwd.as_deref()), (None, Some("/")));
+
+        // A magic link carries the file's own path.
+        let e = exec_of(&exec_record(
+            "/proc/self/exe",
+            None,
+            &[],
+            Some(&["busybox", "bin"]),
+            b"sh\0",
+        ));
+        assert_eq!(e.exe_path.as_deref(), Some("/bin/busybox"));
+    }
+
+    #[test]
+    fn long_paths_decode_whole() {
+        let deep: Vec<String> = (0..200).map(|i| format!("d{i}")).collect();
+        let leaf_first: Vec<&str> = deep.iter().rev().map(String::as_str).collect();
+        let long_name = "n".repeat(255);
+        let filename = format!("/{}/{long_name}", deep.join("/"));
+        assert!(filename.len() > 255 && filename.len() < wire::PATH_MAX);
+        let e = exec_of(&exec_record(&filename, None, &leaf_first, None, b"x\0"));
+        assert_eq!(e.filename, filename);
+        assert_eq!(e.cwd.unwrap(), format!("/{}", deep.join("/")));
+        assert!(!e.filename_truncated && !e.cwd_truncated);
+    }
+
+    #[test]
+    fn truncated_walks_give_no_path() {
+        let mut bytes = exec_record("x", None, &["leaf"], None, b"x\0");
+        let flags = std::mem::offset_of!(wire::ExecEvent, flags);
+        bytes[flags + 1] |= (wire::EXEC_CWD_TRUNCATED >> 8) as u8;
+        let e = exec_of(&bytes);
+        assert!(e.cwd_truncated);
+        assert_eq!(e.cwd, None, "a leaf part is not the cwd");
+    }
+
+    #[test]
+    fn lengths_past_the_record_are_errors() {
+        let mut bytes = exec_record("/bin/ls", None, &[], None, b"ls\0");
+        let argv_len = std::mem::offset_of!(wire::ExecEvent, argv_len);
+        bytes[argv_len..argv_len + 2].copy_from_slice(&500u16.to_le_bytes());
+        assert!(matches!(
+            decode(&bytes).unwrap_err(),
+            DecodeError::StringsOverrun { field: "argv", .. }
+        ));
     }
 
     #[test]

@@ -5,10 +5,12 @@
 //! the object clang built from the header, so a change on one side alone fails the tests.
 
 pub const COMM_LEN: usize = 16;
-pub const PATH_LEN: usize = 256;
-pub const ARGV_LEN: usize = 512;
-pub const CWD_DEPTH: usize = 16;
-pub const CWD_NAME: usize = 32;
+pub const PATH_MAX: usize = 4096;
+pub const NAME_MAX: usize = 256;
+pub const INTERP_MAX: usize = 256;
+pub const ARGV_MAX: usize = 4096;
+pub const STRINGS_SPAN: usize = 16384;
+pub const STRINGS_LEN: usize = STRINGS_SPAN + PATH_MAX;
 
 pub const EVENT_EXEC: u32 = 1;
 pub const EVENT_FORK: u32 = 2;
@@ -25,6 +27,8 @@ pub const EXEC_HAS_INTERP: u32 = 1 << 7;
 pub const EXEC_HAS_CWD: u32 = 1 << 8;
 pub const EXEC_CWD_TRUNCATED: u32 = 1 << 9;
 pub const EXEC_STORM: u32 = 1 << 10;
+pub const EXEC_HAS_EXE: u32 = 1 << 11;
+pub const EXEC_EXE_TRUNCATED: u32 = 1 << 12;
 
 /// `enum lg_storm`: what the kernel counts as an exec storm.
 pub const STORM_WINDOW_MS: u64 = 50;
@@ -76,18 +80,16 @@ pub struct ExecEvent {
     pub size: u64,
     pub mode: u32,
     pub argc: u16,
-    pub argv_len: u16,
     pub filename_len: u16,
     pub interp_len: u16,
-    pub cwd_depth: u16,
-    pub _pad: u16,
+    pub cwd_len: u16,
+    pub exe_len: u16,
+    pub argv_len: u16,
     pub comm: [u8; COMM_LEN],
-    pub filename: [u8; PATH_LEN],
-    /// The record on the ring may end inside argv (see [`EXEC_MIN_LEN`]).
-    pub argv: [u8; ARGV_LEN],
-    pub interp: [u8; PATH_LEN],
-    /// Leaf first, one name per slot.
-    pub cwd: [[u8; CWD_NAME]; CWD_DEPTH],
+    /// filename NUL, interp NUL (with `EXEC_HAS_INTERP`), cwd names, exe names (with
+    /// `EXEC_HAS_EXE`), argv: packed, each right after the one before. The record on
+    /// the ring ends after argv (see [`EXEC_MIN_LEN`]).
+    pub strings: [u8; STRINGS_LEN],
 }
 
 #[repr(C)]
@@ -116,10 +118,10 @@ unsafe impl Pod for ExecEvent {}
 unsafe impl Pod for ForkEvent {}
 unsafe impl Pod for ExitEvent {}
 
-/// The shortest exec record the sensor writes: it cuts the record after the last field in
-/// use (after `argv_len` bytes of argv for most execs), and the reader treats the rest as
-/// zero.
-pub const EXEC_MIN_LEN: usize = std::mem::offset_of!(ExecEvent, argv);
+/// The shortest exec record the sensor writes: it cuts the record after the last string in
+/// use (argv), and the reader treats the rest as zero. The lengths in the record say how
+/// much of `strings` is meant; the decoder checks them against the record's length.
+pub const EXEC_MIN_LEN: usize = std::mem::offset_of!(ExecEvent, strings);
 
 /// Reads a wire struct from a record that may stop short of its end (the missing tail
 /// reads as zero); `None` if the record is shorter than `min` or longer than the struct.
@@ -208,8 +210,8 @@ mod tests {
             "lg_exec_event",
             size_of::<ExecEvent>(),
             fields!(ExecEvent: hdr, ppid, uid, gid, flags, file, real, ctime_sec, ctime_nsec,
-                nlink, size, mode, argc, argv_len, filename_len, interp_len, cwd_depth, _pad, comm,
-                filename, argv, interp, cwd),
+                nlink, size, mode, argc, filename_len, interp_len, cwd_len, exe_len, argv_len,
+                comm, strings),
         );
         check(
             &l,
@@ -280,12 +282,11 @@ mod tests {
     #[test]
     fn cut_records_read_as_zero_past_their_end() {
         let full = size_of::<ExecEvent>();
-        assert!(read_cut::<ExecEvent>(&vec![1u8; EXEC_MIN_LEN - 1], EXEC_MIN_LEN).is_none());
+        assert!(read_cut::<ExecEvent>(&[1u8; EXEC_MIN_LEN - 1], EXEC_MIN_LEN).is_none());
         assert!(read_cut::<ExecEvent>(&vec![1u8; full + 1], EXEC_MIN_LEN).is_none());
-        let e = read_cut::<ExecEvent>(&vec![1u8; EXEC_MIN_LEN + 3], EXEC_MIN_LEN).unwrap();
-        assert_eq!(e.filename, [1u8; PATH_LEN]);
-        assert_eq!(&e.argv[..4], &[1, 1, 1, 0]);
-        assert_eq!(e.interp, [0u8; PATH_LEN]);
+        let e = read_cut::<ExecEvent>(&[1u8; EXEC_MIN_LEN + 3], EXEC_MIN_LEN).unwrap();
+        assert_eq!(e.comm, [1u8; COMM_LEN]);
+        assert_eq!(&e.strings[..4], &[1, 1, 1, 0]);
         assert!(read_cut::<ExecEvent>(&vec![1u8; full], EXEC_MIN_LEN).is_some());
     }
 }

@@ -74,6 +74,50 @@ impl HashCache {
 
 const READ_CHUNK: usize = 256 * 1024;
 
+/// Why [`sha256_hex_until`] stopped.
+#[derive(Debug)]
+pub enum HashError {
+    /// More than the limit: the size grew while it was read.
+    TooLarge,
+    /// The deadline passed after `read` bytes.
+    Deadline {
+        read: u64,
+    },
+    Io(std::io::Error),
+}
+
+/// sha256 hex of everything `r` yields, refusing more than `limit` bytes and stopping at
+/// `deadline` (checked between chunks: a read that blocks in the kernel is the caller's
+/// deadline to enforce).
+pub fn sha256_hex_until(
+    mut r: impl Read,
+    limit: u64,
+    deadline: std::time::Instant,
+) -> Result<String, HashError> {
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut total = 0u64;
+    loop {
+        if std::time::Instant::now() > deadline {
+            return Err(HashError::Deadline { read: total });
+        }
+        let n = match r.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(HashError::Io(e)),
+        };
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if total > limit {
+            return Err(HashError::TooLarge);
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
 /// sha256 hex of everything `r` yields, refusing more than `limit` bytes.
 pub fn sha256_hex(mut r: impl Read, limit: u64) -> std::io::Result<String> {
     let mut hasher = Sha256::new();
@@ -127,6 +171,20 @@ mod tests {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert!(sha256_hex(&b"abcdef"[..], 3).is_err());
+        let later = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        assert_eq!(
+            sha256_hex_until(&b"abc"[..], 10, later).unwrap(),
+            sha256_hex(&b"abc"[..], 10).unwrap()
+        );
+        assert!(matches!(
+            sha256_hex_until(&b"abcdef"[..], 3, later),
+            Err(HashError::TooLarge)
+        ));
+        let past = std::time::Instant::now() - std::time::Duration::from_millis(1);
+        assert!(matches!(
+            sha256_hex_until(&b"abc"[..], 10, past),
+            Err(HashError::Deadline { read: 0 })
+        ));
     }
 
     #[test]

@@ -2,45 +2,48 @@
 //! verdict but `verified` into an alert draft (or an `info` record, when a scoped allow
 //! rule matches).
 //!
-//! Owns the judgement of execs: locating and hashing the file that actually ran
-//! ([`target`], [`hash`]), the container's verified image ([`images`]), ancestry
-//! ([`process`]), the allowlist ([`allowlist`]) and the pure decision ([`verdict`]).
-//! Image indexing and hashing run off the runtime's worker threads; several execs are
-//! judged at once, bounded, so one slow image cannot hold up every other container.
-//! The common case, a binary whose content was hashed before in a container whose image
-//! is indexed, needs no I/O and is judged in the stage loop itself: a task per exec would
-//! cost more than the judgement (a spawn, and often a wake-up of another worker thread).
+//! Owns the judgement of execs: which files an exec asks to be checked ([`paths`]),
+//! locating and hashing them ([`inspect`], [`target`], [`hash`]), the container's verified
+//! image ([`images`]), ancestry ([`process`]), the allowlist ([`allowlist`]) and the pure
+//! decision ([`verdict`]). The common case, a binary whose content was hashed before in a
+//! container whose image is indexed, needs no I/O and is judged in the stage loop itself:
+//! a task per exec would cost more than the judgement (a spawn, and often a wake-up of
+//! another worker thread). Everything else is read on the blocking pool, within
+//! `verify.inspect_timeout_ms`, scheduled per container ([`schedule`]): a container whose
+//! files block or crawl holds up only its own judgements, and the stage loop itself never
+//! waits for a read.
 
 pub mod allowlist;
 pub mod hash;
 pub mod images;
+mod inspect;
+pub mod paths;
 pub mod process;
+pub mod schedule;
 pub mod target;
 pub mod verdict;
 
 use crate::alert::{AlertContainer, AlertDraft, AlertKind, AlertProcess, Evidence, Loss};
 use crate::config::VerifyConfig;
-use crate::containers::{Attribution, ContainerEvent, ContainerInfo};
+use crate::containers::{Attribution, ContainerEvent, ContainerInfo, ContainerKey};
 use crate::logging;
 use crate::metrics::{Metrics, Verdict};
 use crate::sensor::{ExecEvent, LossCounts};
 use hash::{ContentKey, HashCache};
 use images::{ImageCatalog, ImageEntry};
+use inspect::Inspection;
+use paths::ExecPaths;
 use process::ProcessTable;
+use schedule::FairQueue;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::{mpsc, Semaphore};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{error, info, warn};
-use verdict::{ExecVerdict, FileFacts, ImageRecord};
-
-/// Programs that take a script path as their first argument (`sh /tmp/x.sh`).
-const SCRIPT_RUNNERS: &[&str] = &[
-    "sh", "ash", "bash", "dash", "zsh", "ksh", "mksh", "python", "python2", "python3", "perl",
-    "ruby", "node", "php", "lua",
-];
+use verdict::{ExecVerdict, FileFacts, ImageRecord, Unreadable};
 
 /// Counters the stage keeps over its life, reported on stop and by the status API.
 #[derive(Debug, Default)]
@@ -58,6 +61,11 @@ pub struct VerifyStats {
     pub hash_cache_hits: u64,
     pub hash_cache_misses: u64,
     pub hash_cache_entries: usize,
+    /// Inspections that passed `verify.inspect_timeout_ms` (their reads were abandoned).
+    pub inspections_timed_out: u64,
+    /// Execs not inspected because their container's queue was full or its reads stayed
+    /// blocked past the deadline.
+    pub inspections_refused: u64,
 }
 
 /// Digests of the container runtime binaries on this host (runc's memfd self-copy).
@@ -88,18 +96,25 @@ impl RuntimeDigests {
     }
 }
 
-struct Shared {
+pub(crate) struct Shared {
     config: VerifyConfig,
     catalog: ImageCatalog,
     hashes: Mutex<HashCache>,
     runtime: RuntimeDigests,
     counters: VerifyCounters,
+    timed_out: AtomicU64,
+    refused: AtomicU64,
     /// Per-container verdict counts and hash cache figures for the API.
     metrics: Arc<Metrics>,
 }
 
 /// Events taken from the channel per wake-up of the stage.
 const EVENT_BATCH: usize = 256;
+/// Execs of one container that may wait for inspection; more are `unverifiable` at once
+/// (their container's reads are not keeping up, or are blocked).
+const WAITING_PER_CONTAINER: usize = 1024;
+/// Execs that may wait for inspection on the node, all containers together.
+const WAITING_TOTAL: usize = 16 * 1024;
 
 pub struct VerifyStage {
     shared: Arc<Shared>,
@@ -109,25 +124,46 @@ pub struct VerifyStage {
 /// Everything a verdict needs, captured in order in the stage loop.
 struct ExecJob {
     exec: Box<ExecEvent>,
+    paths: ExecPaths,
     container: Arc<ContainerInfo>,
     ancestry: Vec<process::Forebear>,
     /// Live pids of the container, nearest first, whose root can be used to open files.
     roots: Vec<u32>,
-    /// What the hash cache already answered for it, looked up once in the stage loop.
-    cached: Option<Inspection>,
 }
 
-/// The facts the blocking part found.
-struct Inspection {
-    binary: FileFacts,
-    script: Option<FileFacts>,
+/// What the stage loop hears back from the inspections it started.
+enum SlotEvent {
+    /// An inspection finished or passed its deadline: a node-wide slot is free.
+    Released,
+    /// The thread of an inspection for this container returned.
+    Returned(ContainerKey),
+}
+
+/// Sends its event when dropped: a slot comes back even if its task panics or is dropped.
+struct SlotGuard(Option<(mpsc::UnboundedSender<SlotEvent>, SlotEvent)>);
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        if let Some((tx, event)) = self.0.take() {
+            let _ = tx.send(event);
+        }
+    }
 }
 
 impl VerifyStage {
     /// `metrics`: where verdicts per container and hash cache figures are counted (the
-    /// API's status and container listing).
-    pub fn new(config: &VerifyConfig, catalog: ImageCatalog, metrics: Arc<Metrics>) -> Self {
+    /// API's status and container listing). The process table starts from `/proc`, so
+    /// containers that ran before the daemon are judged like new ones.
+    pub fn new(
+        config: &VerifyConfig,
+        catalog: ImageCatalog,
+        metrics: Arc<Metrics>,
+        host_mnt_ns: u32,
+    ) -> Self {
         let runtime = RuntimeDigests::load(&config.runtime_binaries, config.max_file_bytes);
+        let mut procs = ProcessTable::new(config.process_table_entries);
+        let seeded = procs.seed_from_proc(host_mnt_ns);
+        info!(processes = seeded, "process table seeded from /proc");
         Self {
             shared: Arc::new(Shared {
                 config: config.clone(),
@@ -135,9 +171,11 @@ impl VerifyStage {
                 hashes: Mutex::new(HashCache::new(config.hash_cache_entries)),
                 runtime,
                 counters: VerifyCounters::default(),
+                timed_out: AtomicU64::new(0),
+                refused: AtomicU64::new(0),
                 metrics,
             }),
-            procs: ProcessTable::new(config.process_table_entries),
+            procs,
         }
     }
 
@@ -146,116 +184,62 @@ impl VerifyStage {
         mut events: mpsc::Receiver<ContainerEvent>,
         alerts: mpsc::Sender<AlertDraft>,
     ) -> VerifyStats {
-        let permits = Arc::new(Semaphore::new(self.shared.config.concurrency));
+        let config = &self.shared.config;
+        let timeout = config.inspect_timeout();
+        let mut queue: FairQueue<ContainerKey, ExecJob> = FairQueue::new(
+            config.concurrency,
+            config.concurrency_per_container,
+            WAITING_PER_CONTAINER,
+            WAITING_TOTAL,
+        );
+        let (slot_tx, mut slot_rx) = mpsc::unbounded_channel();
         let mut jobs = JoinSet::new();
+        let mut expiry = tokio::time::interval(timeout / 4);
+        expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Taken in batches (a sensor drain's worth): the loop's own bookkeeping then runs
         // once per batch, not once per event.
         let mut batch = Vec::with_capacity(EVENT_BATCH);
-        while events.recv_many(&mut batch, EVENT_BATCH).await > 0 {
-            // Reap finished judgements so the set stays small.
-            while let Some(done) = jobs.try_join_next() {
-                if let Err(e) = done {
-                    error!(error = %e, "exec judgement task failed");
-                }
+        let mut events_open = true;
+        loop {
+            while let Some((key, job)) = queue.take_next() {
+                let shared = self.shared.clone();
+                let alerts = alerts.clone();
+                let slots = slot_tx.clone();
+                jobs.spawn(async move { judge_exec(&shared, job, key, slots, &alerts).await });
             }
-            for event in batch.drain(..) {
-                match event {
-                    ContainerEvent::Fork(f, _) => {
-                        self.procs.on_fork(f.process.tgid, f.parent_tgid);
-                        self.procs.seen_in(f.process.mnt_ns, f.process.tgid);
+            if !events_open && queue.waiting() == 0 && jobs.is_empty() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                Some(slot) = slot_rx.recv() => match slot {
+                    SlotEvent::Released => queue.release(),
+                    SlotEvent::Returned(key) => queue.returned(&key),
+                },
+                Some(done) = jobs.join_next(), if !jobs.is_empty() => {
+                    if let Err(e) = done {
+                        error!(error = %e, "exec judgement task failed");
                     }
-                    ContainerEvent::Exit(e, _) => {
-                        self.procs.on_exit(e.process.mnt_ns, e.process.tgid)
+                }
+                n = events.recv_many(&mut batch, EVENT_BATCH), if events_open => {
+                    if n == 0 {
+                        events_open = false;
+                        continue;
                     }
-                    ContainerEvent::Lost(lost) => {
-                        let _ = alerts.send(loss_draft(&lost)).await;
+                    for event in batch.drain(..) {
+                        self.on_event(event, &mut queue, &mut jobs, &alerts).await;
                     }
-                    ContainerEvent::Exec(exec, attribution) => {
-                        // The table only, no I/O per exec: alerts complete it from /proc later.
-                        let ancestry = self.procs.ancestry(exec.ppid, |_| None);
-                        self.procs.on_exec(
-                            exec.process.tgid,
-                            exec.ppid,
-                            target::absolute(&exec.filename, None).into(),
+                }
+                _ = expiry.tick(), if queue.waiting() > 0 => {
+                    for (_, job, busy) in queue.expire(Instant::now(), timeout) {
+                        let reason = format!(
+                            "not inspected: waited longer than verify.inspect_timeout_ms ({} ms) \
+                             behind {busy} read(s) of this container that have not returned",
+                            timeout.as_millis()
                         );
-                        let container = match attribution {
-                            Attribution::Container(c) => c,
-                            Attribution::Host => {
-                                if self.shared.config.log_execs {
-                                    log_exec(&exec, &attribution, None);
-                                }
-                                continue;
-                            }
-                            Attribution::Unresolved(reason) => {
-                                let v = ExecVerdict::Unverifiable {
-                                    reason: format!("container unknown: {reason}"),
-                                };
-                                let job = ExecJob {
-                                    roots: vec![],
-                                    container: Arc::new(ContainerInfo::default()),
-                                    ancestry,
-                                    exec,
-                                    cached: None,
-                                };
-                                let shared = self.shared.clone();
-                                finish(
-                                    &shared,
-                                    &job,
-                                    &attribution,
-                                    &job.exec.filename.clone(),
-                                    v,
-                                    None,
-                                    &alerts,
-                                )
-                                .await;
-                                continue;
-                            }
-                        };
-                        let cached = cached_inspection(&self.shared, &exec);
-                        let image = match &cached {
-                            Some(_) => self.shared.catalog.ready(&container),
-                            None => None,
-                        };
-                        if let (Some(inspection), Some(image)) = (&cached, image) {
-                            self.procs.seen_in(exec.process.mnt_ns, exec.process.tgid);
-                            let job = ExecJob {
-                                exec,
-                                container,
-                                ancestry,
-                                roots: Vec::new(),
-                                cached: None,
-                            };
-                            conclude(&self.shared, &job, &image, inspection, &alerts).await;
-                            continue;
-                        }
-                        // Any live process of the same mount namespace can open the container's
-                        // root; the one that exec'd first, then its parents, then the others.
-                        let mut roots = vec![exec.process.tgid, exec.ppid];
-                        roots.extend(ancestry.iter().map(|a| a.pid));
-                        roots.extend(self.procs.pids_in(exec.process.mnt_ns));
-                        roots.dedup();
-                        self.procs.seen_in(exec.process.mnt_ns, exec.process.tgid);
-                        let job = ExecJob {
-                            exec,
-                            container,
-                            ancestry,
-                            roots,
-                            cached,
-                        };
-                        let permit = permits.clone().acquire_owned().await.expect("never closed");
-                        let shared = self.shared.clone();
-                        let alerts = alerts.clone();
-                        jobs.spawn(async move {
-                            judge_exec(&shared, job, &alerts).await;
-                            drop(permit);
-                        });
+                        refuse(&self.shared, &mut jobs, job, reason, &alerts);
                     }
                 }
-            }
-        }
-        while let Some(done) = jobs.join_next().await {
-            if let Err(e) = done {
-                error!(error = %e, "exec judgement task failed");
             }
         }
         let s = &self.shared;
@@ -272,39 +256,191 @@ impl VerifyStage {
             hash_cache_hits: cache.hits.load(Ordering::Relaxed),
             hash_cache_misses: cache.misses.load(Ordering::Relaxed),
             hash_cache_entries: cache.len(),
+            inspections_timed_out: s.timed_out.load(Ordering::Relaxed),
+            inspections_refused: s.refused.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn on_event(
+        &mut self,
+        event: ContainerEvent,
+        queue: &mut FairQueue<ContainerKey, ExecJob>,
+        jobs: &mut JoinSet<()>,
+        alerts: &mpsc::Sender<AlertDraft>,
+    ) {
+        let exec = match event {
+            ContainerEvent::Fork(f, _) => {
+                self.procs.on_fork(f.process.tgid, f.parent_tgid);
+                self.procs.seen_in(f.process.mnt_ns, f.process.tgid);
+                return;
+            }
+            ContainerEvent::Exit(e, _) => {
+                self.procs.on_exit(e.process.mnt_ns, e.process.tgid);
+                return;
+            }
+            ContainerEvent::Lost(lost) => {
+                let _ = alerts.send(loss_draft(&lost)).await;
+                return;
+            }
+            ContainerEvent::Exec(exec, attribution) => (exec, attribution),
+        };
+        let (exec, attribution) = exec;
+        // The table only, no I/O per exec: alerts complete it from /proc later.
+        let ancestry = self.procs.ancestry(exec.ppid, |_| None);
+        let paths = paths::exec_paths(&exec);
+        self.procs
+            .on_exec(exec.process.tgid, exec.ppid, paths.binary.shown().into());
+        let container = match attribution {
+            Attribution::Container(c) => c,
+            Attribution::Host => {
+                if self.shared.config.log_execs {
+                    log_exec(&exec, &attribution, None);
+                }
+                return;
+            }
+            Attribution::Unresolved(reason) => {
+                let v = ExecVerdict::Unverifiable {
+                    reason: format!("container unknown: {reason}"),
+                };
+                let path = paths.binary.shown().to_string();
+                let job = ExecJob {
+                    roots: vec![],
+                    container: Arc::new(ContainerInfo::default()),
+                    ancestry,
+                    exec,
+                    paths,
+                };
+                finish(&self.shared, &job, &attribution, &path, v, None, alerts).await;
+                return;
+            }
+        };
+        if let Some(inspection) = cached_inspection(&self.shared, &exec, &paths) {
+            if let Some(image) = self.shared.catalog.ready(&container) {
+                self.procs.seen_in(exec.process.mnt_ns, exec.process.tgid);
+                let job = ExecJob {
+                    exec,
+                    paths,
+                    container,
+                    ancestry,
+                    roots: Vec::new(),
+                };
+                conclude(&self.shared, &job, &image, &inspection, alerts).await;
+                return;
+            }
+        }
+        // Any live process of the same mount namespace can open the container's root; the
+        // one that exec'd first, then its parents, then the others.
+        let mut roots = vec![exec.process.tgid, exec.ppid];
+        roots.extend(ancestry.iter().map(|a| a.pid));
+        roots.extend(self.procs.pids_in(exec.process.mnt_ns));
+        roots.dedup();
+        self.procs.seen_in(exec.process.mnt_ns, exec.process.tgid);
+        let key = container.key();
+        let job = ExecJob {
+            exec,
+            paths,
+            container,
+            ancestry,
+            roots,
+        };
+        if let Err((job, full)) = queue.push(key, job, Instant::now()) {
+            let reason = format!(
+                "not inspected: {} execs of this container already wait for inspection \
+                 ({} read(s) busy); the node reads too slowly to keep up",
+                full.waiting, full.busy
+            );
+            refuse(&self.shared, jobs, job, reason, alerts);
         }
     }
 }
 
-async fn judge_exec(shared: &Arc<Shared>, mut job: ExecJob, alerts: &mpsc::Sender<AlertDraft>) {
-    let image = shared.catalog.for_container(&job.container).await;
-    let inspection = match job.cached.take() {
-        Some(i) => Ok(i),
-        None => {
-            let shared = shared.clone();
-            let exec = job.exec.clone();
-            let roots = job.roots.clone();
-            tokio::task::spawn_blocking(move || inspect(&shared, &exec, &roots)).await
+/// Judges an exec the stage will not inspect: `unverifiable`, with the reason.
+fn refuse(
+    shared: &Arc<Shared>,
+    jobs: &mut JoinSet<()>,
+    job: ExecJob,
+    reason: String,
+    alerts: &mpsc::Sender<AlertDraft>,
+) {
+    shared.refused.fetch_add(1, Ordering::Relaxed);
+    let shared = shared.clone();
+    let alerts = alerts.clone();
+    jobs.spawn(async move {
+        let attribution = Attribution::Container(job.container.clone());
+        let path = job.paths.binary.shown().to_string();
+        let v = ExecVerdict::Unverifiable { reason };
+        finish(&shared, &job, &attribution, &path, v, None, &alerts).await;
+    });
+}
+
+/// Inspects an exec on the blocking pool within the deadline, then judges it against its
+/// image. The node-wide slot is given back as soon as the inspection ends or times out;
+/// the container's slot when the blocking thread really returns.
+async fn judge_exec(
+    shared: &Arc<Shared>,
+    job: ExecJob,
+    key: ContainerKey,
+    slots: mpsc::UnboundedSender<SlotEvent>,
+    alerts: &mpsc::Sender<AlertDraft>,
+) {
+    let timeout = shared.config.inspect_timeout();
+    let released = SlotGuard(Some((slots.clone(), SlotEvent::Released)));
+    let deadline = Instant::now() + timeout;
+    let returned = SlotGuard(Some((slots, SlotEvent::Returned(key))));
+    let task = {
+        let shared = shared.clone();
+        let exec = job.exec.clone();
+        let paths = job.paths.clone();
+        let roots = job.roots.clone();
+        tokio::task::spawn_blocking(move || {
+            let _returned = returned;
+            inspect::inspect(&shared, &exec, &paths, &roots, deadline)
+        })
+    };
+    // The hashing stops by itself at the deadline; a read blocked in the kernel does not,
+    // so the wait is cut a little after it.
+    let inspection = tokio::time::timeout(timeout + Duration::from_millis(100), task).await;
+    drop(released);
+    let inspection = match inspection {
+        Ok(Ok(i)) => i,
+        Ok(Err(e)) => timed_out_or_failed(
+            &job,
+            Unreadable::Failed(format!("inspection task failed: {e}")),
+        ),
+        Err(_) => {
+            warn!(container = %job.container.id, pid = job.exec.process.tgid,
+                path = job.paths.binary.shown(), "exec inspection passed its deadline; its read is abandoned");
+            timed_out_or_failed(
+                &job,
+                Unreadable::TimedOut {
+                    via: job.paths.binary.shown().to_string(),
+                    detail: format!("{} ms, blocked in the kernel", timeout.as_millis()),
+                },
+            )
         }
     };
-    match inspection {
-        Ok(i) => conclude(shared, &job, &image, &i, alerts).await,
-        Err(e) => {
-            let v = ExecVerdict::Unverifiable {
-                reason: format!("inspection task failed: {e}"),
-            };
-            let attribution = Attribution::Container(job.container.clone());
-            finish(
-                shared,
-                &job,
-                &attribution,
-                &job.exec.filename.clone(),
-                v,
-                Some(&*image),
-                alerts,
-            )
-            .await;
-        }
+    let stopped_at_deadline = |f: &FileFacts| matches!(f.actual, Err(Unreadable::TimedOut { .. }));
+    if stopped_at_deadline(&inspection.binary)
+        || inspection.script.as_ref().is_some_and(stopped_at_deadline)
+    {
+        shared.timed_out.fetch_add(1, Ordering::Relaxed);
+    }
+    let image = shared.catalog.for_container(&job.container).await;
+    conclude(shared, &job, &image, &inspection, alerts).await;
+}
+
+/// An inspection that produced nothing: the binary's facts carry why.
+fn timed_out_or_failed(job: &ExecJob, why: Unreadable) -> Inspection {
+    Inspection {
+        binary: FileFacts {
+            path: job.paths.binary.shown().to_string(),
+            actual: Err(why),
+            memfd: job.exec.memfd,
+            deleted: job.exec.deleted,
+            upper_layer: job.exec.upper_layer,
+            runtime: false,
+        },
+        script: None,
     }
 }
 
@@ -389,20 +525,18 @@ async fn conclude(
     .await;
 }
 
-/// The hot path: a binary whose content this node has hashed before, executed by an
-/// absolute path (or a relative one with the kernel's cwd), is judged with no I/O at all.
-/// Anything else (memfd, scripts, a cache miss) goes to [`inspect`] on the blocking pool.
-fn cached_inspection(shared: &Shared, exec: &ExecEvent) -> Option<Inspection> {
-    if exec.memfd || exec.interpreter.is_some() || script_argument(exec).is_some() {
+/// The hot path: a binary whose content this node has hashed before, named whole by the
+/// event, is judged with no I/O at all. Anything else (memfd, scripts, a cache miss, a
+/// name the sensor could not keep) goes to [`inspect::inspect`] on the blocking pool.
+fn cached_inspection(shared: &Shared, exec: &ExecEvent, paths: &ExecPaths) -> Option<Inspection> {
+    if exec.memfd || paths.script.is_some() || exec.size > shared.config.max_file_bytes {
         return None;
     }
-    if !exec.filename.starts_with('/') && (exec.cwd.is_none() || exec.cwd_truncated) {
-        return None;
-    }
+    let path = paths.binary.known()?;
     let actual = cached_hash(shared, &content_key(exec))?;
     Some(Inspection {
         binary: FileFacts {
-            path: target::absolute(&exec.filename, exec.cwd.as_deref()),
+            path: path.to_string(),
             actual: Ok(actual),
             memfd: false,
             deleted: exec.deleted,
@@ -421,149 +555,6 @@ fn content_key(exec: &ExecEvent) -> ContentKey {
         ctime_nsec: exec.ctime_nsec,
         size: exec.size,
     }
-}
-
-/// Finds and hashes the executed file (and the script it runs). Blocking.
-fn inspect(shared: &Shared, exec: &ExecEvent, roots: &[u32]) -> Inspection {
-    let pid = exec.process.tgid;
-    // Only processes still in the exec's mount namespace show the container's root: any
-    // other (a host parent, a reused pid) would resolve paths on the wrong tree.
-    let roots: Vec<u32> = roots
-        .iter()
-        .copied()
-        .filter(|&p| target::mnt_ns_of(p) == Some(exec.process.mnt_ns))
-        .collect();
-    let roots = roots.as_slice();
-    let limit = shared.config.max_file_bytes;
-    let live_exe = target::open_exe(pid, exec.file);
-    // The kernel's cwd (read at exec time for relative names) beats /proc, which only
-    // knows it while the process lives.
-    let cwd = exec
-        .cwd
-        .clone()
-        .filter(|_| !exec.cwd_truncated)
-        .or_else(|| target::cwd(pid))
-        .or_else(|| target::cwd(exec.ppid));
-    let called = exec
-        .interpreter
-        .clone()
-        .unwrap_or_else(|| exec.filename.clone());
-    // The path as the exec named it, whether or not the process still lives: reading it
-    // back from /proc/PID/exe instead gave a symlink's target (`/bin/busybox` for the
-    // `/bin/sh` of a `#!` line) only when the daemon was quick enough to find the process
-    // alive, and never on the cached path. The image lookup resolves symlinks either way.
-    let path = target::absolute(&called, cwd.as_deref());
-    let key = content_key(exec);
-    let cached = if exec.memfd {
-        None
-    } else {
-        cached_hash(shared, &key)
-    };
-    let actual = match cached {
-        Some(h) => Ok(h),
-        None => {
-            let hashed = match live_exe {
-                Ok(opened) => target::hash_opened(opened, limit),
-                Err(live_err) if exec.memfd => Err(live_err),
-                Err(live_err) => open_checked_in_roots(roots, &path, exec)
-                    .and_then(|o| target::hash_opened(o, limit))
-                    .map_err(|e| format!("{live_err}; {e}")),
-            };
-            if let (Ok(h), false) = (&hashed, exec.memfd) {
-                shared
-                    .hashes
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(key, h.clone());
-            }
-            hashed
-        }
-    };
-    let runtime = exec.memfd && actual.as_ref().is_ok_and(|h| shared.runtime.contains(h));
-    let binary = FileFacts {
-        path: if exec.memfd {
-            exec.filename.clone()
-        } else {
-            path
-        },
-        actual,
-        memfd: exec.memfd,
-        deleted: exec.deleted,
-        upper_layer: exec.upper_layer,
-        runtime,
-    };
-    let script_path = if exec.interpreter.is_some() {
-        Some(target::absolute(&exec.filename, cwd.as_deref()))
-    } else {
-        script_argument(exec).map(|a| target::absolute(a, cwd.as_deref()))
-    };
-    let script = script_path.and_then(|p| {
-        let opened = roots.iter().find_map(|&r| target::open_in_root(r, &p).ok());
-        // `sh -c ...` style runs name no file: only a file that exists counts as a script,
-        // except for a `#!` exec, whose script certainly ran.
-        if opened.is_none() && exec.interpreter.is_none() {
-            return None;
-        }
-        let actual = match opened {
-            Some(o) => target::hash_opened(o, limit),
-            None => Err(format!("{p} could not be opened in the container")),
-        };
-        Some(FileFacts {
-            path: p,
-            actual,
-            memfd: false,
-            deleted: false,
-            upper_layer: false,
-            runtime: false,
-        })
-    });
-    Inspection { binary, script }
-}
-
-/// The script a shell or interpreter was asked to run (`sh /tmp/x.sh`), if argv names one.
-fn script_argument(exec: &ExecEvent) -> Option<&str> {
-    let argv0 = exec.argv.first()?;
-    let argv0 = argv0.rsplit('/').next().unwrap_or(argv0);
-    let runner = SCRIPT_RUNNERS.iter().any(|r| {
-        argv0 == *r
-            || (argv0.starts_with(r)
-                && argv0[r.len()..]
-                    .chars()
-                    .all(|c| c.is_ascii_digit() || c == '.'))
-    });
-    if !runner {
-        return None;
-    }
-    exec.argv
-        .get(1)
-        .map(String::as_str)
-        .filter(|a| !a.is_empty() && !a.starts_with('-'))
-}
-
-/// Opens `path` in the first live root of the container whose file is the one that ran.
-fn open_checked_in_roots(
-    roots: &[u32],
-    path: &str,
-    exec: &ExecEvent,
-) -> Result<target::Opened, String> {
-    use std::os::unix::fs::MetadataExt;
-    let mut last = format!("no live process of the container to open {path} through");
-    for &root in roots {
-        match target::open_in_root(root, path) {
-            Ok(o) => {
-                let meta = o.file.metadata().map_err(|e| e.to_string())?;
-                if (meta.dev(), meta.ino()) == (exec.file.dev, exec.file.ino) {
-                    return Ok(o);
-                }
-                last = format!(
-                    "{} is another file than the one that ran (replaced since)",
-                    o.via
-                );
-            }
-            Err(e) => last = e,
-        }
-    }
-    Err(last)
 }
 
 struct EvidenceCtx {
@@ -613,7 +604,7 @@ fn record_metrics(
 
 /// Looks `key` up in the hash cache and, with the cache locked anyway, copies its hit and
 /// miss counts to the API's metrics.
-fn cached_hash(shared: &Shared, key: &ContentKey) -> Option<String> {
+pub(crate) fn cached_hash(shared: &Shared, key: &ContentKey) -> Option<String> {
     let cache = shared.hashes.lock().unwrap_or_else(|e| e.into_inner());
     let found = cache.get(key);
     let m = &shared.metrics;
@@ -853,7 +844,7 @@ fn loss_draft(lost: &LossCounts) -> AlertDraft {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sensor::event::{FileIdentity, ProcessRef};
+    use crate::sensor::event::ProcessRef;
 
     fn exec(argv: &[&str]) -> ExecEvent {
         ExecEvent {
@@ -864,30 +855,12 @@ mod tests {
                 pid_ns: 1,
                 ktime_ns: 0,
             },
-            ppid: 0,
-            uid: 0,
-            gid: 0,
-            comm: String::new(),
             filename: argv[0].into(),
-            interpreter: None,
             argv: argv.iter().map(|s| s.to_string()).collect(),
             argc: argv.len() as u32,
-            argv_truncated: false,
-            filename_truncated: false,
-            cwd: None,
-            cwd_truncated: false,
-            file: FileIdentity { dev: 0, ino: 0 },
-            real_file: FileIdentity { dev: 0, ino: 0 },
-            ctime_sec: 0,
-            ctime_nsec: 0,
-            size: 0,
             nlink: 1,
-            mode: 0,
             overlay: true,
-            upper_layer: false,
-            memfd: false,
-            deleted: false,
-            storm: false,
+            ..ExecEvent::default()
         }
     }
 
@@ -907,25 +880,6 @@ mod tests {
             .as_secs_f64();
         assert!((wall(mono) - now).abs() < 1.0);
         assert!((wall(mono - 5_000_000_000) - (now - 5.0)).abs() < 1.0);
-    }
-
-    #[test]
-    fn script_arguments_of_shells_and_interpreters() {
-        assert_eq!(
-            script_argument(&exec(&["sh", "/tmp/x.sh"])),
-            Some("/tmp/x.sh")
-        );
-        assert_eq!(
-            script_argument(&exec(&["/bin/bash", "x.sh", "a"])),
-            Some("x.sh")
-        );
-        assert_eq!(
-            script_argument(&exec(&["python3.11", "run.py"])),
-            Some("run.py")
-        );
-        assert_eq!(script_argument(&exec(&["sh", "-c", "echo"])), None);
-        assert_eq!(script_argument(&exec(&["ls", "/tmp"])), None);
-        assert_eq!(script_argument(&exec(&["shred", "x"])), None);
     }
 
     #[test]

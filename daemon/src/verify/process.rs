@@ -139,6 +139,37 @@ impl ProcessTable {
         e.exe = Some(exe);
     }
 
+    /// Every live process outside the host mount namespace, from `/proc`: containers that
+    /// ran before the daemon started then have roots to open their files through and
+    /// ancestry, as new ones do. Returns how many were added.
+    pub fn seed_from_proc(&mut self, host_mnt_ns: u32) -> usize {
+        let Ok(dir) = std::fs::read_dir("/proc") else {
+            return 0;
+        };
+        let mut pids: Vec<u32> = dir
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect();
+        pids.sort_unstable();
+        let mut added = 0;
+        for pid in pids {
+            let Some(ns) = super::target::mnt_ns_of(pid) else {
+                continue;
+            };
+            if ns == host_mnt_ns {
+                continue;
+            }
+            let Some((ppid, exe)) = from_proc(pid) else {
+                continue;
+            };
+            let e = self.entry(pid);
+            e.ppid = ppid;
+            e.exe = exe;
+            self.seen_in(ns, pid);
+            added += 1;
+        }
+        added
+    }
+
     pub fn len(&self) -> usize {
         self.procs.len()
     }

@@ -7,12 +7,14 @@
 //! already gone and for scripts, so that an absolute symlink in the image resolves inside
 //! the image and never on the host.
 
-use super::hash::sha256_hex;
+use super::hash::{sha256_hex_until, HashError};
+use super::verdict::Unreadable;
 use crate::sensor::FileIdentity;
 use std::ffi::CString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::time::Instant;
 
 const DELETED_SUFFIX: &str = " (deleted)";
 
@@ -58,20 +60,42 @@ pub struct Opened {
 }
 
 /// The executable of a live process, if it still is the file of the event.
-pub fn open_exe(pid: u32, expect: FileIdentity) -> Result<Opened, String> {
+pub fn open_exe(pid: u32, expect: FileIdentity) -> Result<Opened, Unreadable> {
     let via = format!("/proc/{pid}/exe");
-    let file = File::open(&via).map_err(|e| format!("{via}: {e}"))?;
-    let meta = file.metadata().map_err(|e| format!("{via}: {e}"))?;
+    let failed = |e: std::io::Error| Unreadable::Failed(format!("{via}: {e}"));
+    // What execve ran is a regular file; O_NONBLOCK all the same, so nothing waits.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(&via)
+        .map_err(failed)?;
+    let meta = file.metadata().map_err(failed)?;
     if (meta.dev(), meta.ino()) != (expect.dev, expect.ino) {
-        return Err(format!(
+        return Err(Unreadable::Failed(format!(
             "{via} is another file now (dev {} ino {}, event had dev {} ino {}): the pid exec'd again or was reused",
             meta.dev(),
             meta.ino(),
             expect.dev,
             expect.ino
-        ));
+        )));
     }
     Ok(Opened { file, via })
+}
+
+/// The path inside its container of a live process's executable, if it still is the
+/// file of the event (a name the sensor could not keep whole).
+pub fn exe_path_checked(pid: u32, expect: FileIdentity) -> Option<String> {
+    let via = format!("/proc/{pid}/exe");
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(&via)
+        .ok()?;
+    let meta = handle.metadata().ok()?;
+    if (meta.dev(), meta.ino()) != (expect.dev, expect.ino) {
+        return None;
+    }
+    exe_path(pid)
 }
 
 /// The path of a live process's executable inside its container (`/proc/PID/exe`'s target),
@@ -89,80 +113,154 @@ pub fn mnt_ns_of(pid: u32) -> Option<u32> {
         .map(|m| m.ino() as u32)
 }
 
+/// Live processes in mount namespace `mnt_ns`, at most `max`, from a scan of `/proc`: the
+/// last way into a container's root when no process the daemon knows of is left.
+pub fn pids_in_namespace(mnt_ns: u32, max: usize) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| mnt_ns_of(pid) == Some(mnt_ns))
+        .take(max)
+        .collect()
+}
+
 /// The working directory of a live process, inside its container.
 pub fn cwd(pid: u32) -> Option<String> {
     let target = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
     Some(target.to_string_lossy().into_owned())
 }
 
-/// Makes `path` absolute against `cwd` (both container paths), without `.` components or
-/// repeated slashes (`./x.sh` in /tmp is `/tmp/x.sh`, as the alert shows it). `..` is left
-/// to the resolver, which follows symlinks and clamps it at the container root.
-pub fn absolute(path: &str, cwd: Option<&str>) -> String {
-    let base = if path.starts_with('/') {
-        ""
-    } else {
-        cwd.unwrap_or("/")
-    };
-    let mut out = String::with_capacity(base.len() + path.len() + 1);
-    for part in base.split('/').chain(path.split('/')) {
-        if !part.is_empty() && part != "." {
-            out.push('/');
-            out.push_str(part);
-        }
-    }
-    if out.is_empty() {
-        out.push('/');
-    }
-    out
-}
-
 /// Opens `path` inside the root filesystem of `root_pid` (a live process of the container).
-/// Symlinks resolve inside that root; magic links are refused.
-pub fn open_in_root(root_pid: u32, path: &str) -> Result<Opened, String> {
+/// Symlinks resolve inside that root; magic links are refused. Only a regular file is
+/// opened for reading: the path is first opened `O_PATH` (which runs no driver's or
+/// FIFO's open and so cannot block or have side effects), its type checked, and only
+/// then reopened through the daemon's own `/proc/self/fd`, which reaches the same inode
+/// without resolving the path again.
+pub fn open_in_root(root_pid: u32, path: &str) -> Result<Opened, Unreadable> {
     let via = format!("/proc/{root_pid}/root{path}");
-    let root = File::open(format!("/proc/{root_pid}/root")).map_err(|e| format!("{via}: {e}"))?;
+    let root = File::open(format!("/proc/{root_pid}/root"))
+        .map_err(|e| Unreadable::Failed(format!("{via}: {e}")))?;
     let cpath = CString::new(path.trim_start_matches('/'))
-        .map_err(|_| format!("{via}: path contains a NUL byte"))?;
-    let file = openat2(
+        .map_err(|_| Unreadable::Failed(format!("{via}: path contains a NUL byte")))?;
+    let handle = openat2(
         &root,
         &cpath,
-        libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY,
+        libc::O_PATH | libc::O_CLOEXEC,
         libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
     )
-    .map_err(|e| format!("{via}: {e}"))?;
+    .map_err(|e| {
+        if e.raw_os_error() == Some(libc::ENOENT) {
+            Unreadable::Missing(format!("{via}: {e}"))
+        } else {
+            Unreadable::Failed(format!("{via}: {e}"))
+        }
+    })?;
+    reopen_regular(&handle, via)
+}
+
+/// Opens for reading the regular file behind an `O_PATH` handle (or any descriptor),
+/// refusing everything else before any open of it runs.
+fn reopen_regular(handle: &File, via: String) -> Result<Opened, Unreadable> {
+    let meta = handle
+        .metadata()
+        .map_err(|e| Unreadable::Failed(format!("{via}: {e}")))?;
+    check_regular(&meta, &via)?;
+    let again = format!("/proc/self/fd/{}", handle.as_raw_fd());
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(&again)
+        .map_err(|e| Unreadable::Failed(format!("{via}: {e}")))?;
     Ok(Opened { file, via })
 }
 
-/// Hashes an opened file, refusing anything that is not a regular file.
-pub fn hash_opened(opened: Opened, limit: u64) -> Result<String, String> {
+/// A descriptor of a live process (`/proc/PID/fd/N`): the file a `/dev/fd/N` name opens,
+/// and its path inside the container.
+pub fn open_fd_of(pid: u32, fd: u32) -> Result<(Opened, String), Unreadable> {
+    let via = format!("/proc/{pid}/fd/{fd}");
+    let target = std::fs::read_link(&via)
+        .map_err(|e| Unreadable::Failed(format!("{via}: {e}")))?
+        .to_string_lossy()
+        .into_owned();
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
+        .open(&via)
+        .map_err(|e| Unreadable::Failed(format!("{via}: {e}")))?;
+    let path = target
+        .strip_suffix(DELETED_SUFFIX)
+        .unwrap_or(&target)
+        .to_string();
+    Ok((reopen_regular(&handle, via)?, path))
+}
+
+fn check_regular(meta: &std::fs::Metadata, via: &str) -> Result<(), Unreadable> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    let what = if t.is_file() {
+        return Ok(());
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_dir() {
+        "a directory"
+    } else {
+        "not a file"
+    };
+    Err(Unreadable::NotRegular {
+        via: via.to_string(),
+        what,
+    })
+}
+
+/// Argument `index` of a live process, from `/proc/PID/cmdline` (whole, however long).
+pub fn argument(pid: u32, index: usize) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    raw.split(|&b| b == 0)
+        .nth(index)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+}
+
+/// Hashes an opened regular file: its size is checked against `limit` before a byte is
+/// read, and reading stops at `deadline`.
+pub fn hash_opened(opened: Opened, limit: u64, deadline: Instant) -> Result<String, Unreadable> {
     let meta = opened
         .file
         .metadata()
-        .map_err(|e| format!("{}: {e}", opened.via))?;
-    if !meta.is_file() {
-        return Err(format!("{} is not a regular file", opened.via));
+        .map_err(|e| Unreadable::Failed(format!("{}: {e}", opened.via)))?;
+    check_regular(&meta, &opened.via)?;
+    if meta.len() > limit {
+        return Err(Unreadable::TooLarge {
+            path: opened.via,
+            size: meta.len(),
+            limit,
+        });
     }
-    sha256_hex(std::io::BufReader::new(opened.file), limit)
-        .map_err(|e| format!("{}: {e}", opened.via))
+    match sha256_hex_until(std::io::BufReader::new(opened.file), limit, deadline) {
+        Ok(h) => Ok(h),
+        Err(HashError::Deadline { read }) => Err(Unreadable::TimedOut {
+            via: opened.via,
+            detail: format!("{read} bytes read"),
+        }),
+        Err(HashError::TooLarge) => Err(Unreadable::TooLarge {
+            path: opened.via,
+            size: meta.len().max(limit + 1),
+            limit,
+        }),
+        Err(HashError::Io(e)) => Err(Unreadable::Failed(format!("{}: {e}", opened.via))),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn relative_paths_join_the_cwd() {
-        assert_eq!(absolute("./x.sh", Some("/app")), "/app/x.sh");
-        assert_eq!(absolute("./x.sh", Some("/")), "/x.sh");
-        assert_eq!(absolute("a/./b//c", Some("/app/")), "/app/a/b/c");
-        assert_eq!(absolute("/tmp/./x", None), "/tmp/x");
-        assert_eq!(absolute("../x", Some("/app")), "/app/../x");
-        assert_eq!(absolute(".", Some("/")), "/");
-        assert_eq!(absolute("x", Some("/")), "/x");
-        assert_eq!(absolute("/bin/sh", Some("/app")), "/bin/sh");
-        assert_eq!(absolute("x", None), "/x");
-    }
 
     #[test]
     fn own_exe_is_found_and_checked() {
@@ -177,7 +275,10 @@ mod tests {
             dev: id.dev,
             ino: id.ino + 1,
         };
-        assert!(open_exe(me, wrong).unwrap_err().contains("another file"));
+        assert!(open_exe(me, wrong)
+            .unwrap_err()
+            .to_string()
+            .contains("another file"));
     }
 
     #[test]

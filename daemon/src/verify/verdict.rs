@@ -43,13 +43,49 @@ impl ImageState {
     }
 }
 
+/// Why the content of a file could not be hashed. The kinds the verdict tells apart: a
+/// file that is not a regular file, too large, unnamed by the event or too slow to read
+/// is `unverifiable` whatever the image says; any other failure to read a path the image
+/// does not have is still `not_in_image`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unreadable {
+    #[error("{via} is {what}, not a regular file: not read")]
+    NotRegular { via: String, what: &'static str },
+    #[error("{path} is {size} bytes, over verify.max_file_bytes ({limit}): not hashed")]
+    TooLarge { path: String, size: u64, limit: u64 },
+    /// The event names no file for sure (a name the sensor cut) and `/proc` could not tell.
+    #[error("{0}")]
+    PathUnknown(String),
+    #[error("reading {via} did not finish within verify.inspect_timeout_ms ({detail})")]
+    TimedOut { via: String, detail: String },
+    /// No such file (in any live root of the container).
+    #[error("{0}")]
+    Missing(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl Unreadable {
+    /// True when the verdict cannot say anything about the content, even for a path the
+    /// image lacks.
+    fn is_unjudgeable(&self) -> bool {
+        matches!(
+            self,
+            Self::NotRegular { .. }
+                | Self::TooLarge { .. }
+                | Self::PathUnknown(_)
+                | Self::TimedOut { .. }
+        )
+    }
+}
+
 /// One file that has to be checked: the executed binary, or the script it interprets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileFacts {
     /// The path inside the container.
     pub path: String,
     /// sha256 hex of the content that ran, or why it could not be read.
-    pub actual: Result<String, String>,
+    pub actual: Result<String, Unreadable>,
     pub memfd: bool,
     pub deleted: bool,
     pub upper_layer: bool,
@@ -171,12 +207,22 @@ pub fn judge(file: &FileFacts, image: &ImageState, record: &ImageRecord) -> Exec
     }
     let actual = match &file.actual {
         Ok(a) => a.clone(),
-        Err(reason) => {
+        Err(why) if why.is_unjudgeable() => {
+            let image = match record {
+                ImageRecord::Missing => "; the image has no file at this path",
+                ImageRecord::NotAFile => "; the image has no regular file at this path",
+                ImageRecord::File { .. } => "",
+            };
+            return ExecVerdict::Unverifiable {
+                reason: format!("{}: {why}{image}", file.path),
+            };
+        }
+        Err(why) => {
             // A file the image does not have is an alert even when it cannot be read.
             return match record {
                 ImageRecord::Missing => ExecVerdict::NotInImage { actual: None },
                 _ => ExecVerdict::Unverifiable {
-                    reason: format!("cannot read {}: {reason}", file.path),
+                    reason: format!("cannot read {}: {why}", file.path),
                 },
             };
         }
@@ -259,7 +305,7 @@ mod tests {
             ExecVerdict::NotInImage { .. }
         ));
         let mut gone = facts("");
-        gone.actual = Err("process exited and file removed".into());
+        gone.actual = Err(Unreadable::Failed("process exited and file removed".into()));
         assert_eq!(
             judge(&gone, &ImageState::Verified, &ImageRecord::Missing),
             ExecVerdict::NotInImage { actual: None }
@@ -268,6 +314,40 @@ mod tests {
             judge(&gone, &ImageState::Verified, &rec("aa")),
             ExecVerdict::Unverifiable { .. }
         ));
+    }
+
+    #[test]
+    fn files_that_cannot_be_judged_are_unverifiable_with_the_reason() {
+        let cases = [
+            Unreadable::NotRegular {
+                via: "/proc/1/root/tmp/ff".into(),
+                what: "a FIFO",
+            },
+            Unreadable::TooLarge {
+                path: "/proc/1/exe".into(),
+                size: 2 << 30,
+                limit: 1 << 30,
+            },
+            Unreadable::PathUnknown("the script argument is cut".into()),
+            Unreadable::TimedOut {
+                via: "/proc/1/exe".into(),
+                detail: "0 bytes read".into(),
+            },
+        ];
+        for why in cases {
+            let mut f = facts("");
+            f.actual = Err(why.clone());
+            for record in [ImageRecord::Missing, rec("aa")] {
+                let v = judge(&f, &ImageState::Verified, &record);
+                let ExecVerdict::Unverifiable { reason } = &v else {
+                    panic!("{why:?} with {record:?}: {v:?}");
+                };
+                assert!(reason.contains(&why.to_string()), "{reason}");
+                if record == ImageRecord::Missing {
+                    assert!(reason.contains("the image has no file"), "{reason}");
+                }
+            }
+        }
     }
 
     #[test]
