@@ -19,9 +19,13 @@
 //! `fsync` is batched (default every 100 ms, on a helper thread): a kernel crash or power
 //! loss may cost the last interval, which is what an fsync per alert (`always`, about
 //! 1-10 ms each on real disks) would cost in throughput and exec-to-alert latency instead.
-//! On open every segment is scanned; a torn or corrupt record and everything after it in
-//! that segment is cut (the file truncated) and the cut is logged. After such a cut the
-//! sequence continues after the last valid record.
+//! On open every segment is scanned. A torn record at the very end (a write cut short by a
+//! crash) is cut. Any other damage (a record failing its checksum, a broken header) never
+//! costs the intact records around it: the segment is copied as found into
+//! `journal/quarantine/`, rewritten with its intact records only, and readers get a gap
+//! naming exactly the lost sequence numbers. The sequence never goes backwards or repeats:
+//! `journal/next_seq` holds the high-water mark (written at most every fsync interval and
+//! at close), and the next alert after a restart is past both it and the last record.
 //!
 //! Retention deletes whole segments, oldest first, while the journal is over its size
 //! bound or a segment's newest record is older than the age bound; the newest segment is
@@ -45,8 +49,9 @@ use segment::{
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::broadcast;
@@ -58,6 +63,12 @@ use tracing::{error, info, warn};
 pub const RECENT_PER_LIVE_SLOT: usize = 2;
 /// Retention by age is checked at most this often (and at every segment rotation).
 const RETENTION_CHECK: Duration = Duration::from_secs(60);
+/// The high-water mark of the sequence: the seq the next alert gets, or more.
+const HIGH_WATER_FILE: &str = "next_seq";
+/// Where damaged segments are copied, as found, before they are rewritten.
+const QUARANTINE_DIR: &str = "quarantine";
+/// How often the high-water mark is written when fsync is not batched.
+const HIGH_WATER_INTERVAL: Duration = Duration::from_millis(100);
 
 /// When appended records are forced to stable storage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -266,6 +277,15 @@ struct Inner {
 struct SyncShared {
     file: Mutex<Option<Arc<File>>>,
     dirty: AtomicBool,
+    /// The journal's directory (where the high-water mark goes); `None` when disabled.
+    dir: Option<PathBuf>,
+    /// The seq the next alert gets, as last published, and as last written to disk.
+    next_seq: AtomicU64,
+    high_water_written: AtomicU64,
+    /// fsync the segment each interval (batched), or only write the high-water mark.
+    fsync_segment: bool,
+    /// fsync the high-water mark when written.
+    durable: bool,
     stop: Mutex<bool>,
     wake: Condvar,
 }
@@ -340,6 +360,7 @@ impl Journal {
     /// get (one past the last journaled one; 1 for a new journal).
     pub fn open(dir: &Path, limits: JournalLimits) -> Result<(Arc<Journal>, u64), JournalError> {
         create_private_dir(dir)?;
+        let quarantine = dir.join(QUARANTINE_DIR);
         let mut names: Vec<(u64, PathBuf)> = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(io(dir))? {
             let entry = entry.map_err(io(dir))?;
@@ -358,19 +379,28 @@ impl Journal {
         let count = names.len();
         for (i, (first_seq, path)) in names.into_iter().enumerate() {
             let newest = i + 1 == count;
+            // Alerts are private: older versions created segments 0644.
+            make_private(&path)?;
             let after = segments
                 .last()
                 .and_then(|s| s.last_seq.or(Some(s.first_seq.saturating_sub(1))))
                 .unwrap_or(0);
-            if let Some(seg) = recover_segment(&path, first_seq, after, newest)? {
+            if let Some(seg) = recover_segment(&path, first_seq, after, newest, &quarantine)? {
                 segments.push(seg);
             }
         }
-        let next_seq = segments
+        let from_segments = segments
             .last()
             .map(|s| s.last_seq.map_or(s.first_seq, |l| l + 1).max(s.first_seq))
             .unwrap_or(1)
             .max(1);
+        let high_water = read_high_water(dir);
+        let next_seq = from_segments.max(high_water.unwrap_or(0));
+        if next_seq > from_segments {
+            warn!(dir = %dir.display(), first_seq = from_segments, last_seq = next_seq - 1,
+                "alert journal: these alerts were numbered before but are not in the journal \
+                 (damaged or cut); readers get a gap for them and the sequence goes on after them");
+        }
         let active = match segments.last() {
             Some(s) => Some(Arc::new(
                 OpenOptions::new()
@@ -396,6 +426,13 @@ impl Journal {
             limits,
         );
         *journal.sync.file.lock().unwrap_or_else(|e| e.into_inner()) = active;
+        journal.sync.next_seq.store(next_seq, Ordering::Release);
+        write_high_water(dir, next_seq, journal.limits.fsync != FsyncPolicy::Never)
+            .map_err(io(&dir.join(HIGH_WATER_FILE)))?;
+        journal
+            .sync
+            .high_water_written
+            .store(next_seq, Ordering::Release);
         {
             let mut inner = journal.lock();
             let limits = journal.limits.clone();
@@ -438,19 +475,28 @@ impl Journal {
         let sync = Arc::new(SyncShared {
             file: Mutex::new(None),
             dirty: AtomicBool::new(false),
+            dir: inner.store.as_ref().map(|s| s.dir.clone()),
+            next_seq: AtomicU64::new(inner.next_seq),
+            high_water_written: AtomicU64::new(0),
+            fsync_segment: matches!(limits.fsync, FsyncPolicy::Batched(_)),
+            durable: limits.fsync != FsyncPolicy::Never,
             stop: Mutex::new(false),
             wake: Condvar::new(),
         });
-        let thread = match (limits.fsync, inner.store.is_some()) {
-            (FsyncPolicy::Batched(every), true) => {
-                let shared = sync.clone();
-                std::thread::Builder::new()
-                    .name("lg-journal-sync".into())
-                    .spawn(move || sync_loop(&shared, every))
-                    .ok()
-            }
-            _ => None,
+        // The helper thread fsyncs batched appends and, whatever the policy, keeps the
+        // high-water mark of the sequence on disk.
+        let every = match limits.fsync {
+            FsyncPolicy::Batched(every) => every,
+            _ => HIGH_WATER_INTERVAL,
         };
+        let thread = inner.store.is_some().then(|| {
+            let shared = sync.clone();
+            std::thread::Builder::new()
+                .name("lg-journal-sync".into())
+                .spawn(move || sync_loop(&shared, every))
+                .ok()
+        });
+        let thread = thread.flatten();
         Arc::new(Journal {
             inner: Mutex::new(inner),
             live,
@@ -505,6 +551,7 @@ impl Journal {
         }
         inner.next_seq = alert.seq + 1;
         inner.published += 1;
+        self.sync.next_seq.store(inner.next_seq, Ordering::Release);
         let result = match inner.store.as_mut() {
             Some(store) => store.append(alert, &self.limits, &self.sync),
             None => Ok(()),
@@ -713,6 +760,13 @@ impl Journal {
                 file.sync_data().map_err(io(&seg.path))?;
             }
         }
+        if let Some(store) = inner.store.as_ref() {
+            write_high_water(&store.dir, inner.next_seq, self.sync.durable)
+                .map_err(io(&store.dir.join(HIGH_WATER_FILE)))?;
+            self.sync
+                .high_water_written
+                .store(inner.next_seq, Ordering::Release);
+        }
         Ok(())
     }
 }
@@ -800,6 +854,7 @@ impl Store {
             .create(true)
             .truncate(true)
             .write(true)
+            .mode(0o600)
             .open(&path)
             .map_err(io(&path))?;
         file.write_all(MAGIC).map_err(io(&path))?;
@@ -859,6 +914,7 @@ impl Store {
 
 fn sync_loop(shared: &SyncShared, every: Duration) {
     let mut failing = false;
+    let mut high_water_failing = false;
     loop {
         let stop = {
             let guard = shared.stop.lock().unwrap_or_else(|e| e.into_inner());
@@ -868,7 +924,7 @@ fn sync_loop(shared: &SyncShared, every: Duration) {
                 .unwrap_or_else(|e| e.into_inner());
             *guard
         };
-        if shared.dirty.swap(false, Ordering::AcqRel) {
+        if shared.fsync_segment && shared.dirty.swap(false, Ordering::AcqRel) {
             let file = shared
                 .file
                 .lock()
@@ -889,10 +945,87 @@ fn sync_loop(shared: &SyncShared, every: Duration) {
                 }
             }
         }
+        // After the records it covers (written above or before): the mark never claims a
+        // seq that a restart could find neither in a segment nor as a gap.
+        let next = shared.next_seq.load(Ordering::Acquire);
+        if let Some(dir) = &shared.dir {
+            if next > shared.high_water_written.load(Ordering::Acquire) {
+                match write_high_water(dir, next, shared.durable) {
+                    Ok(()) => {
+                        shared.high_water_written.store(next, Ordering::Release);
+                        if high_water_failing {
+                            high_water_failing = false;
+                            info!("alert journal high-water mark written again");
+                        }
+                    }
+                    Err(e) if !high_water_failing => {
+                        high_water_failing = true;
+                        error!(error = %e, dir = %dir.display(),
+                            "cannot write the alert journal's high-water mark; a restart after \
+                             damage to the newest records could reuse their seq");
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
         if stop {
             return;
         }
     }
+}
+
+/// The high-water mark in `dir`, if one was written and reads back.
+fn read_high_water(dir: &Path) -> Option<u64> {
+    let path = dir.join(HIGH_WATER_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            warn!(path = %path.display(), error = %e, "cannot read the alert journal's high-water mark; using the segments alone");
+            return None;
+        }
+    };
+    match text.trim().parse::<u64>() {
+        Ok(n) => Some(n),
+        Err(_) => {
+            warn!(path = %path.display(), content = %text.trim(),
+                "the alert journal's high-water mark is not a number; using the segments alone");
+            None
+        }
+    }
+}
+
+/// Writes the high-water mark atomically (temporary file, rename).
+fn write_high_water(dir: &Path, next_seq: u64, durable: bool) -> std::io::Result<()> {
+    let path = dir.join(HIGH_WATER_FILE);
+    let tmp = dir.join(format!("{HIGH_WATER_FILE}.tmp"));
+    {
+        let mut f = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(format!("{next_seq}\n").as_bytes())?;
+        if durable {
+            f.sync_data()?;
+        }
+    }
+    std::fs::rename(&tmp, &path)?;
+    if durable {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Makes an existing journal file readable by its owner only.
+fn make_private(path: &Path) -> Result<(), JournalError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(io(path))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io(path))?;
+    }
+    Ok(())
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), JournalError> {
@@ -949,8 +1082,17 @@ impl AlertSink for JournalSink {
 
 impl Drop for Journal {
     fn drop(&mut self) {
-        // Without an explicit close the fsync thread would wait forever.
+        // Without an explicit close the fsync thread would wait forever. Its last round
+        // writes the high-water mark; waiting for it is one short file write.
         *self.sync.stop.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.sync.wake.notify_all();
+        if let Some(t) = self
+            .sync_thread
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = t.join();
+        }
     }
 }

@@ -6,7 +6,7 @@
 
 use super::{io, Alert, Entry, GapReason, JournalError, JournalReader, OpenSegment};
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 use tracing::warn;
@@ -125,13 +125,134 @@ pub(super) fn parse_frame(buf: &[u8]) -> Frame<'_> {
     }
 }
 
-/// Scans a segment at open and cuts whatever follows its last valid record. Returns
-/// `None` when the file was removed (nothing valid in it, and not the newest).
+/// A sliding read window over a file, for scans that look at one frame at a time.
+struct Window<'f> {
+    file: &'f File,
+    size: u64,
+    start: u64,
+    buf: Vec<u8>,
+}
+
+impl<'f> Window<'f> {
+    fn new(file: &'f File, size: u64) -> Self {
+        Self {
+            file,
+            size,
+            start: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    /// `len` bytes at `offset`, or `None` past the end of the file.
+    fn bytes(&mut self, offset: u64, len: usize) -> std::io::Result<Option<&[u8]>> {
+        if offset + len as u64 > self.size {
+            return Ok(None);
+        }
+        let inside =
+            offset >= self.start && offset + len as u64 <= self.start + self.buf.len() as u64;
+        if !inside {
+            let want = len.max(READ_CHUNK).min((self.size - offset) as usize);
+            self.buf.resize(want, 0);
+            self.file.read_exact_at(&mut self.buf, offset)?;
+            self.start = offset;
+        }
+        let at = (offset - self.start) as usize;
+        Ok(Some(&self.buf[at..at + len]))
+    }
+
+    /// The frame at `offset`.
+    fn frame(&mut self, offset: u64) -> std::io::Result<Scanned> {
+        let Some(header) = self.bytes(offset, FRAME_HEADER)? else {
+            return Ok(if offset < self.size {
+                Scanned::Torn
+            } else {
+                Scanned::End
+            });
+        };
+        let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as usize;
+        if len == 0 || len > MAX_RECORD_BYTES {
+            return Ok(Scanned::Corrupt(format!(
+                "record length {len} out of range"
+            )));
+        }
+        let Some(whole) = self.bytes(offset, FRAME_HEADER + len)? else {
+            return Ok(Scanned::Torn);
+        };
+        Ok(match parse_frame(whole) {
+            Frame::Record { seq, len, .. } => Scanned::Record { seq, len },
+            Frame::Corrupt(why) => Scanned::Corrupt(why),
+            Frame::Incomplete { .. } => Scanned::Torn,
+        })
+    }
+
+    /// The offset of the first whole, checksummed frame after `from` whose seq follows
+    /// `after_seq`, if any: where the records after a damaged one start again. A frame
+    /// header is 16 bytes of length, CRC and seq, so a false match needs a 32-bit checksum
+    /// to agree by chance.
+    fn resync(&mut self, from: u64, after_seq: u64) -> std::io::Result<Option<u64>> {
+        let mut at = from;
+        while at + FRAME_HEADER as u64 <= self.size {
+            let Some(header) = self.bytes(at, FRAME_HEADER)? else {
+                return Ok(None);
+            };
+            let len = u32::from_le_bytes(header[0..4].try_into().expect("4 bytes")) as u64;
+            let seq = u64::from_le_bytes(header[8..16].try_into().expect("8 bytes"));
+            let plausible = len > 0
+                && len <= MAX_RECORD_BYTES as u64
+                && at + FRAME_HEADER as u64 + len <= self.size
+                && seq > after_seq;
+            if plausible {
+                if let Scanned::Record { .. } = self.frame(at)? {
+                    return Ok(Some(at));
+                }
+            }
+            at += 1;
+        }
+        Ok(None)
+    }
+}
+
+/// What a scan finds at an offset.
+enum Scanned {
+    Record {
+        seq: u64,
+        len: usize,
+    },
+    /// The file ends inside a frame.
+    Torn,
+    Corrupt(String),
+    End,
+}
+
+/// What recovery found wrong in a segment.
+#[derive(Default)]
+struct Damage {
+    /// Byte ranges that held no valid record, with why.
+    bad: Vec<(u64, u64, String)>,
+    /// The file ends inside a record (a write cut by a crash): the only damage that is
+    /// simply cut, not quarantined.
+    torn_at: Option<u64>,
+    header: bool,
+}
+
+impl Damage {
+    fn is_none(&self) -> bool {
+        self.bad.is_empty() && self.torn_at.is_none() && !self.header
+    }
+}
+
+/// Scans a segment at open. Intact records are never destroyed: a record that fails its
+/// checksum (or a damaged header) is skipped, and scanning starts again at the next whole
+/// record. A damaged segment is copied into `quarantine` as it was and rewritten with its
+/// intact records only; a torn record at the very end (a crash mid-write) is cut in
+/// place. Returns `None` when nothing valid was left in a segment that is not the newest
+/// (the file is then removed, its copy kept in quarantine).
 pub(super) fn recover_segment(
     path: &Path,
     first_seq: u64,
     after_seq: u64,
     newest: bool,
+    quarantine: &Path,
 ) -> Result<Option<Segment>, JournalError> {
     let file = OpenOptions::new()
         .read(true)
@@ -149,71 +270,177 @@ pub(super) fn recover_segment(
         sparse: Vec::new(),
         last_write,
     };
+    let mut damage = Damage::default();
     let mut magic = [0u8; 8];
-    let header_ok = file.read_exact_at(&mut magic, 0).is_ok() && &magic == MAGIC;
-    let mut problem: Option<String> = None;
-    if !header_ok {
-        problem = Some("missing or unknown segment header".into());
-    } else {
-        let mut last = after_seq.max(first_seq.saturating_sub(1));
-        let mut offset = MAGIC.len() as u64;
-        let mut buf: Vec<u8> = Vec::new();
-        let mut buf_start = offset;
-        'scan: loop {
-            let consumed = (offset - buf_start) as usize;
-            let pending = &buf[consumed..];
-            match parse_frame(pending) {
-                Frame::Record { seq, len, .. } => {
-                    if seq <= last {
-                        problem = Some(format!("seq {seq} does not follow {last}"));
-                        break 'scan;
-                    }
-                    seg.index(seq, offset);
-                    seg.last_seq = Some(seq);
-                    last = seq;
-                    offset += len as u64;
-                }
-                Frame::Incomplete { need } => {
-                    if offset + need as u64 > size {
-                        if offset < size {
-                            problem = Some("torn record at the end".into());
-                        }
-                        break 'scan;
-                    }
-                    let want = need.max(READ_CHUNK).min((size - offset) as usize);
-                    buf.resize(want, 0);
-                    if let Err(e) = file.read_exact_at(&mut buf, offset) {
-                        problem = Some(format!("read error: {e}"));
-                        break 'scan;
-                    }
-                    buf_start = offset;
-                }
-                Frame::Corrupt(why) => {
-                    problem = Some(why);
-                    break 'scan;
-                }
+    damage.header = !(file.read_exact_at(&mut magic, 0).is_ok() && &magic == MAGIC);
+    // Intact frames: (offset, length).
+    let mut good: Vec<(u64, usize)> = Vec::new();
+    let mut window = Window::new(&file, size);
+    let mut last = after_seq.max(first_seq.saturating_sub(1));
+    let mut offset = MAGIC.len() as u64;
+    if damage.header {
+        match window.resync(0, last).map_err(io(path))? {
+            Some(at) => {
+                damage
+                    .bad
+                    .push((0, at, "missing or unknown segment header".into()));
+                offset = at;
+            }
+            None => {
+                damage
+                    .bad
+                    .push((0, size, "missing or unknown segment header".into()));
+                offset = size;
             }
         }
-        seg.len = offset;
     }
-    if let Some(why) = problem {
-        let cut = size.saturating_sub(seg.len);
-        warn!(segment = %path.display(), offset = seg.len, bytes_cut = cut, problem = %why,
-            last_valid_seq = seg.last_seq.unwrap_or(0),
-            "alert journal: cut a torn or corrupt tail (alerts in it are reported to readers as lost)");
-        if seg.last_seq.is_none() && !newest {
-            std::fs::remove_file(path).map_err(io(path))?;
-            return Ok(None);
+    loop {
+        let why = match window.frame(offset).map_err(io(path))? {
+            Scanned::End => break,
+            Scanned::Record { seq, len } if seq > last => {
+                good.push((offset, len));
+                last = seq;
+                offset += len as u64;
+                continue;
+            }
+            Scanned::Record { seq, .. } => format!("seq {seq} does not follow {last}"),
+            Scanned::Torn => "torn record at the end".to_string(),
+            Scanned::Corrupt(why) => why,
+        };
+        match window.resync(offset + 1, last).map_err(io(path))? {
+            Some(at) => {
+                damage.bad.push((offset, at, why));
+                offset = at;
+            }
+            None if why == "torn record at the end" => {
+                damage.torn_at = Some(offset);
+                break;
+            }
+            None => {
+                damage.bad.push((offset, size, why));
+                break;
+            }
         }
-        if header_ok {
-            file.set_len(seg.len).map_err(io(path))?;
+    }
+    drop(window);
+    if !damage.is_none() {
+        let lost_bytes: u64 = damage.bad.iter().map(|(a, b, _)| b - a).sum::<u64>()
+            + damage.torn_at.map_or(0, |t| size - t);
+        if damage.bad.is_empty() && !damage.header {
+            // Only a torn tail: what a crash mid-write leaves. Cut it.
+            let cut = damage
+                .torn_at
+                .expect("damage without bad ranges is a torn tail");
+            warn!(segment = %path.display(), offset = cut, bytes_cut = size - cut,
+                last_valid_seq = last,
+                "alert journal: cut a torn record at the end (a write cut short by a crash)");
+            file.set_len(cut).map_err(io(path))?;
+            file.sync_all().map_err(io(path))?;
         } else {
-            file.set_len(0).map_err(io(path))?;
-            file.write_all_at(MAGIC, 0).map_err(io(path))?;
+            let copy = quarantine_copy(path, quarantine)?;
+            for (from, to, why) in &damage.bad {
+                warn!(segment = %path.display(), from, to, problem = %why,
+                    quarantined = %copy.display(),
+                    "alert journal: skipped damaged bytes; the intact records after them are kept");
+            }
+            if good.is_empty() && !newest {
+                std::fs::remove_file(path).map_err(io(path))?;
+                warn!(segment = %path.display(), quarantined = %copy.display(), bytes = lost_bytes,
+                    "alert journal: no intact record left in a segment; removed (its copy is kept)");
+                return Ok(None);
+            }
+            rewrite(path, &file, &good)?;
         }
-        file.sync_all().map_err(io(path))?;
     }
+    // The intact records now lie one after another behind the header.
+    let file = File::open(path).map_err(io(path))?;
+    let mut at = MAGIC.len() as u64;
+    for (_, len) in &good {
+        index_record(&mut seg, &file, at, path)?;
+        at += *len as u64;
+    }
+    seg.len = at;
     Ok(Some(seg))
+}
+
+/// Adds the record at `offset` (known intact) to the segment's index.
+fn index_record(
+    seg: &mut Segment,
+    file: &File,
+    offset: u64,
+    path: &Path,
+) -> Result<(), JournalError> {
+    let mut seq = [0u8; 8];
+    file.read_exact_at(&mut seq, offset + 8).map_err(io(path))?;
+    let seq = u64::from_le_bytes(seq);
+    seg.index(seq, offset);
+    seg.last_seq = Some(seq);
+    Ok(())
+}
+
+/// Copies a damaged segment, as found, into the quarantine directory (mode 0600).
+fn quarantine_copy(path: &Path, quarantine: &Path) -> Result<PathBuf, JournalError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(quarantine)
+        .map_err(io(quarantine))?;
+    let stamp = SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let mut copy = quarantine.join(format!("{name}.{stamp}"));
+    let mut n = 1;
+    while copy.exists() {
+        copy = quarantine.join(format!("{name}.{stamp}.{n}"));
+        n += 1;
+    }
+    std::fs::copy(path, &copy).map_err(io(&copy))?;
+    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .map_err(io(&copy))?;
+    Ok(copy)
+}
+
+/// Replaces a segment with its header and the intact frames `good` of `from`, atomically
+/// (a crash during recovery leaves the damaged file, recovered again at the next start).
+fn rewrite(path: &Path, from: &File, good: &[(u64, usize)]) -> Result<(), JournalError> {
+    let tmp = path.with_extension("seg.rewrite");
+    let mut out = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    use std::io::Write;
+    out.write_all(MAGIC).map_err(io(&tmp))?;
+    let mut buf = Vec::new();
+    for &(offset, len) in good {
+        buf.resize(len, 0);
+        from.read_exact_at(&mut buf, offset).map_err(io(path))?;
+        out.write_all(&buf).map_err(io(&tmp))?;
+    }
+    out.sync_all().map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))?;
+    if let Some(dir) = path.parent() {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(dir))?;
+    }
+    Ok(())
+}
+
+/// The offset of the next intact frame after a damaged one at `from` in the committed
+/// part of a segment, for a reader that meets damage done since the journal was opened.
+pub(super) fn resync_reader(
+    file: &File,
+    from: u64,
+    committed: u64,
+    after_seq: u64,
+) -> std::io::Result<Option<u64>> {
+    Window::new(file, committed).resync(from + 1, after_seq)
 }
 
 pub(super) struct Snapshot {
@@ -339,10 +566,24 @@ pub(super) fn read_segment(
                     break;
                 }
                 Frame::Corrupt(reason) => {
-                    return Err(ReadProblem {
-                        offset: open.offset,
-                        reason,
-                    })
+                    // Damaged since the journal was opened: go on at the next intact
+                    // record (the seqs in between become a gap), else give up here.
+                    let after = reader.next_seq.saturating_sub(1);
+                    match resync_reader(&open.file, open.offset, snap.committed, after) {
+                        Ok(Some(at)) => {
+                            warn!(segment = %snap.path.display(), offset = open.offset,
+                                problem = %reason, resumed_at = at,
+                                "alert journal record damaged; readers skip it");
+                            open.offset = at;
+                            break;
+                        }
+                        _ => {
+                            return Err(ReadProblem {
+                                offset: open.offset,
+                                reason,
+                            })
+                        }
+                    }
                 }
             }
         }
@@ -350,18 +591,31 @@ pub(super) fn read_segment(
     Ok(SegmentEnd::Committed)
 }
 
-/// Decodes every record in `[start, end)` of a segment.
+/// Decodes every record in `[start, end)` of a segment, skipping damaged ones.
 pub(super) fn read_block(path: &Path, start: u64, end: u64) -> std::io::Result<Vec<Alert>> {
     let file = File::open(path)?;
     let mut buf = vec![0u8; end.saturating_sub(start) as usize];
     file.read_exact_at(&mut buf, start)?;
     let mut out = Vec::new();
     let mut pos = 0;
-    while let Frame::Record { payload, len, .. } = parse_frame(&buf[pos..]) {
-        if let Ok(a) = serde_json::from_slice::<Alert>(payload) {
-            out.push(a);
+    let mut last = 0u64;
+    while pos < buf.len() {
+        match parse_frame(&buf[pos..]) {
+            Frame::Record { payload, len, seq } => {
+                if let Ok(a) = serde_json::from_slice::<Alert>(payload) {
+                    out.push(a);
+                }
+                last = seq;
+                pos += len;
+            }
+            _ => {
+                let from = start + pos as u64;
+                match resync_reader(&file, from, end, last)? {
+                    Some(at) => pos = (at - start) as usize,
+                    None => break,
+                }
+            }
         }
-        pos += len;
     }
     Ok(out)
 }

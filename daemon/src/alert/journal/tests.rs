@@ -138,9 +138,11 @@ fn a_torn_tail_is_cut_and_the_sequence_continues_after_the_last_whole_record() {
         let (j, _) = Journal::open(dir.path(), limits()).unwrap();
         append_range(&j, 1..=10);
     }
+    // A crash in the middle of writing record 10, before the high-water mark covered it:
+    // only part of it reached the file, and it was never published.
+    std::fs::write(dir.path().join(HIGH_WATER_FILE), "10\n").unwrap();
     let seg = segment_files(dir.path()).pop().unwrap();
     let len = std::fs::metadata(&seg).unwrap().len();
-    // A crash in the middle of writing record 10: only part of it reached the file.
     std::fs::OpenOptions::new()
         .write(true)
         .open(&seg)
@@ -152,8 +154,37 @@ fn a_torn_tail_is_cut_and_the_sequence_continues_after_the_last_whole_record() {
     assert_eq!(read_all(&j, 1), alerts(1..=9));
     let cut_len = std::fs::metadata(&seg).unwrap().len();
     assert!(cut_len < len - 20, "the partial record was truncated away");
+    assert!(
+        !dir.path().join(QUARANTINE_DIR).exists(),
+        "a torn tail is cut, not quarantined"
+    );
     append_range(&j, 10..=12);
     assert_eq!(read_all(&j, 1), alerts(1..=12));
+}
+
+#[test]
+fn a_cut_tail_the_high_water_mark_covers_is_a_gap_and_its_seqs_are_never_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (j, _) = Journal::open(dir.path(), limits()).unwrap();
+        append_range(&j, 1..=10);
+    }
+    let seg = segment_files(dir.path()).pop().unwrap();
+    let len = std::fs::metadata(&seg).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len - 20)
+        .unwrap();
+    let (j, next) = Journal::open(dir.path(), limits()).unwrap();
+    assert_eq!(next, 11, "10 was numbered (and maybe seen) before");
+    let mut want = alerts(1..=9);
+    want.push(It::G(10, 10, GapReason::Lost));
+    assert_eq!(read_all(&j, 1), want);
+    append_range(&j, 11..=12);
+    want.extend(alerts(11..=12));
+    assert_eq!(read_all(&j, 1), want);
 }
 
 #[test]
@@ -200,25 +231,67 @@ fn flip_byte(seg: &Path, at: u64) {
     f.write_all_at(&[b[0] ^ 0x55], at).unwrap();
 }
 
+fn quarantined(dir: &Path) -> Vec<PathBuf> {
+    match std::fs::read_dir(dir.join(QUARANTINE_DIR)) {
+        Ok(d) => d.map(|e| e.unwrap().path()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
 #[test]
-fn a_bad_checksum_in_the_middle_of_the_newest_segment_cuts_there() {
+fn a_bad_checksum_in_the_middle_of_the_newest_segment_loses_that_record_only() {
     let dir = tempfile::tempdir().unwrap();
     {
         let (j, _) = Journal::open(dir.path(), limits()).unwrap();
         append_range(&j, 1..=10);
     }
     let seg = segment_files(dir.path()).pop().unwrap();
+    let before = std::fs::read(&seg).unwrap();
     let fifth = offset_of(&seg, 5);
     flip_byte(&seg, fifth + 16 + 10);
     let (j, next) = Journal::open(dir.path(), limits()).unwrap();
-    // Records 5..10 are gone: the sequence goes on after the last valid one.
-    assert_eq!(next, 5);
-    assert_eq!(read_all(&j, 1), alerts(1..=4));
+    assert_eq!(next, 11, "the sequence never goes back");
+    let mut want = alerts(1..=4);
+    want.push(It::G(5, 5, GapReason::Lost));
+    want.extend(alerts(6..=10));
+    assert_eq!(read_all(&j, 1), want);
+    // The damaged file is kept as found, and the segment holds the intact records.
+    let q = quarantined(dir.path());
+    assert_eq!(q.len(), 1, "{q:?}");
+    let copy = std::fs::read(&q[0]).unwrap();
+    assert_eq!(copy.len(), before.len());
+    assert_ne!(copy, before, "the copy is the damaged file");
+    // Appending goes on after the rewrite, and a reopen reads the same.
+    append_range(&j, 11..=12);
+    drop(j);
+    let (j, next) = Journal::open(dir.path(), limits()).unwrap();
+    assert_eq!(next, 13);
+    want.extend(alerts(11..=12));
+    assert_eq!(read_all(&j, 1), want);
     assert_eq!(
-        std::fs::metadata(&seg).unwrap().len(),
-        fifth,
-        "cut at record 5"
+        quarantined(dir.path()).len(),
+        1,
+        "nothing new to quarantine"
     );
+}
+
+#[test]
+fn a_damaged_length_is_resynchronised_past() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (j, _) = Journal::open(dir.path(), limits()).unwrap();
+        append_range(&j, 1..=10);
+    }
+    let seg = segment_files(dir.path()).pop().unwrap();
+    // The length's high byte: the frame now claims to run past the end of the file,
+    // which looks like a torn tail until the intact records after it are found.
+    flip_byte(&seg, offset_of(&seg, 3) + 3);
+    let (j, next) = Journal::open(dir.path(), limits()).unwrap();
+    assert_eq!(next, 11);
+    let mut want = alerts(1..=2);
+    want.push(It::G(3, 3, GapReason::Lost));
+    want.extend(alerts(4..=10));
+    assert_eq!(read_all(&j, 1), want);
 }
 
 #[test]
@@ -238,25 +311,31 @@ fn a_bad_checksum_in_an_older_segment_becomes_a_gap_and_later_segments_survive()
         .unwrap()
         .parse()
         .unwrap();
-    let next_first: u64 = files[2]
-        .file_stem()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
     let bad = first + 1;
     flip_byte(victim, offset_of(victim, bad) + 3);
     let (j, next) = Journal::open(dir.path(), small_segments()).unwrap();
     assert_eq!(next, 61);
     let mut want = alerts(1..=first);
-    want.push(It::G(bad, next_first - 1, GapReason::Lost));
-    want.extend(alerts(next_first..=60));
+    want.push(It::G(bad, bad, GapReason::Lost));
+    want.extend(alerts(bad + 1..=60));
     assert_eq!(read_all(&j, 1), want);
     // Resuming inside the lost range starts with the gap, then goes on.
-    let got = read_all(&j, bad + 1);
-    assert_eq!(got[0], It::G(bad + 1, next_first - 1, GapReason::Lost));
-    assert_eq!(got[1], It::A(next_first));
+    let got = read_all(&j, bad);
+    assert_eq!(got[0], It::G(bad, bad, GapReason::Lost));
+    assert_eq!(got[1], It::A(bad + 1));
+}
+
+#[test]
+fn damage_found_while_reading_is_skipped_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (j, _) = Journal::open(dir.path(), limits()).unwrap();
+    append_range(&j, 1..=10);
+    let seg = segment_files(dir.path()).pop().unwrap();
+    flip_byte(&seg, offset_of(&seg, 4) + 16 + 5);
+    let mut want = alerts(1..=3);
+    want.push(It::G(4, 4, GapReason::Lost));
+    want.extend(alerts(5..=10));
+    assert_eq!(read_all(&j, 1), want);
 }
 
 #[test]
@@ -268,6 +347,13 @@ fn a_segment_with_a_bad_header_is_dropped_unless_it_is_the_newest() {
     }
     let files = segment_files(dir.path());
     std::fs::write(&files[0], b"not a journal").unwrap();
+    let second_first: u64 = files[1]
+        .file_stem()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let newest = files.last().unwrap();
     let newest_first: u64 = newest
         .file_stem()
@@ -279,19 +365,55 @@ fn a_segment_with_a_bad_header_is_dropped_unless_it_is_the_newest() {
     std::fs::write(newest, b"XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX").unwrap();
     let (j, next) = Journal::open(dir.path(), small_segments()).unwrap();
     assert!(!files[0].exists());
-    // The newest keeps the sequence: the next alert is the one it was created for.
-    assert_eq!(next, newest_first);
+    assert!(newest.exists(), "the newest segment is kept (empty)");
+    assert_eq!(quarantined(dir.path()).len(), 2);
+    // The high-water mark keeps the sequence: what the newest held is a gap, never reused.
+    assert_eq!(next, 31);
     let got = read_all(&j, 1);
-    assert!(
-        matches!(got[0], It::G(1, _, GapReason::Retention)),
+    assert_eq!(
+        got[0],
+        It::G(1, second_first - 1, GapReason::Retention),
         "{got:?}"
     );
-    assert_eq!(*got.last().unwrap(), It::A(newest_first - 1));
-    append_range(&j, newest_first..=newest_first + 2);
     assert_eq!(
-        read_all(&j, newest_first),
-        alerts(newest_first..=newest_first + 2)
+        *got.last().unwrap(),
+        It::G(newest_first, 30, GapReason::Lost)
     );
+    append_range(&j, 31..=33);
+    assert_eq!(read_all(&j, 31), alerts(31..=33));
+}
+
+#[test]
+fn a_flipped_header_byte_keeps_the_records_behind_it() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (j, _) = Journal::open(dir.path(), limits()).unwrap();
+        append_range(&j, 1..=5);
+    }
+    let seg = segment_files(dir.path()).pop().unwrap();
+    flip_byte(&seg, 2);
+    let (j, next) = Journal::open(dir.path(), limits()).unwrap();
+    assert_eq!(next, 6);
+    assert_eq!(read_all(&j, 1), alerts(1..=5));
+    assert_eq!(&std::fs::read(&seg).unwrap()[..8], MAGIC);
+}
+
+#[test]
+fn journal_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (j, _) = Journal::open(dir.path(), limits()).unwrap();
+        append_range(&j, 1..=3);
+    }
+    let seg = segment_files(dir.path()).pop().unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&seg), 0o600);
+    assert_eq!(mode(&dir.path().join(HIGH_WATER_FILE)), 0o600);
+    // An older daemon's 0644 segment is made private at open.
+    std::fs::set_permissions(&seg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let _ = Journal::open(dir.path(), limits()).unwrap();
+    assert_eq!(mode(&seg), 0o600);
 }
 
 #[test]
