@@ -466,9 +466,11 @@ impl ApiConfig {
             for (key, value) in tls {
                 if value.is_none() {
                     return bad(
-                        key,
-                        "must be set when api.tcp_listen is: TCP is only served with mutual TLS"
-                            .into(),
+                        "tcp_listen",
+                        format!(
+                            "needs api.{key} as well: TCP is only served with mutual TLS \
+                             (api.tls_cert, api.tls_key, api.tls_client_ca)"
+                        ),
                     );
                 }
             }
@@ -715,7 +717,16 @@ impl Config {
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
         toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_number(text, s.start));
-            let mut message = e.message().trim().to_string();
+            // toml's messages can span lines ("invalid table header\nexpected ..."): one
+            // line, for a journal.
+            let mut message = e
+                .message()
+                .trim()
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join("; ");
             if let Some(key) = e.span().and_then(|s| key_at(text, s.start)) {
                 if !message.contains(&format!("`{}`", key.rsplit('.').next().unwrap_or(&key))) {
                     message = format!("key `{key}`: {message}");
@@ -853,13 +864,53 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
     })
 }
 
+/// The line where `dotted` is set (`sensor.drain_interval_ms`), or its table begins
+/// (`verify.allow[1]`: the second `[[verify.allow]]`). A key the file does not set is
+/// pointed at by its closest enclosing table that the file has.
 fn line_of_key(text: &str, dotted: &str) -> Option<usize> {
-    let mut offset = 0;
-    for line in text.split_inclusive('\n') {
-        if line.contains('=') && key_at(text, offset).as_deref() == Some(dotted) {
-            return Some(line_number(text, offset));
+    let mut want = dotted.to_string();
+    loop {
+        if let Some(line) = find_key_line(text, &want) {
+            return Some(line);
         }
-        offset += line.len();
+        // `a.b[2].c` -> `a.b[2]` -> `a.b` -> `a`.
+        let cut = want.rfind(['.', '[']).filter(|&i| i > 0)?;
+        want.truncate(cut);
+    }
+}
+
+fn find_key_line(text: &str, dotted: &str) -> Option<usize> {
+    let mut table = String::new();
+    let mut arrays: std::collections::HashMap<String, usize> = Default::default();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if let Some(name) = line.strip_prefix("[[").and_then(|l| l.strip_suffix("]]")) {
+            let name = name.trim().to_string();
+            let n = arrays.entry(name.clone()).or_insert(0);
+            table = format!("{name}[{n}]");
+            *n += 1;
+            if table == dotted {
+                return Some(i + 1);
+            }
+        } else if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            table = name.trim().to_string();
+            if table == dotted {
+                return Some(i + 1);
+            }
+        } else if let Some((key, _)) = line.split_once('=') {
+            let key = key.trim().trim_matches('"');
+            if key.is_empty() || key.starts_with('#') {
+                continue;
+            }
+            let full = if table.is_empty() {
+                key.to_string()
+            } else {
+                format!("{table}.{key}")
+            };
+            if full == dotted {
+                return Some(i + 1);
+            }
+        }
     }
     None
 }
@@ -1028,6 +1079,40 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.containers.exited_grace(), Duration::ZERO);
+    }
+
+    #[test]
+    fn errors_in_tables_and_arrays_of_tables_name_their_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "[verify]\nlog_execs = true\n\n[[verify.allow]]\nnamespaces = [\"ci\"]\n\n\
+             [[verify.allow]]\npaths = [\"/tmp/*\"]\n",
+        )
+        .unwrap();
+        let err = Config::load(&path, true, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("line 7") && err.contains("verify.allow[1]"),
+            "{err}"
+        );
+        std::fs::write(
+            &path,
+            "[api]\nsocket_mode = 0o660\ntcp_listen = \"0.0.0.0:5\"\n",
+        )
+        .unwrap();
+        let err = Config::load(&path, true, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("line 3") && err.contains("api.tls_cert"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_are_one_line() {
+        let err = parse("[sensor\nx = 1\n").unwrap_err().to_string();
+        assert!(err.contains("line 1"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
     }
 
     #[test]

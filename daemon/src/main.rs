@@ -168,6 +168,10 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .thread_name("layerguard")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(layerguard::run::run(config))?;
+    let result = runtime.block_on(layerguard::run::run(config));
+    // A blocking read stuck in the kernel (a hung FUSE file, say) must not hold up the
+    // exit: dropping the runtime would wait for it forever.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    result?;
     Ok(())
 }

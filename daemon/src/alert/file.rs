@@ -2,20 +2,35 @@
 //! alert, rotated by size to `FILE.1` .. `FILE.N`.
 //!
 //! Owns the file and its rotation. A write error (full disk, removed directory) is
-//! returned to the stage, which reports it once; the next alert tries again, reopening the
-//! file, so the sink recovers by itself when space comes back.
+//! returned to the stage, which reports it once. The file never keeps a torn line: a
+//! write that failed half-way is rolled back (the file truncated to its last whole line),
+//! and a file that ends mid-line when it is opened (a crash, or a rollback that failed)
+//! is cut back to its last newline. Alerts that could not be written wait, bounded, and
+//! go out in order before the next one once the file takes writes again.
 
 use super::{Alert, AlertSink, SinkError};
+use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use tracing::{info, warn};
+
+/// Alerts kept for the file while it fails; older ones are given up (the journal and the
+/// other sinks still have them) and counted.
+pub const BACKLOG_ALERTS: usize = 4096;
 
 pub struct FileSink {
     path: PathBuf,
     max_bytes: u64,
     keep: u32,
     file: Option<File>,
+    /// Bytes of whole lines in the file.
     size: u64,
+    /// Encoded lines not yet in the file, oldest first.
+    backlog: VecDeque<Vec<u8>>,
+    /// Lines given up since the file last took a write.
+    given_up: u64,
 }
 
 impl FileSink {
@@ -26,6 +41,8 @@ impl FileSink {
             keep,
             file: None,
             size: 0,
+            backlog: VecDeque::new(),
+            given_up: 0,
         }
     }
 
@@ -44,9 +61,17 @@ impl FileSink {
         let f = OpenOptions::new()
             .create(true)
             .append(true)
+            .read(true)
             .open(&self.path)
             .map_err(|e| self.io(e))?;
-        self.size = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let len = f.metadata().map_err(|e| self.io(e))?.len();
+        let whole = whole_lines_len(&f, len).map_err(|e| self.io(e))?;
+        if whole < len {
+            f.set_len(whole).map_err(|e| self.io(e))?;
+            warn!(path = %self.path.display(), bytes_cut = len - whole,
+                "alert-log: the file ended inside a line (a crash or a failed write); cut back to its last whole line");
+        }
+        self.size = whole;
         self.file = Some(f);
         Ok(())
     }
@@ -72,6 +97,49 @@ impl FileSink {
         }
         std::fs::rename(&self.path, Self::rotated(&self.path, 1)).map_err(|e| self.io(e))
     }
+
+    /// Writes one whole line, or nothing: a partial write is taken back.
+    fn write_line(&mut self, line: &[u8]) -> Result<(), SinkError> {
+        if self.file.is_none() {
+            self.open()?;
+        }
+        if self.size > 0 && self.size + line.len() as u64 > self.max_bytes {
+            self.rotate()?;
+            self.open()?;
+        }
+        let file = self.file.as_mut().expect("opened above");
+        match file.write_all(line).and_then(|()| file.flush()) {
+            Ok(()) => {
+                self.size += line.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // Part of the line may be in the file: cut it off, or, if even that fails,
+                // let the next open cut back to the last newline.
+                let _ = file.set_len(self.size);
+                // Reopen next time: the file may have been removed or the disk freed.
+                self.file = None;
+                Err(self.io(e))
+            }
+        }
+    }
+}
+
+/// The length of `file`'s content up to and including its last newline.
+fn whole_lines_len(file: &File, len: u64) -> std::io::Result<u64> {
+    const STEP: u64 = 64 * 1024;
+    let mut end = len;
+    let mut buf = vec![0u8; STEP as usize];
+    while end > 0 {
+        let start = end.saturating_sub(STEP);
+        let chunk = &mut buf[..(end - start) as usize];
+        file.read_exact_at(chunk, start)?;
+        if let Some(i) = chunk.iter().rposition(|&b| b == b'\n') {
+            return Ok(start + i as u64 + 1);
+        }
+        end = start;
+    }
+    Ok(0)
 }
 
 impl AlertSink for FileSink {
@@ -85,29 +153,41 @@ impl AlertSink for FileSink {
             message: e.to_string(),
         })?;
         line.push(b'\n');
-        if self.file.is_none() {
-            self.open()?;
+        if self.backlog.len() >= BACKLOG_ALERTS {
+            self.backlog.pop_front();
+            self.given_up += 1;
         }
-        if self.size > 0 && self.size + line.len() as u64 > self.max_bytes {
-            self.rotate()?;
-            self.open()?;
+        self.backlog.push_back(line);
+        // Oldest first, so that the file stays in seq order.
+        while let Some(next) = self.backlog.front() {
+            let next = next.clone();
+            self.write_line(&next)?;
+            self.backlog.pop_front();
         }
-        let file = self.file.as_mut().expect("opened above");
-        let result = file.write_all(&line).and_then(|()| file.flush());
-        match result {
-            Ok(()) => {
-                self.size += line.len() as u64;
-                Ok(())
-            }
-            Err(e) => {
-                // Reopen next time: the file may have been removed or the disk freed.
-                self.file = None;
-                Err(self.io(e))
-            }
+        if self.given_up > 0 {
+            warn!(path = %self.path.display(), alerts = self.given_up,
+                "alert-log: alerts given up while the file failed (the journal and the other sinks have them)");
+            self.given_up = 0;
         }
+        Ok(())
     }
 
     fn close(&mut self) -> Result<(), SinkError> {
+        if !self.backlog.is_empty() {
+            // One last try: space may have come back.
+            while let Some(next) = self.backlog.front().cloned() {
+                if self.write_line(&next).is_err() {
+                    break;
+                }
+                self.backlog.pop_front();
+            }
+            if !self.backlog.is_empty() {
+                warn!(path = %self.path.display(), alerts = self.backlog.len(),
+                    "alert-log: alerts not written at stop (the journal has them)");
+            } else {
+                info!(path = %self.path.display(), "alert-log: the alerts that waited were written");
+            }
+        }
         if let Some(f) = self.file.take() {
             f.sync_all().map_err(|e| self.io(e))?;
         }
@@ -175,7 +255,33 @@ mod tests {
         assert!(err.contains("alerts.jsonl"), "{err}");
         std::fs::remove_file(&sub).unwrap();
         sink.write(&alert(&mut stage)).unwrap();
+        // The alert that failed waited and went out first, in order.
+        let seqs: Vec<u64> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Alert>(l).unwrap().seq)
+            .collect();
+        assert_eq!(seqs, vec![2, 3]);
+    }
+
+    #[test]
+    fn a_torn_line_is_cut_back_when_the_file_is_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("alerts.jsonl");
+        let mut stage = AlertStage::new("n", 1, vec![]);
+        let mut sink = FileSink::new(&path, 1 << 20, 1);
+        sink.write(&alert(&mut stage)).unwrap();
+        sink.close().unwrap();
+        // What a full disk leaves: part of a line.
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"seq\":2,\"id\":\"n-").unwrap();
+        let mut sink = FileSink::new(&path, 1 << 20, 1);
+        sink.write(&alert(&mut stage)).unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(text.lines().count(), 1);
+        for line in text.lines() {
+            serde_json::from_str::<Alert>(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        }
+        assert_eq!(text.lines().count(), 2);
+        assert!(text.ends_with('\n'));
     }
 }

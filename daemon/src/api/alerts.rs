@@ -101,6 +101,9 @@ struct StreamState {
     cache: Arc<EncodedAlerts>,
 }
 
+/// Metadata of a Subscribe refused for `api.max_subscribers`: the last seq published then.
+pub const REFUSED_AT_SEQ: &str = "lg-refused-after-seq";
+
 /// Encoded `SubscribeResponse`s (see [`super::wire`]).
 pub type AlertStream = Pin<Box<dyn Stream<Item = Result<Bytes, Status>> + Send + 'static>>;
 
@@ -112,9 +115,18 @@ impl AlertApi {
         let req = request.into_inner();
         let filter = AlertFilter::from_proto(req.filter).map_err(invalid)?;
         let permit = self.streams.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(
-                "too many alert subscribers (api.max_subscribers); retry later",
-            )
+            // Where the stream stood when this one was refused: a live-only watcher that
+            // retries resumes from here and misses nothing raised meanwhile.
+            let next = self.journal.next_seq();
+            let mut status = Status::resource_exhausted(format!(
+                "too many alert subscribers (api.max_subscribers); retry later, resuming \
+                 after seq {} to miss nothing",
+                next.saturating_sub(1)
+            ));
+            if let Ok(v) = next.saturating_sub(1).to_string().parse() {
+                status.metadata_mut().insert(REFUSED_AT_SEQ, v);
+            }
+            status
         })?;
         let sub = Subscription::new(
             self.journal.clone(),

@@ -47,7 +47,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::info;
 
 /// HTTP/2 pings on idle connections: a client behind a NAT that vanished is noticed and
 /// its stream task freed.
@@ -137,7 +137,6 @@ impl ApiServer {
     /// Serves until `shutdown` turns true; open streams end with UNAVAILABLE and the
     /// socket file is removed.
     pub async fn run(self, shutdown: watch::Receiver<bool>) -> Result<(), ApiError> {
-        let socket = self.listeners.socket.clone();
         let (health, health_service) = tonic_health::server::health_reporter();
         for name in pb::SERVICES {
             health
@@ -174,8 +173,8 @@ impl ApiServer {
         let response = response::ResponseApi::new(self.sources.responder.clone());
 
         let sampler = tokio::spawn(sample_metrics(metrics, shutdown.clone()));
-        let incoming =
-            tokio_stream::wrappers::ReceiverStream::new(self.listeners.accept(shutdown.clone()));
+        let (incoming, socket_file) = self.listeners.accept(shutdown.clone());
+        let incoming = tokio_stream::wrappers::ReceiverStream::new(incoming);
         let mut stop = shutdown.clone();
         let result = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
@@ -202,11 +201,7 @@ impl ApiServer {
             })
             .await;
         sampler.abort();
-        if let Err(e) = std::fs::remove_file(&socket) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                warn!(socket = %socket.display(), error = %e, "cannot remove the API socket");
-            }
-        }
+        drop(socket_file);
         info!("API stopped");
         result.map_err(ApiError::from)
     }

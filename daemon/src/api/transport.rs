@@ -116,8 +116,46 @@ impl AsyncWrite for Conn {
 pub struct Listeners {
     pub unix: UnixListener,
     pub socket: PathBuf,
+    /// Removes the socket file when the API goes, however it goes.
+    pub socket_file: SocketFile,
     pub socket_role: Role,
     pub tls: Option<TlsListener>,
+}
+
+/// The unix socket file this daemon bound: removed on drop, unless another daemon has
+/// bound the same path since (a socket of another inode is left alone).
+pub struct SocketFile {
+    path: PathBuf,
+    id: Option<(u64, u64)>,
+}
+
+impl SocketFile {
+    fn new(path: &Path) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        Self {
+            path: path.to_path_buf(),
+            id: std::fs::symlink_metadata(path)
+                .ok()
+                .map(|m| (m.dev(), m.ino())),
+        }
+    }
+}
+
+impl Drop for SocketFile {
+    fn drop(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        let now = std::fs::symlink_metadata(&self.path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()));
+        if now.is_none() || now != self.id {
+            return;
+        }
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(socket = %self.path.display(), error = %e, "cannot remove the API socket");
+            }
+        }
+    }
 }
 
 /// The TCP side: the port, the TLS settings, and the identity -> role map.
@@ -153,6 +191,7 @@ impl Listeners {
         Ok(Self {
             unix,
             socket: config.socket.clone(),
+            socket_file: SocketFile::new(&config.socket),
             socket_role: config.socket_role,
             tls,
         })
@@ -168,7 +207,7 @@ impl Listeners {
     pub fn accept(
         self,
         shutdown: watch::Receiver<bool>,
-    ) -> mpsc::Receiver<Result<Conn, std::io::Error>> {
+    ) -> (mpsc::Receiver<Result<Conn, std::io::Error>>, SocketFile) {
         let (tx, rx) = mpsc::channel(ACCEPT_QUEUE);
         tokio::spawn(accept_unix(
             self.unix,
@@ -179,7 +218,7 @@ impl Listeners {
         if let Some(tls) = self.tls {
             tokio::spawn(accept_tls(tls, tx, shutdown));
         }
-        rx
+        (rx, self.socket_file)
     }
 }
 

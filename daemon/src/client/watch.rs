@@ -44,6 +44,8 @@ pub struct WatchArgs {
 enum Attempt {
     /// The daemon is down or restarting: try again.
     Retry(anyhow::Error),
+    /// The daemon is at its subscriber limit; it stood at this seq.
+    Wait(anyhow::Error, u64),
     /// The daemon refused the request itself: retrying cannot help.
     Fatal(anyhow::Error),
 }
@@ -84,6 +86,13 @@ pub async fn watch_command(args: WatchArgs) -> anyhow::Result<()> {
                 })
                 .await
                 .map_err(|s| {
+                    // Refused for the subscriber limit: when admitted later, resume from
+                    // where the stream stood now instead of joining live and missing what
+                    // was raised in between.
+                    let refused_at = (s.code() == tonic::Code::ResourceExhausted)
+                        .then(|| s.metadata().get(crate::api::alerts::REFUSED_AT_SEQ))
+                        .flatten()
+                        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
                     // A refused call (bad filter, no permission) will not get better.
                     let fatal = matches!(
                         s.code(),
@@ -95,6 +104,8 @@ pub async fn watch_command(args: WatchArgs) -> anyhow::Result<()> {
                     let e = status_error("subscribing", &target, s);
                     if fatal {
                         Attempt::Fatal(e)
+                    } else if let Some(seq) = refused_at {
+                        Attempt::Wait(e, seq)
                     } else {
                         Attempt::Retry(e)
                     }
@@ -114,8 +125,21 @@ pub async fn watch_command(args: WatchArgs) -> anyhow::Result<()> {
                 failures = 0;
                 s
             }
-            Err(Attempt::Fatal(e)) => return Err(e),
-            Err(Attempt::Retry(e)) => {
+            Err(attempt) => {
+                let e = match attempt {
+                    Attempt::Fatal(e) => return Err(e),
+                    Attempt::Retry(e) => e,
+                    Attempt::Wait(e, seq) => {
+                        if position.is_none() {
+                            position = Some(seq);
+                            eprintln!(
+                                "layerguard: the daemon is at api.max_subscribers; when admitted, \
+                                 resuming after seq {seq} so that nothing raised meanwhile is missed"
+                            );
+                        }
+                        e
+                    }
+                };
                 let since = *down_since.get_or_insert_with(std::time::Instant::now);
                 if let Some(limit) = args.give_up_after {
                     if since.elapsed() >= Duration::from_secs(limit) {

@@ -52,6 +52,22 @@ impl AllowRule {
                     .into(),
             );
         }
+        // A selector of wildcards only (`*`, `*:*`, `*/*`) matches every workload: the
+        // global off switch by another name.
+        let selectors = [
+            ("images", &self.images),
+            ("namespaces", &self.namespaces),
+            ("pod_namespaces", &self.pod_namespaces),
+            ("containers", &self.containers),
+        ];
+        for (field, patterns) in selectors {
+            if let Some(p) = patterns.iter().find(|p| !names_something(p)) {
+                return Some(format!(
+                    "{field} pattern {p:?} matches every workload: name one (a letter or digit \
+                     besides wildcards and separators; there is no global allow)"
+                ));
+            }
+        }
         self.kinds
             .iter()
             .find(|k| AlertKind::parse(k).is_none())
@@ -74,6 +90,12 @@ impl AllowRule {
             && any(&self.paths, Some(s.path))
             && (self.kinds.is_empty() || self.kinds.iter().any(|k| k == s.kind.as_str()))
     }
+}
+
+/// True when a selector glob names something: it has a letter or digit that is not a
+/// wildcard. `*`, `?*` and `*:*` name nothing.
+fn names_something(pattern: &str) -> bool {
+    pattern.chars().any(|c| c.is_alphanumeric())
 }
 
 /// `*` matches any run of characters (including `/`), `?` one character; all else literal.
@@ -154,5 +176,21 @@ mod tests {
             ..Default::default()
         };
         assert!(bad.problem().unwrap().contains("exec_drift"));
+        for wildcard in ["*", "*:*", "*/*", "?*", ""] {
+            let rule = AllowRule {
+                images: vec![wildcard.into()],
+                ..Default::default()
+            };
+            let problem = rule
+                .problem()
+                .unwrap_or_else(|| panic!("{wildcard:?} accepted"));
+            assert!(problem.contains("every workload"), "{problem}");
+        }
+        let scoped = AllowRule {
+            images: vec!["registry.local/ci/*".into()],
+            containers: vec!["*-builder".into()],
+            ..Default::default()
+        };
+        assert!(scoped.problem().is_none());
     }
 }
