@@ -11,6 +11,8 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod containers;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod image;
 pub mod logging;
 pub mod metrics;

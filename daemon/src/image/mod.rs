@@ -18,7 +18,6 @@ pub mod cli;
 pub mod containerd;
 pub mod content;
 pub mod digest;
-pub mod fuzzing;
 pub mod index;
 pub mod indexer;
 pub mod layer;

@@ -333,7 +333,7 @@ pub fn decode(bytes: &[u8]) -> Result<SensorEvent, DecodeError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
