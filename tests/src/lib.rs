@@ -28,6 +28,7 @@
 pub mod container;
 pub mod containerd;
 pub mod daemon;
+pub mod node;
 pub mod oci;
 pub mod util;
 

@@ -97,3 +97,35 @@ fn bad_flag_value_names_the_flag() {
         "{stderr}"
     );
 }
+
+#[test]
+fn semantic_config_errors_name_their_line_and_syntax_errors_are_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("layerguard.toml");
+    let check = |text: &str, wants: &[&str]| {
+        std::fs::write(&cfg, text).unwrap();
+        let (code, stderr) = run(&["run", "--config", cfg.to_str().unwrap()], false);
+        assert_ne!(code, 0, "{text}");
+        one_sentence(&stderr);
+        for want in wants {
+            assert!(stderr.contains(want), "{want:?} not in: {stderr}");
+        }
+    };
+    // An allow rule without a selector, in the second [[verify.allow]].
+    check(
+        "[verify]\nlog_execs = true\n\n[[verify.allow]]\nnamespaces = [\"ci\"]\n\n[[verify.allow]]\npaths = [\"/tmp/*\"]\n",
+        &["line 7", "verify.allow[1]", "no global allow"],
+    );
+    // A wildcard selector is the global allow by another name.
+    check(
+        "[[verify.allow]]\nimages = [\"*\"]\n",
+        &["line 1", "every workload"],
+    );
+    // TCP without TLS points at the tcp_listen line.
+    check(
+        "[api]\nsocket_mode = 0o660\ntcp_listen = \"0.0.0.0:50051\"\n",
+        &["line 3", "api.tls_cert", "mutual TLS"],
+    );
+    // A TOML syntax error: one line, with its line number.
+    check("[sensor\nmonitor_host = true\n", &["line 1"]);
+}
