@@ -19,12 +19,14 @@ use crate::sensor::event::{decode, SensorEvent};
 pub fn fuzz_sensor_record(data: &[u8]) {
     let Ok(event) = decode(data) else { return };
     if let SensorEvent::Exec(e) = event {
+        // Characters, not bytes: an invalid byte decodes to one (3-byte) U+FFFD.
         let carried = data.len();
         assert!(
-            e.filename.len() <= carried,
+            e.filename.chars().count() <= carried,
             "filename longer than the record"
         );
-        assert!(e.argv.iter().map(|a| a.len() + 1).sum::<usize>() <= carried + 1);
+        let argv: usize = e.argv.iter().map(|a| a.chars().count() + 1).sum();
+        assert!(argv <= carried + 1, "argv longer than the record");
         if e.cwd.is_some() {
             assert!(!e.cwd_truncated, "a cut cwd is never given as a path");
         }
