@@ -113,19 +113,25 @@ struct lg_exec_event {
 	__u16 exe_len;		/* bytes of the exe names, NULs included (LG_EXEC_HAS_EXE) */
 	__u16 argv_len;		/* bytes of argv, NUL separated */
 	char comm[LG_COMM_LEN];
-	/*
-	 * Packed, in this order, each right after the one before:
-	 *   filename NUL            as the caller passed it to execve
-	 *   interp NUL              the interpreter of a #! script (LG_EXEC_HAS_INTERP)
-	 *   cwd names               the working directory inside the task's root, one
-	 *                           NUL-terminated name per component, leaf first (a process
-	 *                           gone before the daemon looks can no longer tell it)
-	 *   exe names               the executed file's path, the same way (LG_EXEC_HAS_EXE:
-	 *                           only when filename is a magic link such as /proc/self/exe)
-	 *   argv                    argv_len bytes
-	 * The record on the ring ends after argv: most execs need a few hundred bytes of the
-	 * struct, and the copy into the ring buffer was a third of the exec program's time.
-	 */
+};
+
+/*
+ * An exec record on the ring: the fixed part, then its strings, packed, in this order,
+ * each right after the one before:
+ *   filename NUL            as the caller passed it to execve
+ *   interp NUL              the interpreter of a #! script (LG_EXEC_HAS_INTERP)
+ *   cwd names               the working directory inside the task's root, one
+ *                           NUL-terminated name per component, leaf first (a process
+ *                           gone before the daemon looks can no longer tell it)
+ *   exe names               the executed file's path, the same way (LG_EXEC_HAS_EXE:
+ *                           only when filename is a magic link such as /proc/self/exe)
+ *   argv                    argv_len bytes
+ * The record ends after argv: most execs need a few hundred of these bytes, and the copy
+ * into the ring buffer was a third of the exec program's time. The reader takes the
+ * fixed part as a struct and the strings as the bytes after it.
+ */
+struct lg_exec_record {
+	struct lg_exec_event event;
 	char strings[LG_STRINGS_LEN];
 };
 

@@ -97,7 +97,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct lg_exec_event);
+	__type(value, struct lg_exec_record);
 } lg_exec_scratch SEC(".maps");
 
 static __always_inline void count(__u32 stat)
@@ -265,8 +265,8 @@ static long walk_step(__u64 index, void *unused)
 {
 	__u32 zero = 0;
 	struct path_walk *w = bpf_map_lookup_elem(&lg_walk, &zero);
-	struct lg_exec_event *e = bpf_map_lookup_elem(&lg_exec_scratch, &zero);
-	if (!w || !e)
+	struct lg_exec_record *r = bpf_map_lookup_elem(&lg_exec_scratch, &zero);
+	if (!w || !r)
 		return 1;
 	if (w->d == w->root && w->vfs == w->root_mnt) {
 		w->complete = 1;
@@ -289,7 +289,7 @@ static long walk_step(__u64 index, void *unused)
 		w->truncated = 1;
 		return 1;
 	}
-	long n = bpf_probe_read_kernel_str(&e->strings[off & LG_STRINGS_MASK], LG_NAME_MAX,
+	long n = bpf_probe_read_kernel_str(&r->strings[off & LG_STRINGS_MASK], LG_NAME_MAX,
 					   (void *)read_ptr(w->d, w->off_d_name_name));
 	if (n <= 0) {
 		w->truncated = 1;
@@ -307,7 +307,7 @@ static long walk_step(__u64 index, void *unused)
 }
 
 /*
- * Writes the names of the path from (mnt, dentry) up to the task's root into e->strings
+ * Writes the names of the path from (mnt, dentry) up to the task's root into r->strings
  * at `off`, leaf first, crossing mounts, each NUL-terminated, at most LG_PATH_MAX bytes.
  * Returns the bytes written; sets *truncated when the path did not fit. bpf_loop keeps
  * the verifier's work to one pass over the step, however deep the path.
@@ -357,13 +357,14 @@ static __always_inline int is_magic_link(const char *s)
 	       s[6] == 'd' && s[7] == '/';
 }
 
-/* Copies a kernel string to e->strings at `off`; returns its length without the NUL. */
-static __always_inline __u32 put_kernel_str(struct lg_exec_event *e, __u32 off, __u32 max,
+/* Copies a kernel string to r->strings at `off`; returns its length without the NUL. */
+static __always_inline __u32 put_kernel_str(struct lg_exec_record *r, __u32 off, __u32 max,
 					    const char *src, __u32 flag_if_cut)
 {
-	long n = bpf_probe_read_kernel_str(&e->strings[off & LG_STRINGS_MASK], max, src);
+	struct lg_exec_event *e = &r->event;
+	long n = bpf_probe_read_kernel_str(&r->strings[off & LG_STRINGS_MASK], max, src);
 	if (n <= 0) {
-		e->strings[off & LG_STRINGS_MASK] = 0;
+		r->strings[off & LG_STRINGS_MASK] = 0;
 		count(LG_STAT_READ_ERRORS);
 		return 0;
 	}
@@ -376,9 +377,10 @@ SEC("tp_btf/sched_process_exec")
 int BPF_PROG(lg_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
 {
 	__u32 zero = 0;
-	struct lg_exec_event *e = bpf_map_lookup_elem(&lg_exec_scratch, &zero);
-	if (!e)
+	struct lg_exec_record *r = bpf_map_lookup_elem(&lg_exec_scratch, &zero);
+	if (!r)
 		return 0;
+	struct lg_exec_event *e = &r->event;
 	count(LG_STAT_EXEC_SEEN);
 	if (!fill_header(&e->hdr, task, LG_EVENT_EXEC))
 		return 0;
@@ -423,17 +425,17 @@ int BPF_PROG(lg_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	e->size = BPF_CORE_READ(real, i_size);
 	read_ctime(real, e);
 
-	/* The strings, packed (see struct lg_exec_event). Each offset stays below
+	/* The strings, packed (see struct lg_exec_record). Each offset stays below
 	 * LG_STRINGS_SPAN by the sizes in layerguard.h; the masks only prove it. */
 	const char *filename = bprm->filename;
 	const char *interp = bprm->interp;
 	__u32 off = 0;
-	e->filename_len = put_kernel_str(e, off, LG_PATH_MAX, filename, LG_EXEC_FILENAME_TRUNCATED);
+	e->filename_len = put_kernel_str(r, off, LG_PATH_MAX, filename, LG_EXEC_FILENAME_TRUNCATED);
 	off += e->filename_len + 1;
 	e->interp_len = 0;
 	if (interp && interp != filename) {
 		e->flags |= LG_EXEC_HAS_INTERP;
-		e->interp_len = put_kernel_str(e, off, LG_INTERP_MAX, interp, LG_EXEC_INTERP_TRUNCATED);
+		e->interp_len = put_kernel_str(r, off, LG_INTERP_MAX, interp, LG_EXEC_INTERP_TRUNCATED);
 		off += e->interp_len + 1;
 	}
 
@@ -441,8 +443,12 @@ int BPF_PROG(lg_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	 * `sh x.sh` too, after the process is gone. */
 	struct fs_struct *fs = task->fs;
 	__u32 cut = 0;
-	e->cwd_len = walk_path(off & LG_STRINGS_MASK, BPF_CORE_READ(fs, pwd.mnt),
-			       BPF_CORE_READ(fs, pwd.dentry), fs, &cut);
+	struct dentry *pwd = BPF_CORE_READ(fs, pwd.dentry);
+	struct vfsmount *pwd_mnt = BPF_CORE_READ(fs, pwd.mnt);
+	/* Most container processes run at their root: no walk (and no loop set-up) then. */
+	e->cwd_len = 0;
+	if (pwd != BPF_CORE_READ(fs, root.dentry) || pwd_mnt != BPF_CORE_READ(fs, root.mnt))
+		e->cwd_len = walk_path(off & LG_STRINGS_MASK, pwd_mnt, pwd, fs, &cut);
 	e->flags |= LG_EXEC_HAS_CWD;
 	if (cut)
 		e->flags |= LG_EXEC_CWD_TRUNCATED;
@@ -450,7 +456,7 @@ int BPF_PROG(lg_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 
 	/* A magic link names no path of the file: the file's own path does. */
 	e->exe_len = 0;
-	if (is_magic_link(e->strings)) {
+	if (is_magic_link(r->strings)) {
 		cut = 0;
 		e->exe_len = walk_path(off & LG_STRINGS_MASK, BPF_CORE_READ(file, f_path.mnt),
 				       BPF_CORE_READ(file, f_path.dentry), fs, &cut);
@@ -475,19 +481,19 @@ int BPF_PROG(lg_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	len &= LG_ARGV_MAX - 1;
 	off &= LG_STRINGS_MASK;
 	e->argv_len = 0;
-	if (len > 0 && bpf_probe_read_user(&e->strings[off], len, (void *)start) == 0)
+	if (len > 0 && bpf_probe_read_user(&r->strings[off], len, (void *)start) == 0)
 		e->argv_len = len;
 	else if (len > 0) {
 		count(LG_STAT_READ_ERRORS);
 		len = 0;
 	}
 
-	/* Only what is in use goes on the ring (see struct lg_exec_event). */
-	__u64 size = __builtin_offsetof(struct lg_exec_event, strings) + off + len;
-	if (size > sizeof(*e))
-		size = sizeof(*e);
+	/* Only what is in use goes on the ring (see struct lg_exec_record). */
+	__u64 size = __builtin_offsetof(struct lg_exec_record, strings) + off + len;
+	if (size > sizeof(*r))
+		size = sizeof(*r);
 	__u64 wake = exec_flags(e->hdr.ktime_ns, &e->flags);
-	if (bpf_ringbuf_output(&lg_events, e, size, wake) != 0)
+	if (bpf_ringbuf_output(&lg_events, r, size, wake) != 0)
 		count(LG_STAT_EXEC_LOST);
 	return 0;
 }

@@ -281,7 +281,8 @@ struct SyncShared {
     dir: Option<PathBuf>,
     /// The seq the next alert gets, as last published, and as last written to disk.
     next_seq: AtomicU64,
-    high_water_written: AtomicU64,
+    /// The mark on disk; the lock also serialises writers (the helper thread, open, close).
+    high_water_written: Mutex<u64>,
     /// fsync the segment each interval (batched), or only write the high-water mark.
     fsync_segment: bool,
     /// fsync the high-water mark when written.
@@ -427,12 +428,12 @@ impl Journal {
         );
         *journal.sync.file.lock().unwrap_or_else(|e| e.into_inner()) = active;
         journal.sync.next_seq.store(next_seq, Ordering::Release);
-        write_high_water(dir, next_seq, journal.limits.fsync != FsyncPolicy::Never)
-            .map_err(io(&dir.join(HIGH_WATER_FILE)))?;
-        journal
-            .sync
-            .high_water_written
-            .store(next_seq, Ordering::Release);
+        // Best effort here: a full disk must not stop the start; the helper thread keeps
+        // trying (and says so).
+        if let Err(e) = journal.sync.write_high_water(next_seq) {
+            warn!(dir = %dir.display(), error = %e,
+                "cannot write the alert journal's high-water mark yet; retrying in the background");
+        }
         {
             let mut inner = journal.lock();
             let limits = journal.limits.clone();
@@ -477,7 +478,7 @@ impl Journal {
             dirty: AtomicBool::new(false),
             dir: inner.store.as_ref().map(|s| s.dir.clone()),
             next_seq: AtomicU64::new(inner.next_seq),
-            high_water_written: AtomicU64::new(0),
+            high_water_written: Mutex::new(0),
             fsync_segment: matches!(limits.fsync, FsyncPolicy::Batched(_)),
             durable: limits.fsync != FsyncPolicy::Never,
             stop: Mutex::new(false),
@@ -761,11 +762,9 @@ impl Journal {
             }
         }
         if let Some(store) = inner.store.as_ref() {
-            write_high_water(&store.dir, inner.next_seq, self.sync.durable)
-                .map_err(io(&store.dir.join(HIGH_WATER_FILE)))?;
             self.sync
-                .high_water_written
-                .store(inner.next_seq, Ordering::Release);
+                .write_high_water(inner.next_seq)
+                .map_err(io(&store.dir.join(HIGH_WATER_FILE)))?;
         }
         Ok(())
     }
@@ -949,28 +948,45 @@ fn sync_loop(shared: &SyncShared, every: Duration) {
         // seq that a restart could find neither in a segment nor as a gap.
         let next = shared.next_seq.load(Ordering::Acquire);
         if let Some(dir) = &shared.dir {
-            if next > shared.high_water_written.load(Ordering::Acquire) {
-                match write_high_water(dir, next, shared.durable) {
-                    Ok(()) => {
-                        shared.high_water_written.store(next, Ordering::Release);
-                        if high_water_failing {
-                            high_water_failing = false;
-                            info!("alert journal high-water mark written again");
-                        }
+            match shared.write_high_water(next) {
+                Ok(()) => {
+                    if high_water_failing {
+                        high_water_failing = false;
+                        info!("alert journal high-water mark written again");
                     }
-                    Err(e) if !high_water_failing => {
-                        high_water_failing = true;
-                        error!(error = %e, dir = %dir.display(),
-                            "cannot write the alert journal's high-water mark; a restart after \
-                             damage to the newest records could reuse their seq");
-                    }
-                    Err(_) => {}
                 }
+                Err(e) if !high_water_failing => {
+                    high_water_failing = true;
+                    error!(error = %e, dir = %dir.display(),
+                        "cannot write the alert journal's high-water mark; a restart after \
+                         damage to the newest records could reuse their seq");
+                }
+                Err(_) => {}
             }
         }
         if stop {
             return;
         }
+    }
+}
+
+impl SyncShared {
+    /// Writes the high-water mark if `next_seq` is past the one on disk (it never goes
+    /// back). One writer at a time.
+    fn write_high_water(&self, next_seq: u64) -> std::io::Result<()> {
+        let Some(dir) = &self.dir else {
+            return Ok(());
+        };
+        let mut written = self
+            .high_water_written
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if next_seq <= *written {
+            return Ok(());
+        }
+        write_high_water(dir, next_seq, self.durable)?;
+        *written = next_seq;
+        Ok(())
     }
 }
 

@@ -204,11 +204,10 @@ struct Strings<'a> {
     argv: &'a [u8],
 }
 
-fn split_strings<'a>(
-    w: &'a wire::ExecEvent,
-    record_len: usize,
-) -> Result<Strings<'a>, DecodeError> {
-    let available = record_len.saturating_sub(wire::EXEC_MIN_LEN);
+fn split_strings<'a>(w: &wire::ExecEvent, record: &'a [u8]) -> Result<Strings<'a>, DecodeError> {
+    let record_len = record.len();
+    let strings = &record[wire::EXEC_MIN_LEN..];
+    let available = strings.len();
     let mut at = 0usize;
     let mut take = |field: &'static str, len: usize| -> Result<&'a [u8], DecodeError> {
         let end = at + len;
@@ -220,7 +219,7 @@ fn split_strings<'a>(
                 available,
             });
         }
-        let slice = &w.strings[at..end];
+        let slice = &strings[at..end];
         at = end;
         Ok(slice)
     };
@@ -247,9 +246,9 @@ fn split_strings<'a>(
     })
 }
 
-fn decode_exec(w: &wire::ExecEvent, record_len: usize) -> Result<ExecEvent, DecodeError> {
+fn decode_exec(w: &wire::ExecEvent, record: &[u8]) -> Result<ExecEvent, DecodeError> {
     let flag = |bit: u32| w.flags & bit != 0;
-    let strings = split_strings(w, record_len)?;
+    let strings = split_strings(w, record)?;
     let cwd_truncated = flag(wire::EXEC_CWD_TRUNCATED);
     let exe_path_truncated = flag(wire::EXEC_EXE_TRUNCATED);
     Ok(ExecEvent {
@@ -302,17 +301,17 @@ pub fn decode(bytes: &[u8]) -> Result<SensorEvent, DecodeError> {
         wire::read(bytes).ok_or(DecodeError::Short { len: bytes.len() })?;
     match hdr.kind {
         wire::EVENT_EXEC => {
-            let w: wire::ExecEvent =
-                wire::read_cut(bytes, wire::EXEC_MIN_LEN).ok_or(DecodeError::Size {
-                    kind: hdr.kind,
-                    len: bytes.len(),
-                    expected: format!(
-                        "{} to {}",
-                        wire::EXEC_MIN_LEN,
-                        std::mem::size_of::<wire::ExecEvent>()
-                    ),
-                })?;
-            Ok(SensorEvent::Exec(Box::new(decode_exec(&w, bytes.len())?)))
+            let w: wire::ExecEvent = match wire::read(bytes) {
+                Some(w) if bytes.len() <= wire::EXEC_RECORD_MAX => w,
+                _ => {
+                    return Err(DecodeError::Size {
+                        kind: hdr.kind,
+                        len: bytes.len(),
+                        expected: format!("{} to {}", wire::EXEC_MIN_LEN, wire::EXEC_RECORD_MAX),
+                    })
+                }
+            };
+            Ok(SensorEvent::Exec(Box::new(decode_exec(&w, bytes)?)))
         }
         wire::EVENT_FORK => {
             let w: wire::ForkEvent = exact(hdr.kind, bytes)?;
@@ -364,22 +363,30 @@ pub(crate) mod tests {
         exe: Option<&[&str]>,
         argv: &[u8],
     ) -> Vec<u8> {
+        exec_record_with(filename, interp, cwd, exe, argv, |_| {})
+    }
+
+    /// [`exec_record`] with the fixed part edited before it is packed.
+    pub(crate) fn exec_record_with(
+        filename: &str,
+        interp: Option<&str>,
+        cwd: &[&str],
+        exe: Option<&[&str]>,
+        argv: &[u8],
+        edit: impl FnOnce(&mut wire::ExecEvent),
+    ) -> Vec<u8> {
         // SAFETY: ExecEvent is Pod; all-zero is a valid value.
         let mut w: wire::ExecEvent = unsafe { std::mem::zeroed() };
         w.hdr.kind = wire::EVENT_EXEC;
         w.hdr.tgid = 42;
-        let mut at = 0;
-        let mut put = |bytes: &[u8], w: &mut wire::ExecEvent| {
-            w.strings[at..at + bytes.len()].copy_from_slice(bytes);
-            at += bytes.len();
-        };
-        put(filename.as_bytes(), &mut w);
-        put(b"\0", &mut w);
+        let mut strings: Vec<u8> = Vec::new();
+        strings.extend_from_slice(filename.as_bytes());
+        strings.push(0);
         w.filename_len = filename.len() as u16;
         if let Some(i) = interp {
             w.flags |= wire::EXEC_HAS_INTERP;
-            put(i.as_bytes(), &mut w);
-            put(b"\0", &mut w);
+            strings.extend_from_slice(i.as_bytes());
+            strings.push(0);
             w.interp_len = i.len() as u16;
         }
         w.flags |= wire::EXEC_HAS_CWD;
@@ -387,24 +394,27 @@ pub(crate) mod tests {
             parts.iter().flat_map(|p| p.bytes().chain([0])).collect()
         };
         let c = names(cwd);
-        put(&c, &mut w);
+        strings.extend_from_slice(&c);
         w.cwd_len = c.len() as u16;
         if let Some(exe) = exe {
             w.flags |= wire::EXEC_HAS_EXE;
             let e = names(exe);
-            put(&e, &mut w);
+            strings.extend_from_slice(&e);
             w.exe_len = e.len() as u16;
         }
-        put(argv, &mut w);
+        strings.extend_from_slice(argv);
         w.argv_len = argv.len() as u16;
+        edit(&mut w);
         // SAFETY: reading the bytes of a Pod struct.
-        let bytes = unsafe {
+        let head = unsafe {
             std::slice::from_raw_parts(
                 (&w as *const wire::ExecEvent).cast::<u8>(),
                 std::mem::size_of::<wire::ExecEvent>(),
             )
         };
-        bytes[..wire::EXEC_MIN_LEN + at].to_vec()
+        let mut record = head.to_vec();
+        record.extend_from_slice(&strings);
+        record
     }
 
     fn exec_of(bytes: &[u8]) -> ExecEvent {

@@ -210,19 +210,14 @@ mod tests {
 
     /// An exec as the kernel sends it (decoded from a wire record).
     fn exec(ktime_ns: MonoNs, storm: bool) -> SensorEvent {
-        // SAFETY: ExecEvent is Pod; all-zero is a valid value.
-        let mut w: wire::ExecEvent = unsafe { std::mem::zeroed() };
-        w.hdr.kind = wire::EVENT_EXEC;
-        w.hdr.ktime_ns = ktime_ns;
-        w.flags = if storm { wire::EXEC_STORM } else { 0 };
-        // SAFETY: reading the bytes of a Pod struct.
-        let bytes = unsafe {
-            std::slice::from_raw_parts(
-                (&w as *const wire::ExecEvent).cast::<u8>(),
-                std::mem::size_of::<wire::ExecEvent>(),
-            )
-        };
-        decode(bytes).expect("a valid exec record")
+        let record =
+            crate::sensor::event::tests::exec_record_with("/bin/x", None, &[], None, b"x\0", |w| {
+                w.hdr.ktime_ns = ktime_ns;
+                if storm {
+                    w.flags |= wire::EXEC_STORM;
+                }
+            });
+        decode(&record).expect("a valid exec record")
     }
 
     #[test]

@@ -86,11 +86,14 @@ pub struct ExecEvent {
     pub exe_len: u16,
     pub argv_len: u16,
     pub comm: [u8; COMM_LEN],
-    /// filename NUL, interp NUL (with `EXEC_HAS_INTERP`), cwd names, exe names (with
-    /// `EXEC_HAS_EXE`), argv: packed, each right after the one before. The record on
-    /// the ring ends after argv (see [`EXEC_MIN_LEN`]).
-    pub strings: [u8; STRINGS_LEN],
 }
+
+/// `struct lg_exec_record`: an [`ExecEvent`] followed by up to [`STRINGS_LEN`] bytes of
+/// strings (filename NUL, interp NUL with `EXEC_HAS_INTERP`, cwd names, exe names with
+/// `EXEC_HAS_EXE`, argv), packed, each right after the one before. The record on the
+/// ring ends after argv; the reader takes the fixed part as a struct and the strings as
+/// the bytes after it, so only what the kernel sent is copied.
+pub const EXEC_RECORD_MAX: usize = std::mem::size_of::<ExecEvent>() + STRINGS_LEN;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -118,29 +121,9 @@ unsafe impl Pod for ExecEvent {}
 unsafe impl Pod for ForkEvent {}
 unsafe impl Pod for ExitEvent {}
 
-/// The shortest exec record the sensor writes: it cuts the record after the last string in
-/// use (argv), and the reader treats the rest as zero. The lengths in the record say how
-/// much of `strings` is meant; the decoder checks them against the record's length.
-pub const EXEC_MIN_LEN: usize = std::mem::offset_of!(ExecEvent, strings);
-
-/// Reads a wire struct from a record that may stop short of its end (the missing tail
-/// reads as zero); `None` if the record is shorter than `min` or longer than the struct.
-pub fn read_cut<T: Pod>(bytes: &[u8], min: usize) -> Option<T> {
-    if bytes.len() < min || bytes.len() > std::mem::size_of::<T>() {
-        return None;
-    }
-    // SAFETY: T is Pod, so all-zero is a valid value and so is any byte pattern written
-    // over a prefix of it; the copy stays within both (length checked above).
-    unsafe {
-        let mut value: T = std::mem::zeroed();
-        std::ptr::copy_nonoverlapping(
-            bytes.as_ptr(),
-            (&mut value as *mut T).cast::<u8>(),
-            bytes.len(),
-        );
-        Some(value)
-    }
-}
+/// The shortest exec record: the fixed part alone. The lengths in it say how much of the
+/// strings after it is meant; the decoder checks them against the record's length.
+pub const EXEC_MIN_LEN: usize = std::mem::size_of::<ExecEvent>();
 
 /// Reads a wire struct from the front of a ring buffer record; `None` if it is too short.
 pub fn read<T: Pod>(bytes: &[u8]) -> Option<T> {
@@ -211,7 +194,13 @@ mod tests {
             size_of::<ExecEvent>(),
             fields!(ExecEvent: hdr, ppid, uid, gid, flags, file, real, ctime_sec, ctime_nsec,
                 nlink, size, mode, argc, filename_len, interp_len, cwd_len, exe_len, argv_len,
-                comm, strings),
+                comm),
+        );
+        check(
+            &l,
+            "lg_exec_record",
+            EXEC_RECORD_MAX,
+            &[("event", 0), ("strings", size_of::<ExecEvent>())],
         );
         check(
             &l,
@@ -277,16 +266,5 @@ mod tests {
     fn short_records_are_rejected() {
         assert!(read::<ForkEvent>(&[0u8; 8]).is_none());
         assert!(read::<ForkEvent>(&[0u8; 40]).is_some());
-    }
-
-    #[test]
-    fn cut_records_read_as_zero_past_their_end() {
-        let full = size_of::<ExecEvent>();
-        assert!(read_cut::<ExecEvent>(&[1u8; EXEC_MIN_LEN - 1], EXEC_MIN_LEN).is_none());
-        assert!(read_cut::<ExecEvent>(&vec![1u8; full + 1], EXEC_MIN_LEN).is_none());
-        let e = read_cut::<ExecEvent>(&[1u8; EXEC_MIN_LEN + 3], EXEC_MIN_LEN).unwrap();
-        assert_eq!(e.comm, [1u8; COMM_LEN]);
-        assert_eq!(&e.strings[..4], &[1, 1, 1, 0]);
-        assert!(read_cut::<ExecEvent>(&vec![1u8; full], EXEC_MIN_LEN).is_some());
     }
 }
