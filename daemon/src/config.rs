@@ -11,12 +11,7 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/layerguard/layerguard.toml";
 pub const DEFAULT_CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/layerguard";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Json,
-    Text,
-}
+pub use crate::logging::LogFormat;
 
 /// Scheduling of the event pipeline's thread (`sensor.scheduling`). Its hashing and
 /// indexing threads are SCHED_BATCH unless this is `normal`.
@@ -234,7 +229,7 @@ pub struct VerifyConfig {
     /// Processes remembered for alert ancestry.
     pub process_table_entries: usize,
     /// Scoped allow rules: matching verdicts are logged as info instead of alerting.
-    pub allow: Vec<crate::verify::allowlist::AllowRule>,
+    pub allow: Vec<AllowRule>,
 }
 
 impl Default for VerifyConfig {
@@ -307,6 +302,73 @@ impl VerifyConfig {
         }
         Ok(())
     }
+}
+
+/// `[[verify.allow]]`: a scoped rule that turns matching verdicts into `info` records
+/// instead of alerts, for build and debug workloads. Scoped on purpose: a rule must name
+/// at least one workload dimension (image, namespace, pod namespace, container); there is
+/// no global off switch. Matching is `verify::allowlist`'s.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AllowRule {
+    /// Image references (globs, `*` matches any characters).
+    pub images: Vec<String>,
+    /// Manifest digests, exact.
+    pub image_digests: Vec<String>,
+    /// containerd namespaces (globs).
+    pub namespaces: Vec<String>,
+    /// Kubernetes pod namespaces (globs).
+    pub pod_namespaces: Vec<String>,
+    /// Container ids or CRI container names (globs).
+    pub containers: Vec<String>,
+    /// Paths inside the container (globs); empty means any path.
+    pub paths: Vec<String>,
+    /// Alert kinds this rule covers (`exec_not_in_image`, ...); empty means every exec kind.
+    pub kinds: Vec<String>,
+}
+
+impl AllowRule {
+    /// `None` if the rule is valid, else what is wrong with it.
+    pub fn problem(&self) -> Option<String> {
+        if self.images.is_empty()
+            && self.image_digests.is_empty()
+            && self.namespaces.is_empty()
+            && self.pod_namespaces.is_empty()
+            && self.containers.is_empty()
+        {
+            return Some(
+                "must name at least one of images, image_digests, namespaces, pod_namespaces, \
+                 containers (there is no global allow)"
+                    .into(),
+            );
+        }
+        // A selector of wildcards only (`*`, `*:*`, `*/*`) matches every workload: the
+        // global off switch by another name.
+        let selectors = [
+            ("images", &self.images),
+            ("namespaces", &self.namespaces),
+            ("pod_namespaces", &self.pod_namespaces),
+            ("containers", &self.containers),
+        ];
+        for (field, patterns) in selectors {
+            if let Some(p) = patterns.iter().find(|p| !names_something(p)) {
+                return Some(format!(
+                    "{field} pattern {p:?} matches every workload: name one (a letter or digit \
+                     besides wildcards and separators; there is no global allow)"
+                ));
+            }
+        }
+        self.kinds
+            .iter()
+            .find(|k| crate::alert::AlertKind::parse(k).is_none())
+            .map(|k| format!("unknown kind {k:?}"))
+    }
+}
+
+/// True when a selector glob names something: it has a letter or digit that is not a
+/// wildcard. `*`, `?*` and `*:*` name nothing.
+fn names_something(pattern: &str) -> bool {
+    pattern.chars().any(|c| c.is_alphanumeric())
 }
 
 /// `[alerts]`: where alerts go besides the gRPC stream.

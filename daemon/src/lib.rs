@@ -9,13 +9,18 @@
 pub mod alert;
 pub mod api;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod containers;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
+pub mod identity;
 pub mod image;
+#[cfg(test)]
+mod layering;
 pub mod logging;
 pub mod metrics;
+pub mod procfs;
 pub mod respond;
 pub mod run;
 pub mod sensor;

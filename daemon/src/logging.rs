@@ -5,7 +5,15 @@
 //! line has `timestamp`, `level`, `target` and `message`; a record adds its own fields at
 //! the top level (tracing's JSON layer is set to flatten, so diagnostics match).
 
-use crate::config::LogFormat;
+/// How records are written: one JSON object per line, or text for people.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
 use serde::Serialize;
 use std::io::Write;
 use std::sync::OnceLock;

@@ -8,7 +8,7 @@
 //! containers stage calls [`Metrics::forget_container`] when a container leaves its table,
 //! and beyond [`MAX_TRACKED_CONTAINERS`] new containers are counted only in the totals.
 
-use crate::containers::ContainerKey;
+use crate::identity::ContainerKey;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;

@@ -10,7 +10,7 @@ use crate::alert::journal::{Journal, JournalError, JournalLimits, JournalSink};
 use crate::alert::log::LogSink;
 use crate::alert::{AlertSink, AlertStage, AlertStats};
 use crate::api::{ApiError, ApiServer, ApiSources, LiveDirectory, NodeInfo};
-use crate::config::{AlertsConfig, Config, PipelineScheduling};
+use crate::config::{AlertsConfig, Config, JournalConfig, PipelineScheduling};
 use crate::containers::{ContainersStage, StageStats};
 use crate::image::IndexerConfig;
 use crate::logging;
@@ -95,7 +95,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let (journal, first_seq) = if config.journal.enabled {
         Journal::open(
             &config.state_dir.join("journal"),
-            JournalLimits::from_config(&config.journal, config.api.subscriber_queue),
+            journal_limits(&config.journal, config.api.subscriber_queue),
         )?
     } else {
         (Journal::disabled(1, config.api.subscriber_queue), 1)
@@ -262,6 +262,25 @@ impl PipelineThread {
         if self.thread.join().is_err() {
             tracing::error!("the event pipeline's thread panicked");
         }
+    }
+}
+
+/// The journal's limits from `[journal]`, with the live queue from `[api]
+/// subscriber_queue`.
+fn journal_limits(journal: &JournalConfig, subscriber_queue: usize) -> JournalLimits {
+    use crate::alert::journal::{FsyncPolicy, RECENT_PER_LIVE_SLOT};
+    use crate::config::FsyncMode;
+    JournalLimits {
+        segment_bytes: journal.segment_bytes,
+        max_bytes: journal.max_bytes,
+        max_age: journal.max_age(),
+        fsync: match journal.fsync {
+            FsyncMode::Always => FsyncPolicy::Always,
+            FsyncMode::Batched => FsyncPolicy::Batched(journal.fsync_interval()),
+            FsyncMode::Never => FsyncPolicy::Never,
+        },
+        live_queue: subscriber_queue,
+        recent_alerts: subscriber_queue * RECENT_PER_LIVE_SLOT,
     }
 }
 

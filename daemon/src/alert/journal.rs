@@ -112,25 +112,6 @@ impl Default for JournalLimits {
     }
 }
 
-impl JournalLimits {
-    /// From `[journal]`, with the live queue from `[api] subscriber_queue`.
-    pub fn from_config(journal: &crate::config::JournalConfig, subscriber_queue: usize) -> Self {
-        use crate::config::FsyncMode;
-        Self {
-            segment_bytes: journal.segment_bytes,
-            max_bytes: journal.max_bytes,
-            max_age: journal.max_age(),
-            fsync: match journal.fsync {
-                FsyncMode::Always => FsyncPolicy::Always,
-                FsyncMode::Batched => FsyncPolicy::Batched(journal.fsync_interval()),
-                FsyncMode::Never => FsyncPolicy::Never,
-            },
-            live_queue: subscriber_queue,
-            recent_alerts: subscriber_queue * RECENT_PER_LIVE_SLOT,
-        }
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     #[error("journal {path}: {source}")]

@@ -5,7 +5,8 @@
 //! hold or update container state itself.
 
 use super::convert::timestamp;
-use crate::containers::{ContainerInfo, ContainerKey, ContainerList};
+use crate::containers::ContainerList;
+use crate::identity::{ContainerInfo, ContainerKey};
 use crate::metrics::{Metrics, VerdictCounts};
 use layerguard_proto::v1 as pb;
 use std::sync::Arc;

@@ -414,7 +414,7 @@ async fn status_containers_health_and_reflection_answer() {
     d.metrics.hash_cache_hits.add(3);
     d.metrics.hash_cache_misses.add(1);
     d.metrics.record_verdict(
-        Some(&crate::containers::ContainerKey::new("default", "web")),
+        Some(&crate::identity::ContainerKey::new("default", "web")),
         crate::metrics::Verdict::Alerted,
         Some("verified"),
     );

@@ -9,27 +9,24 @@
 //! waits in a bounded queue for a short time and then goes on marked unresolved, with the
 //! reason. It must not judge events, and containerd being down must not stop it.
 //!
-//! Parts: [`identity`] (what is known and attached), [`table`] and [`pending`] (pure
+//! Parts: [`table`] and [`pending`] (pure
 //! state), [`resolver`] (pure decisions), [`stage`] (the async loop), [`watcher`]
-//! (containerd I/O; the platform pick in an image index is `image::oci`'s), [`procfs`], and
-//! [`clock`] (the sensor's time base, which every lookup is done in).
+//! (containerd I/O; the platform pick in an image index is `image::oci`'s).
+//! Every lookup is done in the sensor's time base ([`crate::clock`]).
 
-pub mod clock;
-pub mod identity;
 pub mod pending;
-pub mod procfs;
 pub mod resolver;
 pub mod stage;
 pub mod table;
 pub mod watcher;
 
-pub use identity::{Attribution, ContainerInfo, ContainerKey, UnresolvedReason};
 pub use resolver::{Counts, StageStats};
 pub use stage::ContainerList;
 pub use table::{ContainerTable, LiveContainer, TableStats};
 pub use watcher::ContainerdError;
 
 use crate::config::ContainersConfig;
+use crate::identity::Attribution;
 use crate::metrics::Metrics;
 use crate::sensor::{ExecEvent, ExitEvent, ForkEvent, LossCounts, SensorEvent};
 use std::path::PathBuf;

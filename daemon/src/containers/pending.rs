@@ -5,7 +5,7 @@
 //! when its deadline passes or the queue overflows. Nothing is dropped silently. Pure:
 //! times are arguments (CLOCK_MONOTONIC ns); it must not do lookups itself.
 
-use super::clock::MonoNs;
+use crate::clock::MonoNs;
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -42,7 +42,7 @@ impl<T> PendingQueue<T> {
         Self {
             items: VecDeque::new(),
             capacity: capacity.max(1),
-            timeout: super::clock::nanos(timeout),
+            timeout: crate::clock::nanos(timeout),
         }
     }
 

@@ -8,13 +8,13 @@
 //! tests need neither tokio nor containerd. Lookups use each event's own timestamp, so an
 //! event goes to the container that owned its namespace when it happened.
 
-use super::clock::MonoNs;
-use super::identity::{Attribution, ContainerInfo, ContainerKey, UnresolvedReason};
 use super::pending::{PendingQueue, Waiting};
-use super::procfs;
 use super::table::{ContainerTable, Listed, TableStats};
 use super::ContainerEvent;
+use crate::clock::MonoNs;
 use crate::config::ContainersConfig;
+use crate::identity::{Attribution, ContainerInfo, ContainerKey, UnresolvedReason};
+use crate::procfs;
 use crate::sensor::SensorEvent;
 use serde::Serialize;
 use std::sync::Arc;

@@ -6,10 +6,10 @@
 //! holds a sensor event longer than the resolver says, and it blocks the sensor channel
 //! only while the next stage's channel is full (the same backpressure the sensor applies).
 
-use super::clock;
 use super::resolver::{ProcessTree, Resolver, StageStats, Update};
 use super::table::LiveContainer;
 use super::ContainerEvent;
+use crate::clock;
 use crate::logging;
 use crate::metrics::Metrics;
 use crate::sensor::SensorEvent;
@@ -152,9 +152,9 @@ fn count(metrics: &Metrics, event: &SensorEvent) {
 mod tests {
     use super::*;
     use crate::config::ContainersConfig;
-    use crate::containers::identity::ContainerKey;
     use crate::containers::resolver::ProcessTree;
-    use crate::containers::Attribution;
+    use crate::identity::Attribution;
+    use crate::identity::ContainerKey;
     use crate::sensor::event::{ExitEvent, ProcessRef};
 
     struct NoTree;

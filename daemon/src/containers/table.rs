@@ -4,7 +4,7 @@
 //! Owns the containers' lifecycle as containerd reports it (created, task started, task
 //! exited, deleted, resynced) and the grace period that keeps an exited container findable
 //! for late events before it leaves memory. Pure: times are arguments (CLOCK_MONOTONIC
-//! nanoseconds, see [`clock`](super::clock)), so tests drive it with any clock. It must not
+//! nanoseconds, see [`clock`](crate::clock)), so tests drive it with any clock. It must not
 //! talk to containerd or read `/proc`.
 //!
 //! Why lookups take the event's time: the kernel hands a freed namespace inode number (and,
@@ -14,8 +14,8 @@
 //! before containerd reports it). Each index entry keeps its owners with their exit times,
 //! and an event belongs to the owner that was alive when it happened.
 
-use super::clock::MonoNs;
-use super::identity::{ContainerInfo, ContainerKey};
+use crate::clock::MonoNs;
+use crate::identity::{ContainerInfo, ContainerKey};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -98,7 +98,7 @@ impl ContainerTable {
     /// findable for events that arrive late.
     pub fn new(grace: Duration) -> Self {
         Self {
-            grace: super::clock::nanos(grace),
+            grace: crate::clock::nanos(grace),
             containers: HashMap::new(),
             by_mnt: Index::new(),
             by_pid: Index::new(),

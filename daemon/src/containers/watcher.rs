@@ -7,13 +7,13 @@
 //! only reports what containerd says, plus the mount namespace of each task's init
 //! process, read here because that process may be gone a moment later.
 
-use super::clock;
-use super::identity::{ContainerInfo, ContainerKey};
-use super::procfs;
 use super::resolver::Update;
 use super::table::{Listed, ListedTask};
+use crate::clock;
+use crate::identity::{ContainerInfo, ContainerKey};
 use crate::image::digest::Digest;
 use crate::image::oci::{self, Descriptor, MediaKind, OciError, Platform};
+use crate::procfs;
 use containerd_client::events::{
     ContainerCreate, ContainerDelete, ContainerUpdate, NamespaceCreate, TaskCreate, TaskDelete,
     TaskExit, TaskStart,

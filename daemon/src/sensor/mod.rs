@@ -17,8 +17,8 @@ pub use event::{ExecEvent, ExitEvent, FileIdentity, ForkEvent, LossCounts, Senso
 pub use pace::Pace;
 pub use preflight::KernelFeatures;
 
+use crate::clock;
 use crate::config::SensorConfig;
-use crate::containers::clock;
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use aya::programs::BtfTracePoint;
 use aya::{Btf, Ebpf, EbpfLoader};

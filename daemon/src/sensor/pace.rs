@@ -27,8 +27,8 @@
 
 use super::event::SensorEvent;
 use super::wire;
+use crate::clock::MonoNs;
 use crate::config::PipelineScheduling;
-use crate::containers::clock::MonoNs;
 use tracing::{debug, warn};
 
 /// After the last exec the kernel marked as part of a storm, a new exec may still fall into

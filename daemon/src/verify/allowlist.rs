@@ -1,29 +1,8 @@
-//! The scoped allowlist: verdicts that match a rule become `info` records instead of
-//! alerts, for build and debug workloads. Scoped on purpose: a rule must name at least
-//! one workload dimension (image, namespace, pod namespace, container); there is no
-//! global off switch.
+//! The scoped allowlist: whether a verdict matches a `[[verify.allow]]` rule (the rule
+//! itself, and why a rule is refused, are `config`'s). Pure string matching.
 
 use crate::alert::AlertKind;
-use serde::{Deserialize, Serialize};
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AllowRule {
-    /// Image references (globs, `*` matches any characters).
-    pub images: Vec<String>,
-    /// Manifest digests, exact.
-    pub image_digests: Vec<String>,
-    /// containerd namespaces (globs).
-    pub namespaces: Vec<String>,
-    /// Kubernetes pod namespaces (globs).
-    pub pod_namespaces: Vec<String>,
-    /// Container ids or CRI container names (globs).
-    pub containers: Vec<String>,
-    /// Paths inside the container (globs); empty means any path.
-    pub paths: Vec<String>,
-    /// Alert kinds this rule covers (`exec_not_in_image`, ...); empty means every exec kind.
-    pub kinds: Vec<String>,
-}
+pub use crate::config::AllowRule;
 
 /// What a rule is matched against.
 pub struct Subject<'a> {
@@ -38,42 +17,6 @@ pub struct Subject<'a> {
 }
 
 impl AllowRule {
-    /// `None` if the rule is valid, else what is wrong with it.
-    pub fn problem(&self) -> Option<String> {
-        if self.images.is_empty()
-            && self.image_digests.is_empty()
-            && self.namespaces.is_empty()
-            && self.pod_namespaces.is_empty()
-            && self.containers.is_empty()
-        {
-            return Some(
-                "must name at least one of images, image_digests, namespaces, pod_namespaces, \
-                 containers (there is no global allow)"
-                    .into(),
-            );
-        }
-        // A selector of wildcards only (`*`, `*:*`, `*/*`) matches every workload: the
-        // global off switch by another name.
-        let selectors = [
-            ("images", &self.images),
-            ("namespaces", &self.namespaces),
-            ("pod_namespaces", &self.pod_namespaces),
-            ("containers", &self.containers),
-        ];
-        for (field, patterns) in selectors {
-            if let Some(p) = patterns.iter().find(|p| !names_something(p)) {
-                return Some(format!(
-                    "{field} pattern {p:?} matches every workload: name one (a letter or digit \
-                     besides wildcards and separators; there is no global allow)"
-                ));
-            }
-        }
-        self.kinds
-            .iter()
-            .find(|k| AlertKind::parse(k).is_none())
-            .map(|k| format!("unknown kind {k:?}"))
-    }
-
     pub fn matches(&self, s: &Subject<'_>) -> bool {
         let any = |pats: &[String], v: Option<&str>| {
             pats.is_empty() || v.is_some_and(|v| pats.iter().any(|p| glob(p, v)))
@@ -90,12 +33,6 @@ impl AllowRule {
             && any(&self.paths, Some(s.path))
             && (self.kinds.is_empty() || self.kinds.iter().any(|k| k == s.kind.as_str()))
     }
-}
-
-/// True when a selector glob names something: it has a letter or digit that is not a
-/// wildcard. `*`, `?*` and `*:*` name nothing.
-fn names_something(pattern: &str) -> bool {
-    pattern.chars().any(|c| c.is_alphanumeric())
 }
 
 /// `*` matches any run of characters (including `/`), `?` one character; all else literal.

@@ -6,7 +6,7 @@
 //! image not found) are remembered only briefly, then retried; verdicts are kept.
 
 use super::verdict::{ImageRecord, ImageState};
-use crate::containers::ContainerInfo;
+use crate::identity::ContainerInfo;
 use crate::image::{
     ContainerdStore, ImageIndexer, ImageVerdict, IndexerConfig, LayerIndex, Progress,
 };

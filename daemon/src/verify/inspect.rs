@@ -52,23 +52,23 @@ fn usable_roots(exec: &ExecEvent, roots: &[u32]) -> Vec<u32> {
     let live: Vec<u32> = roots
         .iter()
         .copied()
-        .filter(|&p| target::mnt_ns_of(p) == Some(ns))
+        .filter(|&p| crate::procfs::mnt_ns_of(p).ok() == Some(ns))
         .collect();
     if !live.is_empty() {
         return live;
     }
-    target::pids_in_namespace(ns, SCANNED_ROOTS)
+    crate::procfs::pids_in_namespace(ns, SCANNED_ROOTS)
 }
 
 /// A path the event could not name, from `/proc` while the process lives.
 fn recover(exec: &ExecEvent, recovery: &Recovery) -> Option<String> {
     let pid = exec.process.tgid;
-    let cwd = || exec.cwd.clone().or_else(|| target::cwd(pid));
+    let cwd = || exec.cwd.clone().or_else(|| crate::procfs::cwd(pid));
     match recovery {
         Recovery::Exe => target::exe_path_checked(pid, exec.file),
-        Recovery::Cwd { relative } => Some(absolute(relative, Some(&target::cwd(pid)?))),
+        Recovery::Cwd { relative } => Some(absolute(relative, Some(&crate::procfs::cwd(pid)?))),
         Recovery::Argument { index } => {
-            let arg = target::argument(pid, *index)?;
+            let arg = crate::procfs::argument(pid, *index)?;
             let cwd = if arg.starts_with('/') { None } else { cwd() };
             if !arg.starts_with('/') && cwd.is_none() {
                 return None;

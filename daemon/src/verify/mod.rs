@@ -25,7 +25,8 @@ pub mod verdict;
 
 use crate::alert::{AlertContainer, AlertDraft, AlertKind, AlertProcess, Evidence, Loss};
 use crate::config::VerifyConfig;
-use crate::containers::{Attribution, ContainerEvent, ContainerInfo, ContainerKey};
+use crate::containers::ContainerEvent;
+use crate::identity::{Attribution, ContainerInfo, ContainerKey};
 use crate::logging;
 use crate::metrics::{Metrics, Verdict};
 use crate::sensor::{ExecEvent, LossCounts};
@@ -763,7 +764,7 @@ fn where_it_ran(c: &ContainerInfo, exec: &ExecEvent) -> String {
 /// The wall-clock time (RFC 3339, microseconds) of a kernel CLOCK_MONOTONIC stamp, by
 /// the two clocks' offset now (an NTP step since the event would shift it).
 fn wall_clock_of(ktime_ns: u64) -> String {
-    humantime::format_rfc3339_micros(crate::containers::clock::to_wall(ktime_ns)).to_string()
+    humantime::format_rfc3339_micros(crate::clock::to_wall(ktime_ns)).to_string()
 }
 
 fn reason_sentence(v: &ExecVerdict, path: &str, c: &ContainerInfo) -> String {
@@ -866,7 +867,7 @@ mod tests {
 
     #[test]
     fn kernel_times_become_wall_clock_times() {
-        let mono = crate::containers::clock::now();
+        let mono = crate::clock::now();
         let wall = |ktime| {
             humantime::parse_rfc3339(&wall_clock_of(ktime))
                 .unwrap()

@@ -16,8 +16,6 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::time::Instant;
 
-const DELETED_SUFFIX: &str = " (deleted)";
-
 /// `struct open_how` of openat2(2); libc's is non-exhaustive, so it cannot be built.
 #[repr(C)]
 struct OpenHow {
@@ -95,40 +93,7 @@ pub fn exe_path_checked(pid: u32, expect: FileIdentity) -> Option<String> {
     if (meta.dev(), meta.ino()) != (expect.dev, expect.ino) {
         return None;
     }
-    exe_path(pid)
-}
-
-/// The path of a live process's executable inside its container (`/proc/PID/exe`'s target),
-/// without the " (deleted)" the kernel appends.
-pub fn exe_path(pid: u32) -> Option<String> {
-    let target = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
-    let s = target.to_string_lossy();
-    Some(s.strip_suffix(DELETED_SUFFIX).unwrap_or(&s).to_string())
-}
-
-/// The mount namespace (inode) of a live process.
-pub fn mnt_ns_of(pid: u32) -> Option<u32> {
-    std::fs::metadata(format!("/proc/{pid}/ns/mnt"))
-        .ok()
-        .map(|m| m.ino() as u32)
-}
-
-/// Live processes in mount namespace `mnt_ns`, at most `max`, from a scan of `/proc`: the
-/// last way into a container's root when no process the daemon knows of is left.
-pub fn pids_in_namespace(mnt_ns: u32, max: usize) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| mnt_ns_of(pid) == Some(mnt_ns))
-        .take(max)
-        .collect()
-}
-
-/// The working directory of a live process, inside its container.
-pub fn cwd(pid: u32) -> Option<String> {
-    let target = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
-    Some(target.to_string_lossy().into_owned())
+    crate::procfs::exe_path(pid)
 }
 
 /// Opens `path` inside the root filesystem of `root_pid` (a live process of the container).
@@ -189,7 +154,7 @@ pub fn open_fd_of(pid: u32, fd: u32) -> Result<(Opened, String), Unreadable> {
         .open(&via)
         .map_err(|e| Unreadable::Failed(format!("{via}: {e}")))?;
     let path = target
-        .strip_suffix(DELETED_SUFFIX)
+        .strip_suffix(crate::procfs::DELETED_SUFFIX)
         .unwrap_or(&target)
         .to_string();
     Ok((reopen_regular(&handle, via)?, path))
@@ -217,15 +182,6 @@ fn check_regular(meta: &std::fs::Metadata, via: &str) -> Result<(), Unreadable> 
         via: via.to_string(),
         what,
     })
-}
-
-/// Argument `index` of a live process, from `/proc/PID/cmdline` (whole, however long).
-pub fn argument(pid: u32, index: usize) -> Option<String> {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    raw.split(|&b| b == 0)
-        .nth(index)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
 }
 
 /// Hashes an opened regular file: its size is checked against `limit` before a byte is

@@ -1,12 +1,17 @@
-//! The few `/proc` reads the containers stage needs: a process's mount namespace, its
-//! parent, and its start time.
+//! What the daemon reads about live processes from `/proc`: mount namespace, parent,
+//! executable, working directory, arguments, start time.
 //!
-//! Owns parsing of `/proc/<pid>/{ns/mnt,status,stat}` and `/proc/stat`. Every read may
-//! fail because the process is already gone; callers treat that as "unknown", never as
-//! an error worth stopping for.
+//! Owns the reading and parsing of `/proc/<pid>/{ns/mnt,stat,exe,cwd,cmdline}` and
+//! `/proc/stat`, for every stage. Every read may fail because the process is already gone;
+//! callers treat that as "unknown", never as an error worth stopping for. Opening a
+//! process's files (its exe, its root) is not here: that is `verify::target`'s, which
+//! checks what it opens. A leaf: it depends on no other module of the daemon.
 
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, SystemTime};
+
+/// What `/proc/PID/exe` and `/proc/PID/fd/N` append to the path of a deleted file.
+pub const DELETED_SUFFIX: &str = " (deleted)";
 
 /// How far up the parent chain the pid fall-back looks. Container processes sit a few
 /// levels below their task's init; deeper trees still resolve by mount namespace.
@@ -18,16 +23,62 @@ pub fn mnt_ns_of(pid: u32) -> std::io::Result<u32> {
     std::fs::metadata(format!("/proc/{pid}/ns/mnt")).map(|m| m.ino() as u32)
 }
 
-/// `PPid:` of `/proc/<pid>/status`.
+/// The parent of a live process, from `/proc/PID/stat` (one line; the kernel takes
+/// longer to generate `status`: 23 us vs 13 us per read on the project VM).
 pub fn ppid_of(pid: u32) -> Option<u32> {
-    parse_ppid(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?)
+    ppid_from_stat(&std::fs::read(format!("/proc/{pid}/stat")).ok()?)
 }
 
-pub fn parse_ppid(status: &str) -> Option<u32> {
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("PPid:"))
-        .and_then(|v| v.trim().parse().ok())
+/// The ppid field of a `/proc/PID/stat` line: the second field after the comm, which is
+/// in parentheses and may itself contain spaces and parentheses (hence the last `)`).
+pub fn ppid_from_stat(stat: &[u8]) -> Option<u32> {
+    let close = stat.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(&stat[close + 1..]).ok()?;
+    rest.split_ascii_whitespace().nth(1)?.parse().ok()
+}
+
+/// The path of a live process's executable inside its container (`/proc/PID/exe`'s
+/// target), without the " (deleted)" the kernel appends.
+pub fn exe_path(pid: u32) -> Option<String> {
+    let target = std::fs::read_link(format!("/proc/{pid}/exe")).ok()?;
+    let s = target.to_string_lossy();
+    Some(s.strip_suffix(DELETED_SUFFIX).unwrap_or(&s).to_string())
+}
+
+/// The working directory of a live process, inside its container.
+pub fn cwd(pid: u32) -> Option<String> {
+    let target = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+    Some(target.to_string_lossy().into_owned())
+}
+
+/// Argument `index` of a live process, from `/proc/PID/cmdline` (whole, however long).
+pub fn argument(pid: u32, index: usize) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    raw.split(|&b| b == 0)
+        .nth(index)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+}
+
+/// Every live process's pid, ascending.
+pub fn pids() -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// Live processes in mount namespace `mnt_ns`, at most `max`, from a scan of `/proc`.
+pub fn pids_in_namespace(mnt_ns: u32, max: usize) -> Vec<u32> {
+    pids()
+        .into_iter()
+        .filter(|&pid| mnt_ns_of(pid).ok() == Some(mnt_ns))
+        .take(max)
+        .collect()
 }
 
 /// `first` and its ancestors, nearest first, up to `max` pids, stopping at pid 1 or at a
@@ -78,9 +129,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ppid_is_parsed() {
-        assert_eq!(parse_ppid("Name:\tsh\nTgid:\t7\nPPid:\t42\n"), Some(42));
-        assert_eq!(parse_ppid("Name:\tsh\n"), None);
+    fn ppid_is_read_past_any_comm() {
+        assert_eq!(ppid_from_stat(b"42 (sh) S 7 42 42 0 -1"), Some(7));
+        assert_eq!(ppid_from_stat(b"42 (a) b) (c) R 9 1 1"), Some(9));
+        assert_eq!(ppid_from_stat(b"42 (x"), None);
+        // SAFETY: getppid(2) has no preconditions.
+        assert_eq!(
+            ppid_of(std::process::id()),
+            Some(unsafe { libc::getppid() } as u32)
+        );
     }
 
     #[test]

@@ -1,9 +1,10 @@
-//! The one time base of the containers stage: CLOCK_MONOTONIC in nanoseconds, the clock
-//! the sensor stamps events with (`ktime_ns`, from `bpf_ktime_get_ns`).
+//! The pipeline's one time base: CLOCK_MONOTONIC in nanoseconds, the clock the sensor
+//! stamps events with (`ktime_ns`, from `bpf_ktime_get_ns`).
 //!
-//! Owns reading that clock and converting containerd's wall-clock timestamps into it, so
-//! that "did this event happen before that task exited?" is one comparison. The pure parts
-//! of the stage take times as arguments and never call [`now`] themselves.
+//! Owns reading that clock and converting wall-clock timestamps (containerd's, alerts')
+//! to and from it, so that "did this event happen before that task exited?" is one
+//! comparison. Pure parts of the stages take times as arguments and never call [`now`]
+//! themselves. A leaf: it depends on no other module of the daemon.
 
 use std::time::{Duration, SystemTime};
 

@@ -1,8 +1,10 @@
-//! What the containers stage knows about one container, and what it attaches to an event.
+//! What the node knows about one container, and what the containers stage attaches to an
+//! event: the vocabulary every later stage (and the API, the metrics) speaks.
 //!
 //! Owns the data types: the key a container is known by, its identity (image, digests, CRI
-//! pod fields), and the [`Attribution`] an event leaves the stage with, including how that
-//! serializes into a log record. No I/O and no lookups happen here.
+//! pod fields), and the [`Attribution`] an event leaves the containers stage with,
+//! including how that serializes into a log record. No I/O and no lookups happen here. A
+//! leaf: it depends on no other module of the daemon.
 
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use std::collections::BTreeMap;
