@@ -40,6 +40,7 @@ pub struct Config {
     /// A tracing filter (`info`, `debug`, `layerguard::sensor=debug`, ...).
     pub log_level: String,
     pub sensor: SensorConfig,
+    pub containerd: ContainerdConfig,
     pub containers: ContainersConfig,
     pub verify: VerifyConfig,
     pub alerts: AlertsConfig,
@@ -72,6 +73,57 @@ pub struct SensorConfig {
     pub scheduling: PipelineScheduling,
 }
 
+/// `[containerd]`: how long layerguard waits for containerd, for every caller (the
+/// containers watcher, the image content store, the responder), so that a hung containerd
+/// can wedge none of them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContainerdConfig {
+    /// Until the socket accepts a connection.
+    pub connect_timeout_ms: u64,
+    /// For the answer to one call.
+    pub call_timeout_ms: u64,
+    /// Between two messages of a stream (the chunks of a content blob being read).
+    pub stream_timeout_ms: u64,
+}
+
+impl Default for ContainerdConfig {
+    fn default() -> Self {
+        let t = crate::containerd::Timeouts::default();
+        Self {
+            connect_timeout_ms: t.connect.as_millis() as u64,
+            call_timeout_ms: t.call.as_millis() as u64,
+            stream_timeout_ms: t.stream.as_millis() as u64,
+        }
+    }
+}
+
+impl ContainerdConfig {
+    pub fn timeouts(&self) -> crate::containerd::Timeouts {
+        crate::containerd::Timeouts {
+            connect: Duration::from_millis(self.connect_timeout_ms),
+            call: Duration::from_millis(self.call_timeout_ms),
+            stream: Duration::from_millis(self.stream_timeout_ms),
+        }
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        for (key, value) in [
+            ("connect_timeout_ms", self.connect_timeout_ms),
+            ("call_timeout_ms", self.call_timeout_ms),
+            ("stream_timeout_ms", self.stream_timeout_ms),
+        ] {
+            if !(1..=600_000).contains(&value) {
+                return Err((
+                    format!("containerd.{key}"),
+                    format!("must be between 1 and 600000, not {value}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The containers stage: how long events wait for containerd, how long exited containers
 /// are remembered, how containerd is retried.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -89,8 +141,6 @@ pub struct ContainersConfig {
     /// First wait before reconnecting to containerd; doubles per failure up to the max.
     pub reconnect_min_ms: u64,
     pub reconnect_max_ms: u64,
-    /// Deadline for one containerd call, so that a hung containerd cannot wedge the stage.
-    pub request_timeout_ms: u64,
     /// How often the table's size and the stage's counters are logged.
     pub stats_interval_ms: u64,
 }
@@ -104,6 +154,7 @@ impl Default for Config {
             log_format: LogFormat::Json,
             log_level: "info".into(),
             sensor: SensorConfig::default(),
+            containerd: ContainerdConfig::default(),
             containers: ContainersConfig::default(),
             verify: VerifyConfig::default(),
             alerts: AlertsConfig::default(),
@@ -144,7 +195,6 @@ impl Default for ContainersConfig {
             exited_grace_ms: 10_000,
             reconnect_min_ms: 100,
             reconnect_max_ms: 5000,
-            request_timeout_ms: 5000,
             stats_interval_ms: 60_000,
         }
     }
@@ -162,9 +212,6 @@ impl ContainersConfig {
     }
     pub fn reconnect_max(&self) -> Duration {
         Duration::from_millis(self.reconnect_max_ms)
-    }
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_timeout_ms)
     }
     pub fn stats_interval(&self) -> Duration {
         Duration::from_millis(self.stats_interval_ms)
@@ -197,7 +244,6 @@ impl ContainersConfig {
                 ),
             );
         }
-        within("request_timeout_ms", self.request_timeout_ms, 1, 600_000)?;
         within("stats_interval_ms", self.stats_interval_ms, 1, 24 * HOUR_MS)?;
         Ok(())
     }
@@ -860,6 +906,7 @@ impl Config {
         if s.stats_interval_ms == 0 {
             return bad("sensor.stats_interval_ms", "must be at least 1".into());
         }
+        self.containerd.validate()?;
         self.containers.validate()?;
         self.verify.validate()?;
         self.alerts.validate()?;

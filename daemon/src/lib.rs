@@ -11,6 +11,7 @@ pub mod api;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod containerd;
 pub mod containers;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;

@@ -11,6 +11,7 @@ use crate::alert::log::LogSink;
 use crate::alert::{AlertSink, AlertStage, AlertStats};
 use crate::api::{ApiError, ApiServer, ApiSources, LiveDirectory, NodeInfo};
 use crate::config::{AlertsConfig, Config, JournalConfig, PipelineScheduling};
+use crate::containerd::Containerd;
 use crate::containers::{ContainersStage, StageStats};
 use crate::image::IndexerConfig;
 use crate::logging;
@@ -77,18 +78,16 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     })?;
 
     let sensor = Sensor::load(&config.sensor)?;
+    let containerd = Containerd::new(&config.containerd_socket, config.containerd.timeouts());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (event_tx, event_rx) = mpsc::channel(config.sensor.event_queue);
     // The same capacity after the containers stage: it adds no burst of its own.
     let (attributed_tx, attributed_rx) = mpsc::channel(config.sensor.event_queue);
 
     let metrics = Arc::new(Metrics::new());
-    let containers = ContainersStage::new(
-        &config.containers,
-        &config.containerd_socket,
-        sensor.host_mnt_ns(),
-    )
-    .with_metrics(metrics.clone());
+    let containers =
+        ContainersStage::new(&config.containers, containerd.clone(), sensor.host_mnt_ns())
+            .with_metrics(metrics.clone());
 
     // The journal seeds the alert sequence, and the API is bound before "ready" so that a
     // taken socket or bad TLS files stop the start, not a running daemon.
@@ -102,7 +101,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     };
     let api = if config.api.enabled {
         let sources = ApiSources {
-            responder: crate::respond::Responder::new(&config.containerd_socket),
+            responder: crate::respond::Responder::new(containerd.clone()),
             containers: Arc::new(LiveDirectory(containers.directory())),
             metrics: metrics.clone(),
             node: NodeInfo {
@@ -132,10 +131,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     );
 
     let (verified_tx, alert_drafts) = mpsc::channel(config.alerts.queue);
-    let catalog = ImageCatalog::new(
-        &config.containerd_socket,
-        IndexerConfig::new(&config.state_dir),
-    );
+    let catalog = ImageCatalog::new(containerd.clone(), IndexerConfig::new(&config.state_dir));
     let verify = VerifyStage::new(
         &config.verify,
         catalog,

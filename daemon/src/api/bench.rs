@@ -72,7 +72,10 @@ async fn start_daemon(dir: &Path, journal: Arc<Journal>) -> Daemon {
         ..ApiConfig::default()
     };
     let sources = ApiSources {
-        responder: crate::respond::Responder::new("/nonexistent/containerd.sock"),
+        responder: crate::respond::Responder::new(crate::containerd::Containerd::new(
+            "/nonexistent/containerd.sock",
+            crate::containerd::Timeouts::default(),
+        )),
         containers: Arc::new(NoContainers),
         metrics: Arc::new(Metrics::new()),
         node: NodeInfo::default(),

@@ -53,7 +53,10 @@ async fn start(config: &ApiConfig, journal: Arc<Journal>, table: Option<AccessTa
         }]
     });
     let sources = ApiSources {
-        responder: crate::respond::Responder::new("/nonexistent/containerd.sock"),
+        responder: crate::respond::Responder::new(crate::containerd::Containerd::new(
+            "/nonexistent/containerd.sock",
+            crate::containerd::Timeouts::default(),
+        )),
         containers,
         metrics: metrics.clone(),
         node: NodeInfo {

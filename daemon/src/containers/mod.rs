@@ -23,13 +23,12 @@ pub mod watcher;
 pub use resolver::{Counts, StageStats};
 pub use stage::ContainerList;
 pub use table::{ContainerTable, LiveContainer, TableStats};
-pub use watcher::ContainerdError;
 
 use crate::config::ContainersConfig;
+use crate::containerd::Containerd;
 use crate::identity::Attribution;
 use crate::metrics::Metrics;
 use crate::sensor::{ExecEvent, ExitEvent, ForkEvent, LossCounts, SensorEvent};
-use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::error;
@@ -51,7 +50,7 @@ pub enum ContainerEvent {
 /// The stage, configured and not yet running.
 pub struct ContainersStage {
     config: ContainersConfig,
-    socket: PathBuf,
+    containerd: Containerd,
     host_mnt_ns: u32,
     directory: watch::Sender<ContainerList>,
     metrics: Arc<Metrics>,
@@ -60,14 +59,10 @@ pub struct ContainersStage {
 impl ContainersStage {
     /// `host_mnt_ns` is the sensor's idea of the host mount namespace: events from it are
     /// attributed to the host without a lookup.
-    pub fn new(
-        config: &ContainersConfig,
-        containerd_socket: impl Into<PathBuf>,
-        host_mnt_ns: u32,
-    ) -> Self {
+    pub fn new(config: &ContainersConfig, containerd: Containerd, host_mnt_ns: u32) -> Self {
         Self {
             config: config.clone(),
-            socket: containerd_socket.into(),
+            containerd,
             host_mnt_ns,
             directory: watch::channel(ContainerList::default()).0,
             metrics: Arc::new(Metrics::new()),
@@ -96,8 +91,7 @@ impl ContainersStage {
         let (updates_tx, updates) = mpsc::channel(UPDATE_QUEUE);
         let poke = Arc::new(Notify::new());
         let watcher = watcher::Watcher {
-            socket: self.socket,
-            request_timeout: self.config.request_timeout(),
+            containerd: self.containerd,
             backoff: watcher::Backoff::new(
                 self.config.reconnect_min(),
                 self.config.reconnect_max(),

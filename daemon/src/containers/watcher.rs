@@ -10,6 +10,7 @@
 use super::resolver::Update;
 use super::table::{Listed, ListedTask};
 use crate::clock;
+use crate::containerd::{request, Connection, Containerd, ContainerdError};
 use crate::identity::{ContainerInfo, ContainerKey};
 use crate::image::digest::Digest;
 use crate::image::oci::{self, Descriptor, MediaKind, OciError, Platform};
@@ -22,48 +23,25 @@ use containerd_client::services::v1::{
     Container, GetContainerRequest, GetImageRequest, ListContainersRequest, ListNamespacesRequest,
     ListTasksRequest, ReadContentRequest, SubscribeRequest,
 };
-use containerd_client::tonic::{self, metadata::MetadataValue, Code, Request};
 use containerd_client::types::v1::Status as TaskStatus;
 use containerd_client::types::Envelope;
-use containerd_client::Client;
 use prost::Message;
 use std::collections::HashMap;
-use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::{debug, info, warn};
 
-/// gRPC metadata key containerd reads the namespace from.
-const NAMESPACE_HEADER: &str = "containerd-namespace";
-
 /// Image reference -> (manifest digest, index digest), within one namespace's listing.
 type ImageDigests = HashMap<String, (Option<String>, Option<String>)>;
 
+/// Why a session with containerd ended.
 #[derive(Debug, thiserror::Error)]
-pub enum ContainerdError {
-    #[error("cannot connect to containerd at {socket}: {source}")]
-    Connect {
-        socket: PathBuf,
-        #[source]
-        source: tonic::transport::Error,
-    },
-    #[error("containerd {call} failed: {source}")]
-    Call {
-        call: &'static str,
-        #[source]
-        source: Box<tonic::Status>,
-    },
-    #[error("containerd {call} did not answer within {timeout:?}")]
-    Timeout {
-        call: &'static str,
-        timeout: Duration,
-    },
+pub enum WatchError {
+    #[error(transparent)]
+    Containerd(#[from] ContainerdError),
     #[error("containerd closed the event stream")]
     StreamEnded,
-    #[error("containerd namespace {0:?} cannot be sent as gRPC metadata")]
-    BadNamespace(String),
     #[error("image index {digest} is larger than {limit} bytes")]
     IndexTooLarge { digest: String, limit: u64 },
     #[error(transparent)]
@@ -74,26 +52,18 @@ pub enum ContainerdError {
     StageGone,
 }
 
-impl ContainerdError {
+impl WatchError {
     fn is_not_found(&self) -> bool {
-        matches!(self, Self::Call { source, .. } if source.code() == Code::NotFound)
+        matches!(self, Self::Containerd(e) if e.is_not_found())
     }
 
     /// True when the connection (not the one request) is the problem: the session must
     /// end and reconnect rather than carry on with a partial answer.
     fn is_connection_loss(&self) -> bool {
         match self {
-            Self::Connect { .. } | Self::Timeout { .. } | Self::StreamEnded | Self::StageGone => {
-                true
-            }
-            Self::Call { source, .. } => matches!(
-                source.code(),
-                Code::Unavailable | Code::Unknown | Code::Cancelled | Code::DeadlineExceeded
-            ),
-            Self::BadNamespace(_)
-            | Self::IndexTooLarge { .. }
-            | Self::Index(_)
-            | Self::BadIndex { .. } => false,
+            Self::Containerd(e) => e.is_connection_loss(),
+            Self::StreamEnded | Self::StageGone => true,
+            Self::IndexTooLarge { .. } | Self::Index(_) | Self::BadIndex { .. } => false,
         }
     }
 }
@@ -203,8 +173,7 @@ enum Link {
 }
 
 pub struct Watcher {
-    pub socket: PathBuf,
-    pub request_timeout: Duration,
+    pub containerd: Containerd,
     pub backoff: Backoff,
     pub platform: Platform,
     pub updates: mpsc::Sender<Update>,
@@ -212,15 +181,6 @@ pub struct Watcher {
     /// down: retry now rather than at the end of the backoff.
     pub poke: Arc<Notify>,
     pub shutdown: watch::Receiver<bool>,
-}
-
-/// A containerd request in `namespace` (containerd reads it from a gRPC header).
-pub(crate) fn request<T>(message: T, namespace: &str) -> Result<Request<T>, ContainerdError> {
-    let value = MetadataValue::try_from(namespace)
-        .map_err(|_| ContainerdError::BadNamespace(namespace.to_string()))?;
-    let mut req = Request::new(message);
-    req.metadata_mut().insert(NAMESPACE_HEADER, value);
-    Ok(req)
 }
 
 /// The error and its sources in one line: tonic's own message for a refused or missing
@@ -250,7 +210,7 @@ impl Watcher {
         let mut link = Link::Unknown;
         loop {
             let err = match self.session(&mut link).await {
-                Ok(()) | Err(ContainerdError::StageGone) => return,
+                Ok(()) | Err(WatchError::StageGone) => return,
                 Err(e) => e,
             };
             if self.stopping() {
@@ -260,7 +220,7 @@ impl Watcher {
                 debug!(error = %causes(&err), "containerd still unavailable");
             } else {
                 warn!(
-                    socket = %self.socket.display(),
+                    socket = %self.containerd.socket().display(),
                     error = %causes(&err),
                     "containerd unavailable"
                 );
@@ -289,47 +249,16 @@ impl Watcher {
         *self.shutdown.borrow()
     }
 
-    async fn call<T>(
-        &self,
-        call: &'static str,
-        fut: impl Future<Output = Result<T, tonic::Status>>,
-    ) -> Result<T, ContainerdError> {
-        match tokio::time::timeout(self.request_timeout, fut).await {
-            Err(_) => Err(ContainerdError::Timeout {
-                call,
-                timeout: self.request_timeout,
-            }),
-            Ok(Err(source)) => Err(ContainerdError::Call {
-                call,
-                source: Box::new(source),
-            }),
-            Ok(Ok(v)) => Ok(v),
-        }
-    }
-
-    async fn send(&self, update: Update) -> Result<(), ContainerdError> {
+    async fn send(&self, update: Update) -> Result<(), WatchError> {
         self.updates
             .send(update)
             .await
-            .map_err(|_| ContainerdError::StageGone)
+            .map_err(|_| WatchError::StageGone)
     }
 
     /// One connection: subscribe, list, follow. Returns Ok only at shutdown.
-    async fn session(&mut self, link: &mut Link) -> Result<(), ContainerdError> {
-        let client =
-            match tokio::time::timeout(self.request_timeout, Client::from_path(&self.socket)).await
-            {
-                Err(_) => {
-                    return Err(ContainerdError::Timeout {
-                        call: "connect",
-                        timeout: self.request_timeout,
-                    })
-                }
-                Ok(r) => r.map_err(|source| ContainerdError::Connect {
-                    socket: self.socket.clone(),
-                    source,
-                })?,
-            };
+    async fn session(&mut self, link: &mut Link) -> Result<(), WatchError> {
+        let conn = self.containerd.connect().await?;
         // Subscribe before listing: whatever happens while we list is then in the stream,
         // so nothing falls between the two. No filter and no namespace: all namespaces,
         // including ones created later; each envelope names its namespace.
@@ -337,12 +266,12 @@ impl Watcher {
         // containerd sends the response headers only with the first event, so the call
         // cannot be awaited (nor timed out) before listing. Polling it first (`biased`)
         // puts the request on the connection ahead of the list calls.
-        let mut events_client = client.events();
+        let mut events_client = conn.client().events();
         let subscribe = events_client.subscribe(SubscribeRequest::default());
         tokio::pin!(subscribe);
         let mut subscribed = None;
         let listing = {
-            let list = self.list_all(&client);
+            let list = self.list_all(&conn);
             tokio::pin!(list);
             loop {
                 tokio::select! {
@@ -357,7 +286,7 @@ impl Watcher {
         self.send(Update::Connected).await?;
         if *link != Link::Up {
             info!(
-                socket = %self.socket.display(),
+                socket = %self.containerd.socket().display(),
                 containers,
                 "containerd connected"
             );
@@ -372,28 +301,24 @@ impl Watcher {
             },
         };
         let mut events = subscribed
-            .map_err(|source| ContainerdError::Call {
-                call: "Events.Subscribe",
-                source: Box::new(source),
-            })?
+            .map_err(|status| ContainerdError::from_status("Events.Subscribe", status))?
             .into_inner();
         loop {
             let envelope = tokio::select! {
                 _ = self.shutdown.changed() => return Ok(()),
                 msg = events.message() => match msg {
                     Ok(Some(envelope)) => envelope,
-                    Ok(None) => return Err(ContainerdError::StreamEnded),
-                    Err(source) => return Err(ContainerdError::Call {
-                        call: "Events.Subscribe",
-                        source: Box::new(source),
-                    }),
+                    Ok(None) => return Err(WatchError::StreamEnded),
+                    Err(status) => {
+                        return Err(ContainerdError::from_status("Events.Subscribe", status).into())
+                    }
                 },
             };
-            self.handle(&client, envelope).await?;
+            self.handle(&conn, envelope).await?;
         }
     }
 
-    async fn handle(&self, client: &Client, envelope: Envelope) -> Result<(), ContainerdError> {
+    async fn handle(&self, conn: &Connection, envelope: Envelope) -> Result<(), WatchError> {
         let Some(payload) = envelope.event else {
             return Ok(());
         };
@@ -409,7 +334,7 @@ impl Watcher {
         let key = |id: String| ContainerKey::new(ns.clone(), id);
         match change {
             Change::Container(id) => {
-                if let Some(info) = self.get_container(client, &ns, &id).await? {
+                if let Some(info) = self.get_container(conn, &ns, &id).await? {
                     self.send(Update::Container(info)).await?;
                 }
             }
@@ -451,7 +376,7 @@ impl Watcher {
             }
             Change::NamespaceCreated(name) => {
                 debug!(namespace = %name, "containerd namespace created");
-                for listed in self.list_namespace(client, &name).await? {
+                for listed in self.list_namespace(conn, &name).await? {
                     let key = listed.info.key();
                     self.send(Update::Container(listed.info)).await?;
                     if let Some(t) = listed.task {
@@ -469,46 +394,41 @@ impl Watcher {
         Ok(())
     }
 
-    async fn list_all(&self, client: &Client) -> Result<Vec<Listed>, ContainerdError> {
-        let namespaces = self
+    async fn list_all(&self, conn: &Connection) -> Result<Vec<Listed>, WatchError> {
+        let namespaces = conn
             .call(
                 "Namespaces.List",
-                client.namespaces().list(ListNamespacesRequest::default()),
+                conn.client()
+                    .namespaces()
+                    .list(ListNamespacesRequest::default()),
             )
             .await?
-            .into_inner()
             .namespaces;
         let mut all = Vec::new();
         for ns in namespaces {
-            all.extend(self.list_namespace(client, &ns.name).await?);
+            all.extend(self.list_namespace(conn, &ns.name).await?);
         }
         Ok(all)
     }
 
-    async fn list_namespace(
-        &self,
-        client: &Client,
-        ns: &str,
-    ) -> Result<Vec<Listed>, ContainerdError> {
-        let containers = self
+    async fn list_namespace(&self, conn: &Connection, ns: &str) -> Result<Vec<Listed>, WatchError> {
+        let containers = conn
             .call(
                 "Containers.List",
-                client
+                conn.client()
                     .containers()
                     .list(request(ListContainersRequest::default(), ns)?),
             )
             .await?
-            .into_inner()
             .containers;
-        let tasks = self
+        let tasks = conn
             .call(
                 "Tasks.List",
-                client
+                conn.client()
                     .tasks()
                     .list(request(ListTasksRequest::default(), ns)?),
             )
             .await?
-            .into_inner()
             .tasks;
         // containerd 1.6 leaves `container_id` empty in Tasks.List; the id is in `id`.
         let live: HashMap<String, u32> = tasks
@@ -540,7 +460,7 @@ impl Watcher {
                 mnt_ns: procfs::mnt_ns_of(pid).ok(),
                 started_at: procfs::start_time(pid),
             });
-            let info = self.container_info(client, ns, c, &mut images).await?;
+            let info = self.container_info(conn, ns, c, &mut images).await?;
             listed.push(Listed { info, task });
         }
         Ok(listed)
@@ -548,29 +468,29 @@ impl Watcher {
 
     async fn get_container(
         &self,
-        client: &Client,
+        conn: &Connection,
         ns: &str,
         id: &str,
-    ) -> Result<Option<ContainerInfo>, ContainerdError> {
-        let got = self
+    ) -> Result<Option<ContainerInfo>, WatchError> {
+        let got = conn
             .call(
                 "Containers.Get",
-                client
+                conn.client()
                     .containers()
                     .get(request(GetContainerRequest { id: id.to_string() }, ns)?),
             )
             .await;
         match got {
-            Ok(resp) => match resp.into_inner().container {
+            Ok(resp) => match resp.container {
                 Some(c) => Ok(Some(
-                    self.container_info(client, ns, c, &mut ImageDigests::new())
+                    self.container_info(conn, ns, c, &mut ImageDigests::new())
                         .await?,
                 )),
                 None => Ok(None),
             },
             // Deleted again before we asked: its delete event follows.
             Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -583,11 +503,11 @@ impl Watcher {
     /// image is seen as it is now.
     async fn container_info(
         &self,
-        client: &Client,
+        conn: &Connection,
         ns: &str,
         c: Container,
         images: &mut ImageDigests,
-    ) -> Result<ContainerInfo, ContainerdError> {
+    ) -> Result<ContainerInfo, WatchError> {
         let image = (!c.image.is_empty()).then(|| c.image.clone());
         let mut info = ContainerInfo::new(
             ns,
@@ -602,7 +522,7 @@ impl Watcher {
                 info.index_digest = index.clone();
                 return Ok(info);
             }
-            match self.image_digests(client, ns, &image).await {
+            match self.image_digests(conn, ns, &image).await {
                 Ok((manifest, index)) => {
                     info.manifest_digest = manifest.clone();
                     info.index_digest = index.clone();
@@ -627,14 +547,14 @@ impl Watcher {
     /// (manifest digest, index digest) of an image reference.
     async fn image_digests(
         &self,
-        client: &Client,
+        conn: &Connection,
         ns: &str,
         image: &str,
-    ) -> Result<(Option<String>, Option<String>), ContainerdError> {
-        let target = self
+    ) -> Result<(Option<String>, Option<String>), WatchError> {
+        let target = conn
             .call(
                 "Images.Get",
-                client.images().get(request(
+                conn.client().images().get(request(
                     GetImageRequest {
                         name: image.to_string(),
                     },
@@ -642,7 +562,6 @@ impl Watcher {
                 )?),
             )
             .await?
-            .into_inner()
             .image
             .and_then(|i| i.target);
         let Some(target) = target else {
@@ -651,23 +570,23 @@ impl Watcher {
         if MediaKind::of(&target.media_type) != MediaKind::Index {
             return Ok((Some(target.digest), None));
         }
-        let blob = self.read_blob(client, ns, &target.digest).await?;
+        let blob = self.read_blob(conn, ns, &target.digest).await?;
         let manifest = pick_manifest(&target.media_type, &target.digest, &blob, &self.platform)?;
         Ok((Some(manifest), Some(target.digest)))
     }
 
     async fn read_blob(
         &self,
-        client: &Client,
+        conn: &Connection,
         ns: &str,
         digest: &str,
-    ) -> Result<Vec<u8>, ContainerdError> {
+    ) -> Result<Vec<u8>, WatchError> {
         // Index blobs are a few KiB; the watcher must not be made to buffer an arbitrary one.
         let limit = oci::MAX_METADATA_BLOB_BYTES;
-        let mut stream = self
+        let mut stream = conn
             .call(
                 "Content.Read",
-                client.content().read(request(
+                conn.client().content().read(request(
                     ReadContentRequest {
                         digest: digest.to_string(),
                         offset: 0,
@@ -676,12 +595,11 @@ impl Watcher {
                     ns,
                 )?),
             )
-            .await?
-            .into_inner();
+            .await?;
         let mut data = Vec::new();
-        while let Some(chunk) = self.call("Content.Read", stream.message()).await? {
+        while let Some(chunk) = conn.next("Content.Read", &mut stream).await? {
             if (data.len() + chunk.data.len()) as u64 > limit {
-                return Err(ContainerdError::IndexTooLarge {
+                return Err(WatchError::IndexTooLarge {
                     digest: digest.to_string(),
                     limit,
                 });
@@ -700,8 +618,8 @@ pub fn pick_manifest(
     digest: &str,
     blob: &[u8],
     platform: &Platform,
-) -> Result<String, ContainerdError> {
-    let bad = |problem: String| ContainerdError::BadIndex {
+) -> Result<String, WatchError> {
+    let bad = |problem: String| WatchError::BadIndex {
         digest: digest.to_string(),
         problem,
     };
@@ -874,23 +792,14 @@ mod tests {
 
     #[test]
     fn error_lines_carry_the_cause() {
-        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such socket");
-        let err = ContainerdError::Call {
+        let err = WatchError::Containerd(ContainerdError::Call {
             call: "Tasks.List",
-            source: Box::new(tonic::Status::from_error(Box::new(io))),
-        };
+            code: containerd_client::tonic::Code::Unavailable,
+            message: "no such socket".into(),
+        });
         let line = causes(&err);
         assert!(line.starts_with("containerd Tasks.List failed"), "{line}");
         assert!(line.contains("no such socket"), "{line}");
-    }
-
-    #[test]
-    fn namespace_goes_into_the_request_header() {
-        let req = request((), "k8s.io").unwrap();
-        assert_eq!(req.metadata().get(NAMESPACE_HEADER).unwrap(), "k8s.io");
-        assert!(matches!(
-            request((), "bad\nns"),
-            Err(ContainerdError::BadNamespace(_))
-        ));
+        assert!(err.is_connection_loss());
     }
 }

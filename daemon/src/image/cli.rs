@@ -228,7 +228,11 @@ async fn run(
     config: IndexerConfig,
     summary: &mut VerifySummary,
 ) -> Result<(), String> {
-    let store = ContainerdStore::connect(&args.containerd_socket, &args.namespace)
+    let containerd = crate::containerd::Containerd::new(
+        &args.containerd_socket,
+        crate::containerd::Timeouts::default(),
+    );
+    let store = ContainerdStore::connect(&containerd, &args.namespace)
         .await
         .map_err(|e| e.to_string())?;
     let (name, target) = store

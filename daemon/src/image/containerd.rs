@@ -2,59 +2,40 @@
 //! and the set of layers the node's images use (for cache eviction) through Namespaces.List
 //! and Images.List.
 //!
-//! Owns: the gRPC calls, the namespace header on each, timeouts, and mapping gRPC statuses to
-//! `ContentError`. It trusts nothing it receives: the indexer verifies every byte.
+//! Owns: which calls the content store makes and what their failures mean (`ContentError`).
+//! The connection, namespace header and deadlines are `crate::containerd`'s. It trusts
+//! nothing it receives: the indexer verifies every byte.
 
 use std::collections::HashSet;
-use std::path::Path;
-use std::time::Duration;
 
 use containerd_client::services::v1::{
     GetImageRequest, ListImagesRequest, ListNamespacesRequest, ReadContentRequest,
 };
-use containerd_client::tonic::{self, transport::Channel, Code, Request};
-use containerd_client::{with_namespace, Client};
+use containerd_client::tonic::Request;
 use tokio::sync::mpsc;
 
 use super::content::{Blob, ContentError, ContentStore, CHUNK_QUEUE_DEPTH};
 use super::digest::Digest;
 use super::oci::{parse_index, parse_manifest, Descriptor, MediaKind, MAX_METADATA_BLOB_BYTES};
-
-/// How long to wait for containerd's socket to accept us.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// A unary call or the next chunk of a stream taking longer than this is a dead store.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(60);
+use crate::containerd::{request, Connection, Containerd, ContainerdError};
 
 #[derive(Clone)]
 pub struct ContainerdStore {
-    channel: Channel,
+    conn: Connection,
     namespace: String,
 }
 
-fn status_error(status: tonic::Status) -> ContentError {
+fn unavailable(e: ContainerdError) -> ContentError {
     ContentError::Unavailable {
-        message: format!("{:?}: {}", status.code(), status.message()),
-    }
-}
-
-fn timed_out(what: &str) -> ContentError {
-    ContentError::Unavailable {
-        message: format!("{what} timed out after {}s", CALL_TIMEOUT.as_secs()),
+        message: e.to_string(),
     }
 }
 
 impl ContainerdStore {
-    pub async fn connect(socket: &Path, namespace: &str) -> Result<Self, ContentError> {
-        let client = tokio::time::timeout(CONNECT_TIMEOUT, Client::from_path(socket))
-            .await
-            .map_err(|_| ContentError::Unavailable {
-                message: format!("connecting to {} timed out", socket.display()),
-            })?
-            .map_err(|e| ContentError::Unavailable {
-                message: format!("connecting to {}: {e}", socket.display()),
-            })?;
+    pub async fn connect(containerd: &Containerd, namespace: &str) -> Result<Self, ContentError> {
+        let conn = containerd.connect().await.map_err(unavailable)?;
         Ok(Self {
-            channel: client.channel(),
+            conn,
             namespace: namespace.to_string(),
         })
     }
@@ -66,7 +47,7 @@ impl ContainerdStore {
     /// The same connection, another namespace.
     pub fn in_namespace(&self, namespace: &str) -> Self {
         Self {
-            channel: self.channel.clone(),
+            conn: self.conn.clone(),
             namespace: namespace.to_string(),
         }
     }
@@ -75,27 +56,20 @@ impl ContainerdStore {
     /// the name as given, then its Docker-normalized form (`alpine` ->
     /// `docker.io/library/alpine:latest`), as `ctr` and the CRI store names.
     pub async fn resolve(&self, reference: &str) -> Result<(String, Descriptor), ContentError> {
-        let mut images = Client::from(self.channel.clone()).images();
+        let mut images = self.conn.client().images();
         let mut candidates = vec![reference.to_string()];
         let normalized = docker_normalize(reference);
         if normalized != reference {
             candidates.push(normalized);
         }
         for name in candidates {
-            let request = with_namespace!(
-                GetImageRequest { name: name.clone() },
-                self.namespace.as_str()
-            );
-            let response = tokio::time::timeout(CALL_TIMEOUT, images.get(request))
-                .await
-                .map_err(|_| timed_out("Images.Get"))?;
-            match response {
+            let req = request(GetImageRequest { name: name.clone() }, &self.namespace)
+                .map_err(unavailable)?;
+            match self.conn.call("Images.Get", images.get(req)).await {
                 Ok(response) => {
-                    let image = response.into_inner().image.ok_or_else(|| {
-                        ContentError::BadImageRecord {
-                            reference: name.clone(),
-                            detail: "no image in response".into(),
-                        }
+                    let image = response.image.ok_or_else(|| ContentError::BadImageRecord {
+                        reference: name.clone(),
+                        detail: "no image in response".into(),
                     })?;
                     let target = image.target.ok_or_else(|| ContentError::BadImageRecord {
                         reference: name.clone(),
@@ -104,8 +78,8 @@ impl ContainerdStore {
                     let descriptor = descriptor_from_proto(&name, target)?;
                     return Ok((image.name, descriptor));
                 }
-                Err(status) if status.code() == Code::NotFound => continue,
-                Err(status) => return Err(status_error(status)),
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(unavailable(e)),
             }
         }
         Err(ContentError::ImageNotFound {
@@ -117,25 +91,26 @@ impl ContainerdStore {
     /// Every layer blob referenced by any image in any namespace (all platforms of an index
     /// whose manifests are present). Used to decide what the layer cache may evict.
     pub async fn layers_in_use(&self) -> Result<HashSet<Digest>, ContentError> {
-        let mut namespaces = Client::from(self.channel.clone()).namespaces();
-        let listed = tokio::time::timeout(
-            CALL_TIMEOUT,
-            namespaces.list(Request::new(ListNamespacesRequest::default())),
-        )
-        .await
-        .map_err(|_| timed_out("Namespaces.List"))?
-        .map_err(status_error)?
-        .into_inner();
+        let mut namespaces = self.conn.client().namespaces();
+        let listed = self
+            .conn
+            .call(
+                "Namespaces.List",
+                namespaces.list(Request::new(ListNamespacesRequest::default())),
+            )
+            .await
+            .map_err(unavailable)?;
         let mut in_use = HashSet::new();
         for namespace in listed.namespaces {
             let store = self.in_namespace(&namespace.name);
-            let mut images = Client::from(self.channel.clone()).images();
-            let request = with_namespace!(ListImagesRequest::default(), namespace.name.as_str());
-            let list = tokio::time::timeout(CALL_TIMEOUT, images.list(request))
+            let mut images = self.conn.client().images();
+            let req = request(ListImagesRequest::default(), namespace.name.as_str())
+                .map_err(unavailable)?;
+            let list = self
+                .conn
+                .call("Images.List", images.list(req))
                 .await
-                .map_err(|_| timed_out("Images.List"))?
-                .map_err(status_error)?
-                .into_inner();
+                .map_err(unavailable)?;
             for image in list.images {
                 let Some(target) = image.target else { continue };
                 let Ok(target) = descriptor_from_proto(&image.name, target) else {
@@ -226,44 +201,51 @@ pub fn docker_normalize(reference: &str) -> String {
 
 impl ContentStore for ContainerdStore {
     async fn open(&self, digest: Digest) -> Result<Blob, ContentError> {
-        let mut content = Client::from(self.channel.clone()).content();
-        let request = with_namespace!(
+        let mut content = self.conn.client().content();
+        let req = request(
             ReadContentRequest {
                 digest: digest.to_string(),
                 offset: 0,
                 size: 0,
             },
-            self.namespace.as_str()
-        );
-        let map = move |status: tonic::Status| match status.code() {
-            Code::NotFound => ContentError::NotFound { digest },
-            _ => ContentError::Read {
-                digest,
-                message: format!("{:?}: {}", status.code(), status.message()),
-            },
+            self.namespace.as_str(),
+        )
+        .map_err(unavailable)?;
+        let map = move |e: ContainerdError| {
+            if e.is_not_found() {
+                ContentError::NotFound { digest }
+            } else if matches!(e, ContainerdError::Timeout { .. }) {
+                unavailable(e)
+            } else {
+                ContentError::Read {
+                    digest,
+                    message: e.to_string(),
+                }
+            }
         };
-        let mut stream = tokio::time::timeout(CALL_TIMEOUT, content.read(request))
+        let mut stream = self
+            .conn
+            .call("Content.Read", content.read(req))
             .await
-            .map_err(|_| timed_out("Content.Read"))?
-            .map_err(map)?
-            .into_inner();
+            .map_err(map)?;
         // Read the first chunk here so a missing blob is reported by `open`, not mid-stream.
-        let first = tokio::time::timeout(CALL_TIMEOUT, stream.message())
+        let first = self
+            .conn
+            .next("Content.Read", &mut stream)
             .await
-            .map_err(|_| timed_out("Content.Read"))?
             .map_err(map)?;
         let (tx, rx) = mpsc::channel(CHUNK_QUEUE_DEPTH);
+        let conn = self.conn.clone();
         tokio::spawn(async move {
             let Some(first) = first else { return };
             if tx.send(Ok(first.data)).await.is_err() {
                 return;
             }
             loop {
-                let next = match tokio::time::timeout(CALL_TIMEOUT, stream.message()).await {
-                    Err(_) => Err(timed_out("Content.Read")),
-                    Ok(Err(status)) => Err(map(status)),
-                    Ok(Ok(None)) => return,
-                    Ok(Ok(Some(response))) => Ok(response.data),
+                let next = match conn.next("Content.Read", &mut stream).await {
+                    Err(e) => Err(map(e)),
+                    Ok(None) => return,
+                    Ok(Some(response)) => Ok(response.data),
                 };
                 let failed = next.is_err();
                 if tx.send(next).await.is_err() || failed {

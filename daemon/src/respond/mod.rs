@@ -7,17 +7,13 @@
 //! Each action opens its own connection: actions are rare, and a fresh connection is
 //! right after a containerd restart, when a long-lived channel would fail its first call.
 
+use crate::containerd::{request, Containerd, ContainerdError};
 use containerd_client::services::v1::{
     GetRequest, KillRequest, PauseTaskRequest, ResumeTaskRequest,
 };
-use containerd_client::tonic::{Code, Request, Status};
+use containerd_client::tonic::Code;
 use containerd_client::types::v1::Status as TaskStatus;
-use containerd_client::Client;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-/// Connecting and each call give up after this: a responder waits for an answer.
-pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ContainerAction {
@@ -61,18 +57,16 @@ pub enum ResponseError {
 /// Acts on containers through containerd's socket.
 #[derive(Clone, Debug)]
 pub struct Responder {
-    socket: PathBuf,
+    containerd: Containerd,
 }
 
 impl Responder {
-    pub fn new(containerd_socket: impl Into<PathBuf>) -> Self {
-        Self {
-            socket: containerd_socket.into(),
-        }
+    pub fn new(containerd: Containerd) -> Self {
+        Self { containerd }
     }
 
     pub fn socket(&self) -> &Path {
-        &self.socket
+        self.containerd.socket()
     }
 
     /// Applies `action` to the task of `namespace/id` and returns the task's status
@@ -93,44 +87,26 @@ impl Responder {
                 what: "container id",
             });
         }
-        let unavailable = |message: String| ResponseError::Unavailable {
-            socket: self.socket.clone(),
-            message,
-        };
-        let client = tokio::time::timeout(CALL_TIMEOUT, Client::from_path(&self.socket))
+        let conn = self
+            .containerd
+            .connect()
             .await
-            .map_err(|_| unavailable("connect timed out".into()))?
-            .map_err(|e| unavailable(e.to_string()))?;
-        let mut tasks = client.tasks();
+            .map_err(|e| self.error(e, namespace, id, action))?;
+        let mut tasks = conn.client().tasks();
         let container_id = id.to_string();
-        let refused = |status: Status| match status.code() {
-            Code::NotFound => ResponseError::NoTask {
-                namespace: namespace.to_string(),
-                id: id.to_string(),
-            },
-            Code::Unavailable => unavailable(status.message().to_string()),
-            _ => ResponseError::Refused {
-                action: action.as_str(),
-                namespace: namespace.to_string(),
-                id: id.to_string(),
-                message: status.message().to_string(),
-            },
-        };
-        let timed_out = |_| unavailable(format!("{} timed out", action.as_str()));
-        let result = match action {
+        let fail = |e: ContainerdError| self.error(e, namespace, id, action);
+        match action {
             ContainerAction::Pause => {
-                let req = request(PauseTaskRequest { container_id }, namespace)?;
-                tokio::time::timeout(CALL_TIMEOUT, tasks.pause(req))
+                let req = request(PauseTaskRequest { container_id }, namespace).map_err(fail)?;
+                conn.call("Tasks.Pause", tasks.pause(req))
                     .await
-                    .map_err(timed_out)?
-                    .map(drop)
+                    .map_err(fail)?;
             }
             ContainerAction::Release => {
-                let req = request(ResumeTaskRequest { container_id }, namespace)?;
-                tokio::time::timeout(CALL_TIMEOUT, tasks.resume(req))
+                let req = request(ResumeTaskRequest { container_id }, namespace).map_err(fail)?;
+                conn.call("Tasks.Resume", tasks.resume(req))
                     .await
-                    .map_err(timed_out)?
-                    .map(drop)
+                    .map_err(fail)?;
             }
             ContainerAction::Kill => {
                 let req = request(
@@ -141,37 +117,57 @@ impl Responder {
                         all: true,
                     },
                     namespace,
-                )?;
-                tokio::time::timeout(CALL_TIMEOUT, tasks.kill(req))
+                )
+                .map_err(fail)?;
+                conn.call("Tasks.Kill", tasks.kill(req))
                     .await
-                    .map_err(timed_out)?
-                    .map(drop)
+                    .map_err(fail)?;
             }
-        };
-        result.map_err(refused)?;
+        }
         let req = request(
             GetRequest {
                 container_id: id.to_string(),
                 exec_id: String::new(),
             },
             namespace,
-        )?;
-        let got = tokio::time::timeout(CALL_TIMEOUT, tasks.get(req))
-            .await
-            .map_err(timed_out)?
-            .map_err(refused)?
-            .into_inner();
+        )
+        .map_err(fail)?;
+        let got = conn.call("Tasks.Get", tasks.get(req)).await.map_err(fail)?;
         let status = got
             .process
             .map(|p| TaskStatus::try_from(p.status).unwrap_or(TaskStatus::Unknown))
             .unwrap_or(TaskStatus::Unknown);
         Ok(status.as_str_name().to_ascii_lowercase())
     }
-}
 
-fn request<T>(message: T, namespace: &str) -> Result<Request<T>, ResponseError> {
-    crate::containers::watcher::request(message, namespace)
-        .map_err(|_| ResponseError::BadNamespace(namespace.to_string()))
+    /// What a containerd failure means for the action.
+    fn error(
+        &self,
+        e: ContainerdError,
+        namespace: &str,
+        id: &str,
+        action: ContainerAction,
+    ) -> ResponseError {
+        match e {
+            ContainerdError::BadNamespace(ns) => ResponseError::BadNamespace(ns),
+            e if e.is_not_found() => ResponseError::NoTask {
+                namespace: namespace.to_string(),
+                id: id.to_string(),
+            },
+            e if e.is_connection_loss() || e.code() == Some(Code::Unavailable) => {
+                ResponseError::Unavailable {
+                    socket: self.containerd.socket().to_path_buf(),
+                    message: e.to_string(),
+                }
+            }
+            e => ResponseError::Refused {
+                action: action.as_str(),
+                namespace: namespace.to_string(),
+                id: id.to_string(),
+                message: e.to_string(),
+            },
+        }
+    }
 }
 
 #[cfg(test)]
@@ -180,7 +176,10 @@ mod tests {
 
     #[tokio::test]
     async fn empty_names_and_a_dead_socket_are_errors_that_say_so() {
-        let r = Responder::new("/nonexistent/containerd.sock");
+        let r = Responder::new(Containerd::new(
+            "/nonexistent/containerd.sock",
+            crate::containerd::Timeouts::default(),
+        ));
         let e = r.act("", "x", ContainerAction::Pause).await.unwrap_err();
         assert_eq!(e.to_string(), "containerd namespace must not be empty");
         let e = r

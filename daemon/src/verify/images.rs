@@ -6,12 +6,12 @@
 //! image not found) are remembered only briefly, then retried; verdicts are kept.
 
 use super::verdict::{ImageRecord, ImageState};
+use crate::containerd::Containerd;
 use crate::identity::ContainerInfo;
 use crate::image::{
     ContainerdStore, ImageIndexer, ImageVerdict, IndexerConfig, LayerIndex, Progress,
 };
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
@@ -104,16 +104,16 @@ impl Slots {
 }
 
 pub struct ImageCatalog {
-    socket: PathBuf,
+    containerd: Containerd,
     config: IndexerConfig,
     indexers: tokio::sync::Mutex<HashMap<String, ImageIndexer<ContainerdStore>>>,
     slots: Mutex<Slots>,
 }
 
 impl ImageCatalog {
-    pub fn new(socket: impl Into<PathBuf>, config: IndexerConfig) -> Self {
+    pub fn new(containerd: Containerd, config: IndexerConfig) -> Self {
         Self {
-            socket: socket.into(),
+            containerd,
             config,
             indexers: tokio::sync::Mutex::new(HashMap::new()),
             slots: Mutex::new(Slots::default()),
@@ -174,7 +174,7 @@ impl ImageCatalog {
         if let Some(i) = indexers.get(namespace) {
             return Ok(i.clone());
         }
-        let store = ContainerdStore::connect(&self.socket, namespace)
+        let store = ContainerdStore::connect(&self.containerd, namespace)
             .await
             .map_err(|e| e.to_string())?;
         let indexer = ImageIndexer::new(store, self.config.clone()).map_err(|e| e.to_string())?;
@@ -291,7 +291,10 @@ mod tests {
 
     #[test]
     fn ready_answers_from_filled_current_slots_only() {
-        let catalog = ImageCatalog::new("/nonexistent.sock", IndexerConfig::new("/nonexistent"));
+        let catalog = ImageCatalog::new(
+            Containerd::new("/nonexistent.sock", Default::default()),
+            IndexerConfig::new("/nonexistent"),
+        );
         let container = |ns: &str, image: &str| ContainerInfo {
             namespace: ns.into(),
             image: Some(image.into()),
