@@ -32,10 +32,16 @@
 #define LG_STRINGS_SPAN 16384
 #define LG_STRINGS_LEN (LG_STRINGS_SPAN + LG_PATH_MAX)
 
+/*
+ * Every record on the ring starts with its kind. Loss counters are indexed by it (the
+ * lg_lost map), so a new kind needs no new counter, loss schema or proto field: add it
+ * here, before LG_EVENT_KINDS.
+ */
 enum lg_event_kind {
 	LG_EVENT_EXEC = 1,
 	LG_EVENT_FORK = 2,
 	LG_EVENT_EXIT = 3,
+	LG_EVENT_KINDS = 4,	/* one past the last kind: the size of lg_lost */
 };
 
 /* lg_exec_event.flags */
@@ -64,16 +70,14 @@ enum lg_storm {
 	LG_STORM_EXECS = 10,
 };
 
-/* Indexes of the per-CPU counters in the lg_stats map. */
+/* Indexes of the per-CPU counters in the lg_stats map. (Records the ring buffer had no
+ * room for are counted per kind in lg_lost.) */
 enum lg_stat {
 	LG_STAT_EXEC_SEEN = 0,
-	LG_STAT_EXEC_LOST = 1,	/* ring buffer full: the event is gone */
-	LG_STAT_FORK_LOST = 2,
-	LG_STAT_EXIT_LOST = 3,
-	LG_STAT_HOST_FILTERED = 4,	/* dropped in the kernel: host mount namespace */
-	LG_STAT_READ_ERRORS = 5,	/* a kernel read failed; the event went out incomplete */
-	LG_STAT_WAKEUPS = 6,	/* submits that woke the daemon (BPF_RB_FORCE_WAKEUP) */
-	LG_STAT_COUNT = 8,
+	LG_STAT_HOST_FILTERED = 1,	/* dropped in the kernel: host mount namespace */
+	LG_STAT_READ_ERRORS = 2,	/* a kernel read failed; the event went out incomplete */
+	LG_STAT_WAKEUPS = 3,	/* submits that woke the daemon (BPF_RB_FORCE_WAKEUP) */
+	LG_STAT_COUNT = 4,
 };
 
 struct lg_event_header {

@@ -92,6 +92,14 @@ struct {
 	__type(value, __u64);
 } lg_stats SEC(".maps");
 
+/* Records the ring buffer had no room for, per CPU, indexed by enum lg_event_kind. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, LG_EVENT_KINDS);
+	__type(key, __u32);
+	__type(value, __u64);
+} lg_lost SEC(".maps");
+
 /* Exec events are too large for the BPF stack; they are assembled here, then copied. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -103,6 +111,13 @@ struct {
 static __always_inline void count(__u32 stat)
 {
 	__u64 *v = bpf_map_lookup_elem(&lg_stats, &stat);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline void count_lost(__u32 kind)
+{
+	__u64 *v = bpf_map_lookup_elem(&lg_lost, &kind);
 	if (v)
 		*v += 1;
 }
@@ -494,7 +509,7 @@ int BPF_PROG(lg_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 		size = sizeof(*r);
 	__u64 wake = exec_flags(e->hdr.ktime_ns, &e->flags);
 	if (bpf_ringbuf_output(&lg_events, r, size, wake) != 0)
-		count(LG_STAT_EXEC_LOST);
+		count_lost(LG_EVENT_EXEC);
 	return 0;
 }
 
@@ -509,7 +524,7 @@ int BPF_PROG(lg_fork, struct task_struct *parent, struct task_struct *child)
 		return 0;
 	e.parent_tgid = parent->tgid;
 	if (bpf_ringbuf_output(&lg_events, &e, sizeof(e), quiet_flags()) != 0)
-		count(LG_STAT_FORK_LOST);
+		count_lost(LG_EVENT_FORK);
 	return 0;
 }
 
@@ -523,6 +538,6 @@ int BPF_PROG(lg_exit, struct task_struct *task)
 		return 0;
 	e.exit_code = task->exit_code;
 	if (bpf_ringbuf_output(&lg_events, &e, sizeof(e), quiet_flags()) != 0)
-		count(LG_STAT_EXIT_LOST);
+		count_lost(LG_EVENT_EXIT);
 	return 0;
 }

@@ -19,6 +19,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={p}");
     }
     tonic_prost_build::configure()
+        // Ordered maps: the same message always encodes to the same bytes (alerts are
+        // encoded once and shared by every subscriber), and CLI output is stable.
+        .btree_map(".")
         .file_descriptor_set_path(out.join("layerguard_v1_descriptor.bin"))
         .compile_protos(PROTOS, &["."])
         .map_err(|e| {

@@ -13,6 +13,8 @@ pub mod clock;
 pub mod config;
 pub mod containerd;
 pub mod containers;
+#[cfg(test)]
+mod fixtures;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
 pub mod identity;

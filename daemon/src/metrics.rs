@@ -9,6 +9,7 @@
 //! and beyond [`MAX_TRACKED_CONTAINERS`] new containers are counted only in the totals.
 
 use crate::identity::ContainerKey;
+use crate::sensor::EventKind;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -63,6 +64,30 @@ impl Gauge {
     }
 }
 
+/// One counter per sensor event kind (`enum lg_event_kind`): a new kind is counted with
+/// no new field.
+#[derive(Debug, Default)]
+pub struct ByKind([Counter; EventKind::ALL.len()]);
+
+impl ByKind {
+    pub fn get(&self, kind: EventKind) -> &Counter {
+        let i = EventKind::ALL
+            .iter()
+            .position(|&k| k == kind)
+            .expect("every kind is in EventKind::ALL");
+        &self.0[i]
+    }
+
+    /// (kind, count) for every kind.
+    pub fn counts(&self) -> impl Iterator<Item = (EventKind, u64)> + '_ {
+        EventKind::ALL.iter().map(|&k| (k, self.get(k).get()))
+    }
+
+    pub fn total(&self) -> u64 {
+        self.0.iter().map(Counter::get).sum()
+    }
+}
+
 /// What became of one checked exec.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Verdict {
@@ -105,14 +130,10 @@ impl VerdictCounts {
 #[derive(Debug)]
 pub struct Metrics {
     pub started_at: SystemTime,
-    /// Sensor events received, by type.
-    pub events_exec: Counter,
-    pub events_fork: Counter,
-    pub events_exit: Counter,
-    /// Lost in the kernel (ring buffer full), by type.
-    pub lost_kernel_exec: Counter,
-    pub lost_kernel_fork: Counter,
-    pub lost_kernel_exit: Counter,
+    /// Sensor events received, by kind.
+    pub events: ByKind,
+    /// Lost in the kernel (ring buffer full), by kind.
+    pub lost_kernel: ByKind,
     /// Ring buffer records that did not decode.
     pub undecodable: Counter,
     /// Dropped in a queue inside the daemon.
@@ -141,12 +162,8 @@ impl Metrics {
     pub fn new() -> Self {
         Self {
             started_at: SystemTime::now(),
-            events_exec: Counter::default(),
-            events_fork: Counter::default(),
-            events_exit: Counter::default(),
-            lost_kernel_exec: Counter::default(),
-            lost_kernel_fork: Counter::default(),
-            lost_kernel_exit: Counter::default(),
+            events: ByKind::default(),
+            lost_kernel: ByKind::default(),
             undecodable: Counter::default(),
             lost_queue: Counter::default(),
             hash_cache_hits: Counter::default(),
@@ -161,7 +178,7 @@ impl Metrics {
 
     /// Sensor events of every type.
     pub fn events_seen(&self) -> u64 {
-        self.events_exec.get() + self.events_fork.get() + self.events_exit.get()
+        self.events.total()
     }
 
     /// hits / (hits + misses), 0 before the first lookup.
@@ -279,8 +296,8 @@ mod tests {
         m.hash_cache_hits.add(3);
         m.hash_cache_misses.inc();
         assert_eq!(m.hash_cache_hit_rate(), 0.75);
-        m.events_exec.add(2);
-        m.events_exit.inc();
+        m.events.get(EventKind::Exec).add(2);
+        m.events.get(EventKind::Exit).inc();
         assert_eq!(m.events_seen(), 3);
         m.subscribers.inc();
         m.subscribers.dec();
@@ -316,13 +333,13 @@ mod tests {
         let t0 = Instant::now();
         m.sample(t0);
         assert_eq!(m.events_per_second(), 0.0);
-        m.events_exec.add(500);
+        m.events.get(EventKind::Exec).add(500);
         m.sample(t0 + Duration::from_secs(5));
         assert_eq!(m.events_per_second(), 100.0);
         // Old samples leave the window.
-        m.events_exec.add(100);
+        m.events.get(EventKind::Exec).add(100);
         m.sample(t0 + Duration::from_secs(20));
-        m.events_exec.add(100);
+        m.events.get(EventKind::Exec).add(100);
         m.sample(t0 + Duration::from_secs(21));
         assert_eq!(m.events_per_second(), 100.0);
     }

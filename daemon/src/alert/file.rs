@@ -198,17 +198,10 @@ impl AlertSink for FileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alert::{AlertDraft, AlertKind, AlertStage};
+    use crate::alert::{AlertKind, AlertStage};
 
     fn alert(stage: &mut AlertStage) -> Alert {
-        stage.stamp(AlertDraft {
-            kind: AlertKind::ExecNotInImage,
-            summary: "a dropped binary ran".into(),
-            container: None,
-            process: None,
-            evidence: None,
-            loss: None,
-        })
+        stage.stamp(crate::fixtures::draft(AlertKind::ExecNotInImage))
     }
 
     #[test]

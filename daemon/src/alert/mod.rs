@@ -191,14 +191,7 @@ mod tests {
     }
 
     fn draft() -> AlertDraft {
-        AlertDraft {
-            kind: AlertKind::ExecNotInImage,
-            summary: "s".into(),
-            container: None,
-            process: None,
-            evidence: None,
-            loss: None,
-        }
+        crate::fixtures::draft(AlertKind::ExecNotInImage)
     }
 
     #[tokio::test]

@@ -5,6 +5,7 @@
 //! consumers, so add fields rather than change them. Absent values are omitted, not null.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// How bad it is; ordered, so that filters can ask for "at least high".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -161,16 +162,54 @@ pub struct Evidence {
 
 /// Counts of lost events, for `sensor_events_lost`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "LossRecord")]
 pub struct Loss {
-    /// Lost in the kernel (ring buffer full), by event type.
-    pub kernel_exec: u64,
-    pub kernel_fork: u64,
-    pub kernel_exit: u64,
+    /// Lost in the kernel (ring buffer full), by event kind (`exec`, `fork`, `exit`, ...);
+    /// kinds with none are left out.
+    pub kernel: BTreeMap<String, u64>,
     /// Records the daemon could not decode.
     pub undecodable: u64,
     /// Lost in a queue inside the daemon, by queue name.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub queues: Vec<(String, u64)>,
+}
+
+/// A `loss` object as any version wrote it: alerts in a journal written before losses
+/// were counted per kind carry `kernel_exec`, `kernel_fork` and `kernel_exit`.
+#[derive(Deserialize)]
+struct LossRecord {
+    #[serde(default)]
+    kernel: BTreeMap<String, u64>,
+    #[serde(default)]
+    kernel_exec: u64,
+    #[serde(default)]
+    kernel_fork: u64,
+    #[serde(default)]
+    kernel_exit: u64,
+    #[serde(default)]
+    undecodable: u64,
+    #[serde(default)]
+    queues: Vec<(String, u64)>,
+}
+
+impl From<LossRecord> for Loss {
+    fn from(r: LossRecord) -> Self {
+        let mut kernel = r.kernel;
+        for (kind, n) in [
+            ("exec", r.kernel_exec),
+            ("fork", r.kernel_fork),
+            ("exit", r.kernel_exit),
+        ] {
+            if n > 0 {
+                *kernel.entry(kind.to_string()).or_default() += n;
+            }
+        }
+        Loss {
+            kernel,
+            undecodable: r.undecodable,
+            queues: r.queues,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,6 +239,21 @@ pub struct Alert {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn losses_written_before_kinds_were_counted_separately_still_read() {
+        let old: Loss = serde_json::from_str(
+            r#"{"kernel_exec":3,"kernel_fork":0,"kernel_exit":1,"undecodable":2}"#,
+        )
+        .unwrap();
+        assert_eq!(old.kernel.get("exec"), Some(&3));
+        assert_eq!(old.kernel.get("fork"), None);
+        assert_eq!(old.kernel.get("exit"), Some(&1));
+        assert_eq!(old.undecodable, 2);
+        let now = serde_json::to_string(&old).unwrap();
+        assert_eq!(now, r#"{"kernel":{"exec":3,"exit":1},"undecodable":2}"#);
+        assert_eq!(serde_json::from_str::<Loss>(&now).unwrap(), old);
+    }
 
     #[test]
     fn kinds_round_trip_and_carry_their_severity() {

@@ -136,9 +136,7 @@ impl From<&Alert> for pb::Alert {
                 reason: e.reason.clone(),
             }),
             loss: a.loss.as_ref().map(|l| pb::Loss {
-                kernel_exec: l.kernel_exec,
-                kernel_fork: l.kernel_fork,
-                kernel_exit: l.kernel_exit,
+                kernel: l.kernel.iter().map(|(k, n)| (k.clone(), *n)).collect(),
                 undecodable: l.undecodable,
                 queues: l
                     .queues
@@ -222,9 +220,7 @@ impl TryFrom<pb::Alert> for Alert {
                 reason: e.reason,
             }),
             loss: a.loss.map(|l| Loss {
-                kernel_exec: l.kernel_exec,
-                kernel_fork: l.kernel_fork,
-                kernel_exit: l.kernel_exit,
+                kernel: l.kernel.into_iter().collect(),
                 undecodable: l.undecodable,
                 queues: l.queues.into_iter().map(|q| (q.queue, q.lost)).collect(),
             }),
@@ -284,9 +280,9 @@ pub(crate) mod tests {
                 reason: "content differs".into(),
             }),
             loss: Some(Loss {
-                kernel_exec: 1,
-                kernel_fork: 2,
-                kernel_exit: 3,
+                kernel: [("exec".to_string(), 1), ("fork".to_string(), 2)]
+                    .into_iter()
+                    .collect(),
                 undecodable: 4,
                 queues: vec![("verify".into(), 5)],
             }),

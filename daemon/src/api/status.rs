@@ -49,9 +49,8 @@ impl StatusApi {
             programs: self.node.programs.clone(),
             events: Some(pb::EventCounts {
                 seen: m.events_seen(),
-                lost_kernel_exec: m.lost_kernel_exec.get(),
-                lost_kernel_fork: m.lost_kernel_fork.get(),
-                lost_kernel_exit: m.lost_kernel_exit.get(),
+                seen_by_kind: by_name(&m.events),
+                lost_kernel: by_name(&m.lost_kernel),
                 undecodable: m.undecodable.get(),
                 lost_queue: m.lost_queue.get(),
                 per_second: m.events_per_second(),
@@ -91,4 +90,12 @@ impl pb::status_service_server::StatusService for StatusApi {
     ) -> Result<Response<pb::GetStatusResponse>, Status> {
         Ok(Response::new(self.status()))
     }
+}
+
+/// A per-kind counter as the proto's map, keyed by kind name.
+fn by_name(counts: &crate::metrics::ByKind) -> std::collections::BTreeMap<String, u64> {
+    counts
+        .counts()
+        .map(|(k, n)| (k.name().to_string(), n))
+        .collect()
 }

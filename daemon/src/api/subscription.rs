@@ -193,27 +193,12 @@ impl Subscription {
 mod tests {
     use super::*;
     use crate::alert::journal::{FsyncPolicy, JournalLimits};
-    use crate::alert::{AlertContainer, AlertKind, Severity};
     use std::time::Duration;
 
     fn alert(seq: u64, container: &str) -> Alert {
-        Alert {
-            seq,
-            id: format!("n-{seq}"),
-            time: "2026-01-01T00:00:00.000000Z".into(),
-            node: "n".into(),
-            severity: Severity::High,
-            kind: AlertKind::ExecNotInImage,
-            summary: "s".into(),
-            container: Some(AlertContainer {
-                namespace: "default".into(),
-                id: container.into(),
-                ..AlertContainer::default()
-            }),
-            process: None,
-            evidence: None,
-            loss: None,
-        }
+        let mut a = crate::fixtures::alert(seq);
+        a.container.as_mut().expect("the fixture has one").id = container.into();
+        a
     }
 
     fn journal(dir: &std::path::Path, live_queue: usize) -> Arc<Journal> {

@@ -413,7 +413,7 @@ async fn status_containers_health_and_reflection_answer() {
     let (j, _) = Journal::open(&dir.path().join("journal"), limits(4096)).unwrap();
     let d = start(&api_config(dir.path()), j, None).await;
     d.publish(&alert(1, "default", "web", AlertKind::ExecModified));
-    d.metrics.events_exec.add(10);
+    d.metrics.events.get(crate::sensor::EventKind::Exec).add(10);
     d.metrics.hash_cache_hits.add(3);
     d.metrics.hash_cache_misses.add(1);
     d.metrics.record_verdict(

@@ -125,7 +125,7 @@ pub fn container_json(c: &pb::Container) -> serde_json::Value {
 }
 
 pub fn status_json(s: &pb::GetStatusResponse) -> serde_json::Value {
-    let e = s.events.unwrap_or_default();
+    let e = s.events.clone().unwrap_or_default();
     let h = s.hash_cache.unwrap_or_default();
     let k = s.kernel.clone().unwrap_or_default();
     let j = s.journal.clone().unwrap_or_default();
@@ -137,9 +137,8 @@ pub fn status_json(s: &pb::GetStatusResponse) -> serde_json::Value {
             "lockdown": k.lockdown},
         "programs": s.programs,
         "events": {"seen": e.seen, "per_second": e.per_second,
-            "lost_kernel_exec": e.lost_kernel_exec, "lost_kernel_fork": e.lost_kernel_fork,
-            "lost_kernel_exit": e.lost_kernel_exit, "undecodable": e.undecodable,
-            "lost_queue": e.lost_queue},
+            "seen_by_kind": e.seen_by_kind, "lost_kernel": e.lost_kernel,
+            "undecodable": e.undecodable, "lost_queue": e.lost_queue},
         "hash_cache": {"hits": h.hits, "misses": h.misses, "hit_rate": h.hit_rate},
         "containers": s.containers, "running_containers": s.running_containers,
         "subscribers": s.subscribers, "subscriber_lags": s.subscriber_lags,
@@ -150,11 +149,16 @@ pub fn status_json(s: &pb::GetStatusResponse) -> serde_json::Value {
 }
 
 pub fn status_text(s: &pb::GetStatusResponse) -> String {
-    let e = s.events.unwrap_or_default();
+    let e = s.events.clone().unwrap_or_default();
     let h = s.hash_cache.unwrap_or_default();
     let k = s.kernel.clone().unwrap_or_default();
     let j = s.journal.clone().unwrap_or_default();
-    let lost = e.lost_kernel_exec + e.lost_kernel_fork + e.lost_kernel_exit + e.lost_queue;
+    let lost = e.lost_kernel.values().sum::<u64>() + e.lost_queue;
+    let by_kind: Vec<String> = e
+        .lost_kernel
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
     let mut out = String::new();
     let mut line = |label: &str, value: String| {
         out.push_str(&format!("{label:<12} {value}\n"));
@@ -173,13 +177,11 @@ pub fn status_text(s: &pb::GetStatusResponse) -> String {
     line(
         "events",
         format!(
-            "{} seen, {:.1}/s, {} lost (kernel exec {} fork {} exit {}, queues {}), {} undecodable",
+            "{} seen, {:.1}/s, {} lost (kernel {}, queues {}), {} undecodable",
             e.seen,
             e.per_second,
             lost,
-            e.lost_kernel_exec,
-            e.lost_kernel_fork,
-            e.lost_kernel_exit,
+            by_kind.join(" "),
             e.lost_queue,
             e.undecodable
         ),

@@ -28,7 +28,7 @@ use crate::config::ContainersConfig;
 use crate::containerd::Containerd;
 use crate::identity::Attribution;
 use crate::metrics::Metrics;
-use crate::sensor::{ExecEvent, ExitEvent, ForkEvent, LossCounts, SensorEvent};
+use crate::sensor::{LossCounts, Observation, SensorEvent};
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::error;
@@ -40,9 +40,7 @@ pub const UPDATE_QUEUE: usize = 1024;
 /// A sensor event with the container it came from.
 #[derive(Clone, Debug)]
 pub enum ContainerEvent {
-    Exec(Box<ExecEvent>, Attribution),
-    Fork(ForkEvent, Attribution),
-    Exit(ExitEvent, Attribution),
+    Observed(Observation, Attribution),
     /// Sensor losses pass through untouched (they belong to no process).
     Lost(LossCounts),
 }

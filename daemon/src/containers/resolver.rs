@@ -15,7 +15,7 @@ use crate::clock::MonoNs;
 use crate::config::ContainersConfig;
 use crate::identity::{Attribution, ContainerInfo, ContainerKey, UnresolvedReason};
 use crate::procfs;
-use crate::sensor::SensorEvent;
+use crate::sensor::{Observation, SensorEvent};
 use serde::Serialize;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -85,7 +85,7 @@ pub struct StageStats {
 pub struct Resolver<P = ProcTree> {
     host_mnt_ns: u32,
     table: ContainerTable,
-    pending: PendingQueue<SensorEvent>,
+    pending: PendingQueue<Observation>,
     connected: bool,
     tree: P,
     counts: Counts,
@@ -93,24 +93,11 @@ pub struct Resolver<P = ProcTree> {
 
 /// What an event is looked up by: its mount namespace, the pids it names, and when it
 /// happened. `None` for loss reports, which belong to no process.
-fn lookup_keys(event: &SensorEvent) -> Option<(u32, [u32; 2], MonoNs)> {
-    let (process, other_pid) = match event {
-        SensorEvent::Exec(e) => (&e.process, e.ppid),
-        SensorEvent::Fork(f) => (&f.process, f.parent_tgid),
-        SensorEvent::Exit(x) => (&x.process, 0),
-        SensorEvent::Lost(_) => return None,
-    };
-    Some((process.mnt_ns, [process.tgid, other_pid], process.ktime_ns))
-}
-
-fn attributed(event: SensorEvent, attribution: Attribution) -> ContainerEvent {
-    match event {
-        SensorEvent::Exec(e) => ContainerEvent::Exec(e, attribution),
-        SensorEvent::Fork(f) => ContainerEvent::Fork(f, attribution),
-        SensorEvent::Exit(x) => ContainerEvent::Exit(x, attribution),
-        // Never looked up (see `lookup_keys`), but a loss report must still get through.
-        SensorEvent::Lost(l) => ContainerEvent::Lost(l),
-    }
+/// What an observation is looked up by: its mount namespace, its pid and the related one
+/// (0: none), and when it happened.
+fn lookup_keys(o: &Observation) -> (u32, [u32; 2], MonoNs) {
+    let p = o.process();
+    (p.mnt_ns, [p.tgid, o.related_pid().unwrap_or(0)], p.ktime_ns)
 }
 
 fn lookup(
@@ -141,18 +128,18 @@ impl<P: ProcessTree> Resolver<P> {
         }
     }
 
-    fn emit(&mut self, event: SensorEvent, a: Attribution, out: &mut Vec<ContainerEvent>) {
+    fn emit(&mut self, event: Observation, a: Attribution, out: &mut Vec<ContainerEvent>) {
         match &a {
             Attribution::Container(_) => self.counts.container += 1,
             Attribution::Host => self.counts.host += 1,
             Attribution::Unresolved(_) => self.counts.unresolved += 1,
         }
-        out.push(attributed(event, a));
+        out.push(ContainerEvent::Observed(event, a));
     }
 
     fn give_up(
         &mut self,
-        w: Waiting<SensorEvent>,
+        w: Waiting<Observation>,
         reason: impl Fn(u64) -> UnresolvedReason,
         now: MonoNs,
         out: &mut Vec<ContainerEvent>,
@@ -170,12 +157,14 @@ impl<P: ProcessTree> Resolver<P> {
         now: MonoNs,
         out: &mut Vec<ContainerEvent>,
     ) -> bool {
-        let Some((mnt_ns, pids, at)) = lookup_keys(&event) else {
-            if let SensorEvent::Lost(lost) = event {
+        let event = match event {
+            SensorEvent::Observed(o) => o,
+            SensorEvent::Lost(lost) => {
                 out.push(ContainerEvent::Lost(lost));
+                return false;
             }
-            return false;
         };
+        let (mnt_ns, pids, at) = lookup_keys(&event);
         if let Some(a) = lookup(&self.table, self.host_mnt_ns, mnt_ns, &pids, at) {
             self.emit(event, a, out);
             return false;
@@ -183,7 +172,7 @@ impl<P: ProcessTree> Resolver<P> {
         // Unknown for now. An exec's process is alive, so its ancestry can be read once,
         // here; later retries (after it may have exited) reuse what was read.
         let mut all = vec![pids[0]];
-        if let SensorEvent::Exec(_) = &event {
+        if event.process_is_alive() {
             all.extend(self.tree.ancestry(pids[1]));
         } else if pids[1] != 0 {
             all.push(pids[1]);
@@ -298,7 +287,7 @@ impl<P: ProcessTree> Resolver<P> {
 mod tests {
     use super::*;
     use crate::containers::table::ListedTask;
-    use crate::sensor::event::{ExecEvent, ExitEvent, ProcessRef};
+    use crate::fixtures;
     use crate::sensor::LossCounts;
     use std::collections::HashMap;
 
@@ -328,26 +317,8 @@ mod tests {
         r
     }
 
-    fn process(tgid: u32, mnt_ns: u32, at: MonoNs) -> ProcessRef {
-        ProcessRef {
-            pid: tgid,
-            tgid,
-            mnt_ns,
-            pid_ns: 0,
-            ktime_ns: at,
-        }
-    }
-
     fn exec_at(tgid: u32, ppid: u32, mnt_ns: u32, at: MonoNs) -> SensorEvent {
-        SensorEvent::Exec(Box::new(ExecEvent {
-            process: process(tgid, mnt_ns, at),
-            ppid,
-            comm: "sh".into(),
-            filename: format!("/bin/{tgid}"),
-            nlink: 1,
-            overlay: true,
-            ..ExecEvent::default()
-        }))
+        fixtures::exec_at(tgid, ppid, mnt_ns, at)
     }
 
     fn exec(tgid: u32, ppid: u32, mnt_ns: u32) -> SensorEvent {
@@ -355,10 +326,7 @@ mod tests {
     }
 
     fn exit(tgid: u32, mnt_ns: u32) -> SensorEvent {
-        SensorEvent::Exit(ExitEvent {
-            process: process(tgid, mnt_ns, T0),
-            exit_code: 0,
-        })
+        fixtures::exit_at(tgid, mnt_ns, T0)
     }
 
     fn key(id: &str) -> ContainerKey {
@@ -379,9 +347,10 @@ mod tests {
         out.iter()
             .map(|e| {
                 let (a, what) = match e {
-                    ContainerEvent::Exec(x, a) => (a, x.filename.clone()),
-                    ContainerEvent::Fork(_, a) => (a, "fork".into()),
-                    ContainerEvent::Exit(_, a) => (a, "exit".into()),
+                    ContainerEvent::Observed(o, a) => match o.as_exec() {
+                        Some(x) => (a, x.filename.clone()),
+                        None => (a, o.kind().name().into()),
+                    },
                     ContainerEvent::Lost(_) => return ("lost".into(), String::new()),
                 };
                 let who = match a {
@@ -487,7 +456,7 @@ mod tests {
                 "/bin/400"
             )]
         );
-        let ContainerEvent::Exec(_, Attribution::Unresolved(reason)) = &out[0] else {
+        let ContainerEvent::Observed(_, Attribution::Unresolved(reason)) = &out[0] else {
             panic!("not unresolved")
         };
         assert_eq!(reason.waited_ms(), TIMEOUT_MS);

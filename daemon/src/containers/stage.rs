@@ -136,13 +136,11 @@ pub async fn drive<P: ProcessTree>(
 
 fn count(metrics: &Metrics, event: &SensorEvent) {
     match event {
-        SensorEvent::Exec(_) => metrics.events_exec.inc(),
-        SensorEvent::Fork(_) => metrics.events_fork.inc(),
-        SensorEvent::Exit(_) => metrics.events_exit.inc(),
+        SensorEvent::Observed(o) => metrics.events.get(o.kind()).inc(),
         SensorEvent::Lost(lost) => {
-            metrics.lost_kernel_exec.add(lost.exec);
-            metrics.lost_kernel_fork.add(lost.fork);
-            metrics.lost_kernel_exit.add(lost.exit);
+            for (&kind, &n) in &lost.kernel {
+                metrics.lost_kernel.get(kind).add(n);
+            }
             metrics.undecodable.add(lost.undecodable);
         }
     }
@@ -155,7 +153,6 @@ mod tests {
     use crate::containers::resolver::ProcessTree;
     use crate::identity::Attribution;
     use crate::identity::ContainerKey;
-    use crate::sensor::event::{ExitEvent, ProcessRef};
 
     struct NoTree;
     impl ProcessTree for NoTree {
@@ -167,16 +164,7 @@ mod tests {
     const TIMEOUT_MS: u64 = 100;
 
     fn exit(tgid: u32, mnt_ns: u32) -> SensorEvent {
-        SensorEvent::Exit(ExitEvent {
-            process: ProcessRef {
-                pid: tgid,
-                tgid,
-                mnt_ns,
-                pid_ns: 0,
-                ktime_ns: clock::now(),
-            },
-            exit_code: 0,
-        })
+        crate::fixtures::exit_at(tgid, mnt_ns, clock::now())
     }
 
     struct Rig {
@@ -214,7 +202,7 @@ mod tests {
 
     fn attribution(e: ContainerEvent) -> Attribution {
         match e {
-            ContainerEvent::Exit(_, a) => a,
+            ContainerEvent::Observed(_, a) => a,
             other => panic!("unexpected {other:?}"),
         }
     }

@@ -18,7 +18,10 @@ use crate::sensor::event::{decode, SensorEvent};
 /// within what the record carried.
 pub fn fuzz_sensor_record(data: &[u8]) {
     let Ok(event) = decode(data) else { return };
-    if let SensorEvent::Exec(e) = event {
+    if let Some(e) = match &event {
+        SensorEvent::Observed(o) => o.as_exec(),
+        SensorEvent::Lost(_) => None,
+    } {
         // Characters, not bytes: an invalid byte decodes to one (3-byte) U+FFFD.
         let carried = data.len();
         assert!(
@@ -162,14 +165,9 @@ mod tests {
         let (j, _) = Journal::open(dir.path(), limits).unwrap();
         let mut stage = crate::alert::AlertStage::new("n", 1, vec![]);
         for _ in 0..6 {
-            let a = stage.stamp(crate::alert::AlertDraft {
-                kind: crate::alert::AlertKind::ExecNotInImage,
-                summary: "s".into(),
-                container: None,
-                process: None,
-                evidence: None,
-                loss: None,
-            });
+            let a = stage.stamp(crate::fixtures::draft(
+                crate::alert::AlertKind::ExecNotInImage,
+            ));
             j.append(&a).unwrap();
         }
         drop(j);

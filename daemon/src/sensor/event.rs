@@ -5,6 +5,7 @@
 
 use super::wire;
 use serde::Serialize;
+use std::sync::Arc;
 
 /// A file's identity as `stat(2)` would report it (`dev` in the userspace encoding).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
@@ -115,27 +116,124 @@ pub struct ExitEvent {
     pub exit_code: i32,
 }
 
+/// A kind of sensor record: `enum lg_event_kind` of `ebpf/layerguard.h` (checked against
+/// the object's BTF). Loss counters are kept per kind, so a new kind is counted, reported
+/// and served with no change to the loss schema or the proto.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventKind {
+    Exec,
+    Fork,
+    Exit,
+}
+
+impl EventKind {
+    /// Every kind, in wire order.
+    pub const ALL: [EventKind; 3] = [EventKind::Exec, EventKind::Fork, EventKind::Exit];
+
+    /// The kind's value on the wire (and its index in `lg_lost`).
+    pub fn wire(self) -> u32 {
+        match self {
+            Self::Exec => wire::EVENT_EXEC,
+            Self::Fork => wire::EVENT_FORK,
+            Self::Exit => wire::EVENT_EXIT,
+        }
+    }
+
+    /// The name in loss reports, status and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Exec => "exec",
+            Self::Fork => "fork",
+            Self::Exit => "exit",
+        }
+    }
+}
+
 /// Events that could not be delivered, by where they were lost.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct LossCounts {
-    pub exec: u64,
-    pub fork: u64,
-    pub exit: u64,
+    /// Records the kernel's ring buffer had no room for, by kind (kinds with none left out).
+    pub kernel: std::collections::BTreeMap<EventKind, u64>,
     /// Records the daemon could not decode (should be zero; a wire mismatch otherwise).
     pub undecodable: u64,
 }
 
 impl LossCounts {
     pub fn total(&self) -> u64 {
-        self.exec + self.fork + self.exit + self.undecodable
+        self.kernel.values().sum::<u64>() + self.undecodable
+    }
+
+    /// Lost in the kernel, of one kind.
+    pub fn kernel(&self, kind: EventKind) -> u64 {
+        self.kernel.get(&kind).copied().unwrap_or(0)
     }
 }
 
+/// Process life: the family of exec, fork and exit.
 #[derive(Clone, Debug)]
-pub enum SensorEvent {
-    Exec(Box<ExecEvent>),
+pub enum ProcessEvent {
+    /// Shared: several analyzers read the same exec.
+    Exec(Arc<ExecEvent>),
     Fork(ForkEvent),
     Exit(ExitEvent),
+}
+
+/// What the kernel saw a process do, by family. Every family's events name the process
+/// they happened in ([`Observation::process`]), which is all that attribution, loss
+/// accounting and the fan-out to analyzers need: a new family adds a variant here and its
+/// analyzer, and nothing in between.
+#[derive(Clone, Debug)]
+pub enum Observation {
+    Process(ProcessEvent),
+}
+
+impl Observation {
+    pub fn kind(&self) -> EventKind {
+        match self {
+            Self::Process(ProcessEvent::Exec(_)) => EventKind::Exec,
+            Self::Process(ProcessEvent::Fork(_)) => EventKind::Fork,
+            Self::Process(ProcessEvent::Exit(_)) => EventKind::Exit,
+        }
+    }
+
+    /// The process the event happened in (for a fork: the child).
+    pub fn process(&self) -> &ProcessRef {
+        match self {
+            Self::Process(ProcessEvent::Exec(e)) => &e.process,
+            Self::Process(ProcessEvent::Fork(f)) => &f.process,
+            Self::Process(ProcessEvent::Exit(x)) => &x.process,
+        }
+    }
+
+    /// Another process the event names (the parent of an exec or a fork), which may be
+    /// known to a container when the event's own pid is not yet.
+    pub fn related_pid(&self) -> Option<u32> {
+        match self {
+            Self::Process(ProcessEvent::Exec(e)) => Some(e.ppid),
+            Self::Process(ProcessEvent::Fork(f)) => Some(f.parent_tgid),
+            Self::Process(ProcessEvent::Exit(_)) => None,
+        }
+    }
+
+    /// True when the process is alive as the event arrives (it just exec'd), so that its
+    /// ancestry in `/proc` is worth reading.
+    pub fn process_is_alive(&self) -> bool {
+        matches!(self, Self::Process(ProcessEvent::Exec(_)))
+    }
+
+    /// The exec this is, if it is one.
+    pub fn as_exec(&self) -> Option<&Arc<ExecEvent>> {
+        match self {
+            Self::Process(ProcessEvent::Exec(e)) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// What the sensor hands on: an observation, or a report of losses.
+#[derive(Clone, Debug)]
+pub enum SensorEvent {
+    Observed(Observation),
     /// New losses since the previous report (never silent).
     Lost(LossCounts),
 }
@@ -295,6 +393,10 @@ fn exact<T: wire::Pod>(kind: u32, bytes: &[u8]) -> Result<T, DecodeError> {
     Ok(wire::read::<T>(bytes).expect("length checked"))
 }
 
+fn observed(e: ProcessEvent) -> SensorEvent {
+    SensorEvent::Observed(Observation::Process(e))
+}
+
 /// Decodes one ring buffer record.
 pub fn decode(bytes: &[u8]) -> Result<SensorEvent, DecodeError> {
     let hdr: wire::EventHeader =
@@ -311,21 +413,23 @@ pub fn decode(bytes: &[u8]) -> Result<SensorEvent, DecodeError> {
                     })
                 }
             };
-            Ok(SensorEvent::Exec(Box::new(decode_exec(&w, bytes)?)))
+            Ok(observed(ProcessEvent::Exec(Arc::new(decode_exec(
+                &w, bytes,
+            )?))))
         }
         wire::EVENT_FORK => {
             let w: wire::ForkEvent = exact(hdr.kind, bytes)?;
-            Ok(SensorEvent::Fork(ForkEvent {
+            Ok(observed(ProcessEvent::Fork(ForkEvent {
                 process: ProcessRef::from_wire(&w.hdr),
                 parent_tgid: w.parent_tgid,
-            }))
+            })))
         }
         wire::EVENT_EXIT => {
             let w: wire::ExitEvent = exact(hdr.kind, bytes)?;
-            Ok(SensorEvent::Exit(ExitEvent {
+            Ok(observed(ProcessEvent::Exit(ExitEvent {
                 process: ProcessRef::from_wire(&w.hdr),
                 exit_code: w.exit_code,
-            }))
+            })))
         }
         kind => Err(DecodeError::UnknownKind { kind }),
     }
@@ -419,7 +523,7 @@ pub(crate) mod tests {
 
     fn exec_of(bytes: &[u8]) -> ExecEvent {
         match decode(bytes).unwrap() {
-            SensorEvent::Exec(e) => *e,
+            SensorEvent::Observed(o) => o.as_exec().expect("an exec").as_ref().clone(),
             other => panic!("not an exec: {other:?}"),
         }
     }

@@ -13,7 +13,10 @@ pub mod pace;
 pub mod preflight;
 pub mod wire;
 
-pub use event::{ExecEvent, ExitEvent, FileIdentity, ForkEvent, LossCounts, SensorEvent};
+pub use event::{
+    EventKind, ExecEvent, ExitEvent, FileIdentity, ForkEvent, LossCounts, Observation,
+    ProcessEvent, ProcessRef, SensorEvent,
+};
 pub use pace::Pace;
 pub use preflight::KernelFeatures;
 
@@ -170,6 +173,15 @@ impl Sensor {
             .collect()
     }
 
+    /// A per-CPU counter map of the object, taken out of it.
+    fn counters(&mut self, name: &'static str) -> Result<PerCpuArray<MapData, u64>, SensorError> {
+        let map = self
+            .ebpf
+            .take_map(name)
+            .ok_or(SensorError::Missing { what: "map", name })?;
+        PerCpuArray::try_from(map).map_err(|source| SensorError::Map { name, source })
+    }
+
     /// Consumes the ring buffer until `shutdown` turns true, then drops (detaches) the
     /// programs. Events go to `tx`; if the receiver is gone the sensor stops.
     pub async fn run(
@@ -188,15 +200,8 @@ impl Sensor {
             name: "lg_events",
             source,
         })?;
-        let stats: PerCpuArray<MapData, u64> =
-            PerCpuArray::try_from(self.ebpf.take_map("lg_stats").ok_or(SensorError::Missing {
-                what: "map",
-                name: "lg_stats",
-            })?)
-            .map_err(|source| SensorError::Map {
-                name: "lg_stats",
-                source,
-            })?;
+        let stats = self.counters("lg_stats")?;
+        let lost = self.counters("lg_lost")?;
         // SAFETY: the ring buffer owns its fd and keeps it open and unchanged for as long
         // as the AsyncFd holds it; nothing else closes or replaces that fd.
         let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
@@ -244,7 +249,7 @@ impl Sensor {
                 }
                 _ = stats_tick.tick() => {
                     let (n, _) = drain_into(ring.get_mut(), &mut batch, &mut losses);
-                    if let Some(lost) = losses.poll_kernel(&stats) {
+                    if let Some(lost) = losses.poll_kernel(&lost) {
                         batch.push(SensorEvent::Lost(lost));
                     }
                     n
@@ -272,7 +277,7 @@ impl Sensor {
         // A last look so that losses in the final interval are still reported.
         let (n, _) = drain_into(ring.get_mut(), &mut batch, &mut losses);
         counts.records += n as u64;
-        if let Some(lost) = losses.poll_kernel(&stats) {
+        if let Some(lost) = losses.poll_kernel(&lost) {
             batch.push(SensorEvent::Lost(lost));
         }
         for event in batch.drain(..) {
@@ -344,22 +349,28 @@ struct LossTracker {
 }
 
 impl LossTracker {
-    fn poll_kernel(&mut self, stats: &PerCpuArray<MapData, u64>) -> Option<LossCounts> {
-        let sum = |idx: u32| sum_stat(stats, idx);
-        let now = LossCounts {
-            exec: sum(wire::STAT_EXEC_LOST),
-            fork: sum(wire::STAT_FORK_LOST),
-            exit: sum(wire::STAT_EXIT_LOST),
+    fn poll_kernel(&mut self, lost: &PerCpuArray<MapData, u64>) -> Option<LossCounts> {
+        let kernel = EventKind::ALL
+            .iter()
+            .map(|&k| (k, sum_stat(lost, k.wire())))
+            .filter(|&(_, n)| n > 0)
+            .collect();
+        self.diff(LossCounts {
+            kernel,
             undecodable: self.undecodable,
-        };
-        self.diff(now)
+        })
     }
 
+    /// What is new in `now` (cumulative counts) since the last report.
     fn diff(&mut self, now: LossCounts) -> Option<LossCounts> {
+        let kernel = now
+            .kernel
+            .iter()
+            .map(|(&k, &n)| (k, n.saturating_sub(self.reported.kernel(k))))
+            .filter(|&(_, n)| n > 0)
+            .collect();
         let new = LossCounts {
-            exec: now.exec.saturating_sub(self.reported.exec),
-            fork: now.fork.saturating_sub(self.reported.fork),
-            exit: now.exit.saturating_sub(self.reported.exit),
+            kernel,
             undecodable: now.undecodable.saturating_sub(self.reported.undecodable),
         };
         self.reported = now;
@@ -373,29 +384,22 @@ mod tests {
 
     #[test]
     fn losses_are_reported_once_as_increments() {
+        let counts = |pairs: &[(EventKind, u64)]| LossCounts {
+            kernel: pairs.iter().copied().collect(),
+            undecodable: 0,
+        };
         let mut t = LossTracker::default();
         assert_eq!(t.diff(LossCounts::default()), None);
-        let first = t
-            .diff(LossCounts {
-                exec: 3,
-                ..Default::default()
-            })
-            .unwrap();
-        assert_eq!(first.exec, 3);
-        assert_eq!(
-            t.diff(LossCounts {
-                exec: 3,
-                ..Default::default()
-            }),
-            None
-        );
+        let first = t.diff(counts(&[(EventKind::Exec, 3)])).unwrap();
+        assert_eq!(first.kernel(EventKind::Exec), 3);
+        assert_eq!(t.diff(counts(&[(EventKind::Exec, 3)])), None);
         let next = t
-            .diff(LossCounts {
-                exec: 5,
-                fork: 1,
-                ..Default::default()
-            })
+            .diff(counts(&[(EventKind::Exec, 5), (EventKind::Fork, 1)]))
             .unwrap();
-        assert_eq!((next.exec, next.fork), (2, 1));
+        assert_eq!(
+            (next.kernel(EventKind::Exec), next.kernel(EventKind::Fork)),
+            (2, 1)
+        );
+        assert_eq!(next.kernel(EventKind::Exit), 0);
     }
 }

@@ -153,7 +153,10 @@ impl Pace {
     /// pipeline running behind a storm is still in it, and must not turn real-time
     /// to work off its backlog.
     pub fn saw(&mut self, event: &SensorEvent, now: MonoNs) {
-        if let SensorEvent::Exec(e) = event {
+        if let Some(e) = match event {
+            SensorEvent::Observed(o) => o.as_exec(),
+            SensorEvent::Lost(_) => None,
+        } {
             if e.storm {
                 let from = e.process.ktime_ns.max(now);
                 self.storm_until = self.storm_until.max(from.saturating_add(STORM_TAIL_NS));
@@ -206,7 +209,7 @@ impl Pace {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sensor::event::{decode, ForkEvent, ProcessRef};
+    use crate::sensor::event::decode;
 
     /// An exec as the kernel sends it (decoded from a wire record).
     fn exec(ktime_ns: MonoNs, storm: bool) -> SensorEvent {
@@ -228,19 +231,7 @@ mod tests {
         assert!(!pace.in_storm(2_000), "an unmarked exec is no storm");
         pace.saw(&exec(5_000_000, true), 5_000_000);
         pace.saw(&exec(1_000, true), 1_000); // an older record does not shorten it
-        pace.saw(
-            &SensorEvent::Fork(ForkEvent {
-                process: ProcessRef {
-                    pid: 1,
-                    tgid: 1,
-                    mnt_ns: 0,
-                    pid_ns: 0,
-                    ktime_ns: 6_000_000,
-                },
-                parent_tgid: 0,
-            }),
-            6_000_000,
-        );
+        pace.saw(&crate::fixtures::fork_at(1, 0, 0, 6_000_000), 6_000_000);
         assert!(pace.in_storm(5_000_000 + STORM_TAIL_NS - 1));
         assert!(!pace.in_storm(5_000_000 + STORM_TAIL_NS));
         assert_eq!(STORM_TAIL_NS, 100_000_000);

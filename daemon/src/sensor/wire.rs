@@ -12,9 +12,12 @@ pub const ARGV_MAX: usize = 4096;
 pub const STRINGS_SPAN: usize = 16384;
 pub const STRINGS_LEN: usize = STRINGS_SPAN + PATH_MAX;
 
+/// `enum lg_event_kind`: the first field of every record, and the index of its loss
+/// counter in `lg_lost` (which has `EVENT_KINDS` entries).
 pub const EVENT_EXEC: u32 = 1;
 pub const EVENT_FORK: u32 = 2;
 pub const EVENT_EXIT: u32 = 3;
+pub const EVENT_KINDS: u32 = 4;
 
 pub const EXEC_UPPER_LAYER: u32 = 1 << 0;
 pub const EXEC_MEMFD: u32 = 1 << 1;
@@ -36,13 +39,10 @@ pub const STORM_EXECS: u32 = 10;
 
 /// Indexes of the per-CPU counters in the `lg_stats` map (`enum lg_stat`).
 pub const STAT_EXEC_SEEN: u32 = 0;
-pub const STAT_EXEC_LOST: u32 = 1;
-pub const STAT_FORK_LOST: u32 = 2;
-pub const STAT_EXIT_LOST: u32 = 3;
-pub const STAT_HOST_FILTERED: u32 = 4;
-pub const STAT_READ_ERRORS: u32 = 5;
-pub const STAT_WAKEUPS: u32 = 6;
-pub const STAT_COUNT: u32 = 8;
+pub const STAT_HOST_FILTERED: u32 = 1;
+pub const STAT_READ_ERRORS: u32 = 2;
+pub const STAT_WAKEUPS: u32 = 3;
+pub const STAT_COUNT: u32 = 4;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -238,15 +238,13 @@ mod tests {
                 ("LG_EVENT_EXEC", EVENT_EXEC.into()),
                 ("LG_EVENT_FORK", EVENT_FORK.into()),
                 ("LG_EVENT_EXIT", EVENT_EXIT.into()),
+                ("LG_EVENT_KINDS", EVENT_KINDS.into()),
             ],
         );
         check(
             "lg_stat",
             &[
                 ("LG_STAT_EXEC_SEEN", STAT_EXEC_SEEN.into()),
-                ("LG_STAT_EXEC_LOST", STAT_EXEC_LOST.into()),
-                ("LG_STAT_FORK_LOST", STAT_FORK_LOST.into()),
-                ("LG_STAT_EXIT_LOST", STAT_EXIT_LOST.into()),
                 ("LG_STAT_HOST_FILTERED", STAT_HOST_FILTERED.into()),
                 ("LG_STAT_READ_ERRORS", STAT_READ_ERRORS.into()),
                 ("LG_STAT_WAKEUPS", STAT_WAKEUPS.into()),

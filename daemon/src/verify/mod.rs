@@ -29,7 +29,7 @@ use crate::containers::ContainerEvent;
 use crate::identity::{Attribution, ContainerInfo, ContainerKey};
 use crate::logging;
 use crate::metrics::{Metrics, Verdict};
-use crate::sensor::{ExecEvent, LossCounts};
+use crate::sensor::{EventKind, ExecEvent, LossCounts, Observation, ProcessEvent};
 use hash::{ContentKey, HashCache};
 use images::{ImageCatalog, ImageEntry};
 use inspect::Inspection;
@@ -124,7 +124,7 @@ pub struct VerifyStage {
 
 /// Everything a verdict needs, captured in order in the stage loop.
 struct ExecJob {
-    exec: Box<ExecEvent>,
+    exec: Arc<ExecEvent>,
     paths: ExecPaths,
     container: Arc<ContainerInfo>,
     ancestry: Vec<process::Forebear>,
@@ -270,12 +270,12 @@ impl VerifyStage {
         alerts: &mpsc::Sender<AlertDraft>,
     ) {
         let exec = match event {
-            ContainerEvent::Fork(f, _) => {
+            ContainerEvent::Observed(Observation::Process(ProcessEvent::Fork(f)), _) => {
                 self.procs.on_fork(f.process.tgid, f.parent_tgid);
                 self.procs.seen_in(f.process.mnt_ns, f.process.tgid);
                 return;
             }
-            ContainerEvent::Exit(e, _) => {
+            ContainerEvent::Observed(Observation::Process(ProcessEvent::Exit(e)), _) => {
                 self.procs.on_exit(e.process.mnt_ns, e.process.tgid);
                 return;
             }
@@ -283,7 +283,9 @@ impl VerifyStage {
                 let _ = alerts.send(loss_draft(&lost)).await;
                 return;
             }
-            ContainerEvent::Exec(exec, attribution) => (exec, attribution),
+            ContainerEvent::Observed(Observation::Process(ProcessEvent::Exec(exec)), a) => {
+                (exec, a)
+            }
         };
         let (exec, attribution) = exec;
         // The table only, no I/O per exec: alerts complete it from /proc later.
@@ -819,23 +821,27 @@ fn log_exec(exec: &ExecEvent, container: &Attribution, verdict: Option<&VerdictR
 }
 
 fn loss_draft(lost: &LossCounts) -> AlertDraft {
+    let by_kind: Vec<String> = EventKind::ALL
+        .iter()
+        .map(|&k| format!("{} {}", k.name(), lost.kernel(k)))
+        .collect();
     AlertDraft {
         kind: AlertKind::SensorEventsLost,
         summary: format!(
-            "{} sensor events lost (exec {}, fork {}, exit {}, undecodable {})",
+            "{} sensor events lost ({}, undecodable {})",
             lost.total(),
-            lost.exec,
-            lost.fork,
-            lost.exit,
+            by_kind.join(", "),
             lost.undecodable
         ),
         container: None,
         process: None,
         evidence: None,
         loss: Some(Loss {
-            kernel_exec: lost.exec,
-            kernel_fork: lost.fork,
-            kernel_exit: lost.exit,
+            kernel: lost
+                .kernel
+                .iter()
+                .map(|(k, n)| (k.name().to_string(), *n))
+                .collect(),
             undecodable: lost.undecodable,
             queues: Vec::new(),
         }),
@@ -845,24 +851,9 @@ fn loss_draft(lost: &LossCounts) -> AlertDraft {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sensor::event::ProcessRef;
 
     fn exec(argv: &[&str]) -> ExecEvent {
-        ExecEvent {
-            process: ProcessRef {
-                pid: 1,
-                tgid: 1,
-                mnt_ns: 1,
-                pid_ns: 1,
-                ktime_ns: 0,
-            },
-            filename: argv[0].into(),
-            argv: argv.iter().map(|s| s.to_string()).collect(),
-            argc: argv.len() as u32,
-            nlink: 1,
-            overlay: true,
-            ..ExecEvent::default()
-        }
+        crate::fixtures::exec_event(argv)
     }
 
     #[test]
@@ -906,12 +897,16 @@ mod tests {
     #[test]
     fn losses_become_one_alert_with_counts() {
         let d = loss_draft(&LossCounts {
-            exec: 3,
-            fork: 1,
-            exit: 0,
+            kernel: [(EventKind::Exec, 3), (EventKind::Fork, 1)]
+                .into_iter()
+                .collect(),
             undecodable: 0,
         });
         assert_eq!(d.kind, AlertKind::SensorEventsLost);
-        assert_eq!(d.loss.unwrap().kernel_exec, 3);
+        assert_eq!(
+            d.summary,
+            "4 sensor events lost (exec 3, fork 1, exit 0, undecodable 0)"
+        );
+        assert_eq!(d.loss.unwrap().kernel["exec"], 3);
     }
 }

@@ -261,12 +261,7 @@ mod tests {
     fn exec(filename: &str, argv: &[&str]) -> ExecEvent {
         ExecEvent {
             filename: filename.into(),
-            argv: argv.iter().map(|s| s.to_string()).collect(),
-            argc: argv.len() as u32,
-            cwd: Some("/".into()),
-            nlink: 1,
-            overlay: true,
-            ..ExecEvent::default()
+            ..crate::fixtures::exec_event(argv)
         }
     }
 

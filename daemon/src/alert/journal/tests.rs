@@ -2,29 +2,10 @@
 //! must be every alert once, or an explicit gap, never a silent hole.
 
 use super::*;
-use crate::alert::{AlertContainer, AlertKind, AlertStage, Severity};
+use crate::alert::{AlertKind, AlertStage};
 use std::os::unix::fs::FileExt;
 
-fn alert(seq: u64) -> Alert {
-    Alert {
-        seq,
-        id: format!("n-x-{seq}"),
-        time: "2026-01-01T00:00:00.000001Z".into(),
-        node: "n".into(),
-        severity: Severity::High,
-        kind: AlertKind::ExecNotInImage,
-        summary: format!("alert number {seq} with some padding to give it a realistic size"),
-        container: Some(AlertContainer {
-            namespace: "default".into(),
-            id: format!("c{}", seq % 3),
-            image: Some("docker.io/library/busybox:1.36".into()),
-            ..AlertContainer::default()
-        }),
-        process: None,
-        evidence: None,
-        loss: None,
-    }
-}
+use crate::fixtures::alert;
 
 /// No in-memory tail: reads go to the segment files (the memory tail has its own tests).
 fn limits() -> JournalLimits {
@@ -607,14 +588,7 @@ async fn the_stage_seeded_from_the_journal_continues_its_sequence() {
         let (j, next) = Journal::open(dir.path(), limits()).unwrap();
         let mut stage = AlertStage::new("n", next, vec![Box::new(JournalSink::new(j.clone()))]);
         for _ in 0..3 {
-            let a = stage.stamp(crate::alert::AlertDraft {
-                kind: AlertKind::ExecModified,
-                summary: "s".into(),
-                container: None,
-                process: None,
-                evidence: None,
-                loss: None,
-            });
+            let a = stage.stamp(crate::fixtures::draft(AlertKind::ExecModified));
             stage.publish(&a);
         }
     }
