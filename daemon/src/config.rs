@@ -42,6 +42,7 @@ pub struct Config {
     pub sensor: SensorConfig,
     pub containerd: ContainerdConfig,
     pub containers: ContainersConfig,
+    pub process: ProcessConfig,
     pub verify: VerifyConfig,
     pub alerts: AlertsConfig,
     pub api: ApiConfig,
@@ -156,6 +157,7 @@ impl Default for Config {
             sensor: SensorConfig::default(),
             containerd: ContainerdConfig::default(),
             containers: ContainersConfig::default(),
+            process: ProcessConfig::default(),
             verify: VerifyConfig::default(),
             alerts: AlertsConfig::default(),
             api: ApiConfig::default(),
@@ -249,6 +251,35 @@ impl ContainersConfig {
     }
 }
 
+/// `[process]`: the process tracker every analyzer reads ancestry from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessConfig {
+    /// Processes remembered (the oldest are forgotten first), for ancestry and for
+    /// reaching a container's files after the process that ran one has gone.
+    pub table_entries: usize,
+}
+
+impl Default for ProcessConfig {
+    fn default() -> Self {
+        Self {
+            table_entries: 64 * 1024,
+        }
+    }
+}
+
+impl ProcessConfig {
+    fn validate(&self) -> Result<(), (String, String)> {
+        if !(16..=1 << 22).contains(&self.table_entries) {
+            return Err((
+                "process.table_entries".into(),
+                format!("must be between 16 and 4194304, not {}", self.table_entries),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// `[verify]`: how execs are judged.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -272,8 +303,6 @@ pub struct VerifyConfig {
     pub inspect_timeout_ms: u64,
     /// Host paths of container runtime binaries whose memfd self-copy (runc) is expected.
     pub runtime_binaries: Vec<PathBuf>,
-    /// Processes remembered for alert ancestry.
-    pub process_table_entries: usize,
     /// Scoped allow rules: matching verdicts are logged as info instead of alerting.
     pub allow: Vec<AllowRule>,
 }
@@ -297,7 +326,6 @@ impl Default for VerifyConfig {
             .iter()
             .map(PathBuf::from)
             .collect(),
-            process_table_entries: 64 * 1024,
             allow: Vec::new(),
         }
     }
@@ -908,6 +936,7 @@ impl Config {
         }
         self.containerd.validate()?;
         self.containers.validate()?;
+        self.process.validate()?;
         self.verify.validate()?;
         self.alerts.validate()?;
         self.api.validate()?;

@@ -23,6 +23,7 @@ pub mod image;
 mod layering;
 pub mod logging;
 pub mod metrics;
+pub mod process;
 pub mod procfs;
 pub mod respond;
 pub mod run;

@@ -1,7 +1,7 @@
 //! `layerguard run`: wires the stages together and owns the daemon's lifetime.
 //!
-//! Data flows one way over bounded channels: kernel -> sensor -> containers -> verify ->
-//! alert (log, file, journal sinks; the API serves the journal). This module only builds
+//! Data flows one way over bounded channels: kernel -> sensor -> containers -> process
+//! -> analyzers (verify) -> alert (log, file, journal sinks; the API serves the journal). This module only builds
 //! the stages, starts them, and shuts them down in order on SIGINT/SIGTERM so that nothing
 //! in flight is lost.
 
@@ -16,6 +16,7 @@ use crate::containers::{ContainersStage, StageStats};
 use crate::image::IndexerConfig;
 use crate::logging;
 use crate::metrics::Metrics;
+use crate::process::ProcessStage;
 use crate::sensor::{Pace, Sensor, SensorError};
 use crate::verify::images::ImageCatalog;
 use crate::verify::{VerifyStage, VerifyStats};
@@ -132,12 +133,12 @@ pub async fn run(config: Config) -> Result<(), RunError> {
 
     let (verified_tx, alert_drafts) = mpsc::channel(config.alerts.queue);
     let catalog = ImageCatalog::new(containerd.clone(), IndexerConfig::new(&config.state_dir));
-    let verify = VerifyStage::new(
-        &config.verify,
-        catalog,
-        metrics.clone(),
-        sensor.host_mnt_ns(),
-    );
+    let process = ProcessStage::new(config.process.table_entries, sensor.host_mnt_ns());
+    let verify = VerifyStage::new(&config.verify, catalog, metrics.clone());
+    // The analyzers, each behind its own channel of the process stage's batches (a drain
+    // each: the same bound in events as the channels before it).
+    let analyzer_queue = (config.sensor.event_queue / crate::process::EVENT_BATCH).max(2);
+    let (to_verify, verify_rx) = mpsc::channel(analyzer_queue);
     let mut sinks = alert_sinks(&config.alerts);
     // Last: the journal publishes to live subscribers after the log line is out.
     sinks.push(Box::new(JournalSink::new(journal)));
@@ -148,7 +149,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let pace = Pace::new(config.sensor.scheduling, pipeline.tid);
     let sensor_task = pipeline.spawn(sensor.run(event_tx, shutdown_rx.clone(), pace));
     let containers_task = pipeline.spawn(containers.run(event_rx, attributed_tx, shutdown_rx));
-    let verify_task = pipeline.spawn(verify.run(attributed_rx, verified_tx));
+    let process_task = pipeline.spawn(process.run(attributed_rx, vec![to_verify]));
+    let verify_task = pipeline.spawn(verify.run(verify_rx, verified_tx));
     let alert_task = pipeline.spawn(alerts.run(alert_drafts));
 
     tokio::select! {
@@ -163,6 +165,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     };
     let sensor_result = sensor_task.await.map_err(stage("sensor"))?;
     let containers = containers_task.await.map_err(stage("containers"))?;
+    let processes = process_task.await.map_err(stage("process"))?;
     let verify = verify_task.await.map_err(stage("verify"))?;
     let alerts = alert_task.await.map_err(stage("alert"))?;
     pipeline.stop();
@@ -176,6 +179,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         "layerguard stopped",
         &Stopped {
             containers,
+            processes,
             verify,
             alerts,
         },
@@ -183,8 +187,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     Ok(())
 }
 
-/// The thread the per-event stages (sensor, containers, verify) and the alert stage run
-/// on: a current-thread runtime of their own. Every event passes the first three, batch
+/// The thread the per-event stages (sensor, containers, process, the analyzers) and the
+/// alert stage run on: a current-thread runtime of their own. Every event passes them, batch
 /// by batch; on one thread a batch goes through them without waking another thread. On
 /// the shared 2-worker runtime tokio woke the second worker to steal the next stage's
 /// task about once per batch, and a thread wake-up costs about 20 us of CPU on the 2-core
@@ -299,6 +303,8 @@ fn alert_sinks(config: &AlertsConfig) -> Vec<Box<dyn AlertSink>> {
 struct Stopped {
     /// The containers table at the end, and how events were attributed over the run.
     containers: StageStats,
+    /// Processes in the tracker's table at the end.
+    processes: usize,
     verify: VerifyStats,
     alerts: AlertStats,
 }

@@ -18,23 +18,21 @@ pub mod hash;
 pub mod images;
 mod inspect;
 pub mod paths;
-pub mod process;
 pub mod schedule;
 pub mod target;
 pub mod verdict;
 
 use crate::alert::{AlertContainer, AlertDraft, AlertKind, AlertProcess, Evidence, Loss};
 use crate::config::VerifyConfig;
-use crate::containers::ContainerEvent;
 use crate::identity::{Attribution, ContainerInfo, ContainerKey};
 use crate::logging;
 use crate::metrics::{Metrics, Verdict};
+use crate::process::{Batch, ProcessContext, Tracked};
 use crate::sensor::{EventKind, ExecEvent, LossCounts, Observation, ProcessEvent};
 use hash::{ContentKey, HashCache};
 use images::{ImageCatalog, ImageEntry};
 use inspect::Inspection;
 use paths::ExecPaths;
-use process::ProcessTable;
 use schedule::FairQueue;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -109,8 +107,6 @@ pub(crate) struct Shared {
     metrics: Arc<Metrics>,
 }
 
-/// Events taken from the channel per wake-up of the stage.
-const EVENT_BATCH: usize = 256;
 /// Execs of one container that may wait for inspection; more are `unverifiable` at once
 /// (their container's reads are not keeping up, or are blocked).
 const WAITING_PER_CONTAINER: usize = 1024;
@@ -119,7 +115,6 @@ const WAITING_TOTAL: usize = 16 * 1024;
 
 pub struct VerifyStage {
     shared: Arc<Shared>,
-    procs: ProcessTable,
 }
 
 /// Everything a verdict needs, captured in order in the stage loop.
@@ -127,7 +122,7 @@ struct ExecJob {
     exec: Arc<ExecEvent>,
     paths: ExecPaths,
     container: Arc<ContainerInfo>,
-    ancestry: Vec<process::Forebear>,
+    ancestry: Vec<crate::process::Forebear>,
     /// Live pids of the container, nearest first, whose root can be used to open files.
     roots: Vec<u32>,
 }
@@ -153,18 +148,9 @@ impl Drop for SlotGuard {
 
 impl VerifyStage {
     /// `metrics`: where verdicts per container and hash cache figures are counted (the
-    /// API's status and container listing). The process table starts from `/proc`, so
-    /// containers that ran before the daemon are judged like new ones.
-    pub fn new(
-        config: &VerifyConfig,
-        catalog: ImageCatalog,
-        metrics: Arc<Metrics>,
-        host_mnt_ns: u32,
-    ) -> Self {
+    /// API's status and container listing).
+    pub fn new(config: &VerifyConfig, catalog: ImageCatalog, metrics: Arc<Metrics>) -> Self {
         let runtime = RuntimeDigests::load(&config.runtime_binaries, config.max_file_bytes);
-        let mut procs = ProcessTable::new(config.process_table_entries);
-        let seeded = procs.seed_from_proc(host_mnt_ns);
-        info!(processes = seeded, "process table seeded from /proc");
         Self {
             shared: Arc::new(Shared {
                 config: config.clone(),
@@ -176,13 +162,14 @@ impl VerifyStage {
                 refused: AtomicU64::new(0),
                 metrics,
             }),
-            procs,
         }
     }
 
+    /// Judges every exec of the batches from `events` (the process stage's), until it
+    /// closes and every judgement started has ended.
     pub async fn run(
-        mut self,
-        mut events: mpsc::Receiver<ContainerEvent>,
+        self,
+        mut events: mpsc::Receiver<Batch>,
         alerts: mpsc::Sender<AlertDraft>,
     ) -> VerifyStats {
         let config = &self.shared.config;
@@ -197,9 +184,6 @@ impl VerifyStage {
         let mut jobs = JoinSet::new();
         let mut expiry = tokio::time::interval(timeout / 4);
         expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Taken in batches (a sensor drain's worth): the loop's own bookkeeping then runs
-        // once per batch, not once per event.
-        let mut batch = Vec::with_capacity(EVENT_BATCH);
         let mut events_open = true;
         loop {
             while let Some((key, job)) = queue.take_next() {
@@ -222,12 +206,14 @@ impl VerifyStage {
                         error!(error = %e, "exec judgement task failed");
                     }
                 }
-                n = events.recv_many(&mut batch, EVENT_BATCH), if events_open => {
-                    if n == 0 {
+                batch = events.recv(), if events_open => {
+                    let Some(batch) = batch else {
                         events_open = false;
                         continue;
-                    }
-                    for event in batch.drain(..) {
+                    };
+                    // Alone on the channel, the batch is ours: no copies.
+                    let batch = Arc::try_unwrap(batch).unwrap_or_else(|shared| (*shared).clone());
+                    for event in batch {
                         self.on_event(event, &mut queue, &mut jobs, &alerts).await;
                     }
                 }
@@ -263,36 +249,27 @@ impl VerifyStage {
     }
 
     async fn on_event(
-        &mut self,
-        event: ContainerEvent,
+        &self,
+        event: Tracked,
         queue: &mut FairQueue<ContainerKey, ExecJob>,
         jobs: &mut JoinSet<()>,
         alerts: &mpsc::Sender<AlertDraft>,
     ) {
-        let exec = match event {
-            ContainerEvent::Observed(Observation::Process(ProcessEvent::Fork(f)), _) => {
-                self.procs.on_fork(f.process.tgid, f.parent_tgid);
-                self.procs.seen_in(f.process.mnt_ns, f.process.tgid);
-                return;
-            }
-            ContainerEvent::Observed(Observation::Process(ProcessEvent::Exit(e)), _) => {
-                self.procs.on_exit(e.process.mnt_ns, e.process.tgid);
-                return;
-            }
-            ContainerEvent::Lost(lost) => {
+        let (exec, attribution, process) = match event {
+            Tracked::Lost(lost) => {
                 let _ = alerts.send(loss_draft(&lost)).await;
                 return;
             }
-            ContainerEvent::Observed(Observation::Process(ProcessEvent::Exec(exec)), a) => {
-                (exec, a)
-            }
+            Tracked::Observed {
+                event: Observation::Process(ProcessEvent::Exec(exec)),
+                attribution,
+                process,
+            } => (exec, attribution, process),
+            // Forks and exits are the process stage's business.
+            Tracked::Observed { .. } => return,
         };
-        let (exec, attribution) = exec;
-        // The table only, no I/O per exec: alerts complete it from /proc later.
-        let ancestry = self.procs.ancestry(exec.ppid, |_| None);
+        let ProcessContext { ancestry, roots } = process;
         let paths = paths::exec_paths(&exec);
-        self.procs
-            .on_exec(exec.process.tgid, exec.ppid, paths.binary.shown().into());
         let container = match attribution {
             Attribution::Container(c) => c,
             Attribution::Host => {
@@ -319,7 +296,6 @@ impl VerifyStage {
         };
         if let Some(inspection) = cached_inspection(&self.shared, &exec, &paths) {
             if let Some(image) = self.shared.catalog.ready(&container) {
-                self.procs.seen_in(exec.process.mnt_ns, exec.process.tgid);
                 let job = ExecJob {
                     exec,
                     paths,
@@ -331,13 +307,6 @@ impl VerifyStage {
                 return;
             }
         }
-        // Any live process of the same mount namespace can open the container's root; the
-        // one that exec'd first, then its parents, then the others.
-        let mut roots = vec![exec.process.tgid, exec.ppid];
-        roots.extend(ancestry.iter().map(|a| a.pid));
-        roots.extend(self.procs.pids_in(exec.process.mnt_ns));
-        roots.dedup();
-        self.procs.seen_in(exec.process.mnt_ns, exec.process.tgid);
         let key = container.key();
         let job = ExecJob {
             exec,
@@ -682,7 +651,7 @@ async fn finish_with(
         _ => (None, None),
     };
     let reason = reason_sentence(&verdict, path, c);
-    let ancestry = complete_ancestry(job.ancestry.clone());
+    let ancestry = crate::process::complete_ancestry(job.ancestry.clone());
     let draft = AlertDraft {
         kind,
         summary: format!("{}: {} {}", kind.as_str(), path, where_it_ran(c, &job.exec)),
@@ -723,27 +692,6 @@ async fn finish_with(
     if alerts.send(draft).await.is_err() {
         error!("alert stage stopped; an alert could not be delivered");
     }
-}
-
-/// Extends an ancestry that stopped at a pid the event table does not know (host
-/// processes such as the shim are filtered in the kernel) from /proc, for alerts only.
-fn complete_ancestry(mut chain: Vec<process::Forebear>) -> Vec<crate::alert::Ancestor> {
-    let Some(last) = chain.pop() else {
-        return Vec::new();
-    };
-    if last.exe.is_some() {
-        chain.push(last);
-        return chain.into_iter().map(Into::into).collect();
-    }
-    let known: Vec<u32> = chain.iter().map(|a| a.pid).collect();
-    let table = ProcessTable::new(16);
-    let rest = table.ancestry(last.pid, process::from_proc);
-    chain.extend(
-        rest.into_iter()
-            .filter(|a| !known.contains(&a.pid))
-            .take(process::MAX_ANCESTORS.saturating_sub(known.len())),
-    );
-    chain.into_iter().map(Into::into).collect()
 }
 
 /// Where an exec ran, for an alert's summary: the container, or the mount namespace of one

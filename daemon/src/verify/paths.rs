@@ -8,6 +8,7 @@
 //! and how `/proc` may still tell while the process lives. It must never guess a path: a
 //! truncated name judged as if it were whole is a bypass.
 
+use crate::process::absolute;
 use crate::sensor::ExecEvent;
 
 /// Programs that take a script path as their first argument (`sh /tmp/x.sh`).
@@ -78,28 +79,6 @@ pub struct ScriptClaim {
     /// A `#!` script certainly ran; an argument of `sh` may be no file at all (`sh -c`),
     /// and counts only if it opens.
     pub certain: bool,
-}
-
-/// Makes `path` absolute against `cwd` (both container paths), without `.` components or
-/// repeated slashes (`./x.sh` in /tmp is `/tmp/x.sh`, as the alert shows it). `..` is left
-/// to the resolver, which follows symlinks and clamps it at the container root.
-pub fn absolute(path: &str, cwd: Option<&str>) -> String {
-    let base = if path.starts_with('/') {
-        ""
-    } else {
-        cwd.unwrap_or("/")
-    };
-    let mut out = String::with_capacity(base.len() + path.len() + 1);
-    for part in base.split('/').chain(path.split('/')) {
-        if !part.is_empty() && part != "." {
-            out.push('/');
-            out.push_str(part);
-        }
-    }
-    if out.is_empty() {
-        out.push('/');
-    }
-    out
 }
 
 /// A name the exec used, made absolute with the kernel's cwd when it is relative.
@@ -263,19 +242,6 @@ mod tests {
             filename: filename.into(),
             ..crate::fixtures::exec_event(argv)
         }
-    }
-
-    #[test]
-    fn relative_paths_join_the_cwd() {
-        assert_eq!(absolute("./x.sh", Some("/app")), "/app/x.sh");
-        assert_eq!(absolute("./x.sh", Some("/")), "/x.sh");
-        assert_eq!(absolute("a/./b//c", Some("/app/")), "/app/a/b/c");
-        assert_eq!(absolute("/tmp/./x", None), "/tmp/x");
-        assert_eq!(absolute("../x", Some("/app")), "/app/../x");
-        assert_eq!(absolute(".", Some("/")), "/");
-        assert_eq!(absolute("x", Some("/")), "/x");
-        assert_eq!(absolute("/bin/sh", Some("/app")), "/bin/sh");
-        assert_eq!(absolute("x", None), "/x");
     }
 
     #[test]

@@ -1,8 +1,9 @@
-//! Process ancestry for alerts, from the sensor's fork/exec events with `/proc` as the
-//! fall-back (host processes such as the shim are filtered in the kernel).
+//! The process tracker: a bounded pid table kept from the sensor's fork, exec and exit
+//! events, with `/proc` as the fall-back for what the kernel filters (host processes such
+//! as the shim) and for what ran before the daemon started.
 //!
-//! Owns a bounded pid table. Exited processes stay until pushed out by newer ones, so an
-//! exec judged after its parent exited still gets its ancestry.
+//! Owns the table. Exited processes stay until pushed out by newer ones, so an exec judged
+//! after its parent exited still gets its ancestry.
 
 use crate::alert::Ancestor;
 use std::collections::{HashMap, VecDeque};
@@ -198,6 +199,28 @@ impl ProcessTable {
         }
         out
     }
+}
+
+/// Extends an ancestry that stopped at a pid the event table does not know (host
+/// processes such as the shim are filtered in the kernel) from `/proc`, for alerts only:
+/// it reads `/proc`, so it runs when an alert is drafted, not per event.
+pub fn complete_ancestry(mut chain: Vec<Forebear>) -> Vec<Ancestor> {
+    let Some(last) = chain.pop() else {
+        return Vec::new();
+    };
+    if last.exe.is_some() {
+        chain.push(last);
+        return chain.into_iter().map(Into::into).collect();
+    }
+    let known: Vec<u32> = chain.iter().map(|a| a.pid).collect();
+    let table = ProcessTable::new(16);
+    let rest = table.ancestry(last.pid, from_proc);
+    chain.extend(
+        rest.into_iter()
+            .filter(|a| !known.contains(&a.pid))
+            .take(MAX_ANCESTORS.saturating_sub(known.len())),
+    );
+    chain.into_iter().map(Into::into).collect()
 }
 
 /// Parent pid and executable of a live process, from `/proc`.
