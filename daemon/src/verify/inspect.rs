@@ -8,10 +8,11 @@
 //! byte is read, its hashing stopped at the deadline. It decides no verdict: it reports
 //! facts ([`FileFacts`]), or why they could not be had ([`Unreadable`]).
 
+use super::judge::{cached_hash, content_key};
 use super::paths::{Claim, ExecPaths, Recovery, ScriptClaim};
 use super::target;
 use super::verdict::{FileFacts, Unreadable};
-use super::{cached_hash, content_key, Shared};
+use super::Shared;
 use crate::process::absolute;
 use crate::sensor::ExecEvent;
 use std::time::Instant;
