@@ -10,7 +10,7 @@
 
 use crate::identity::ContainerKey;
 use crate::sensor::EventKind;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -148,8 +148,17 @@ pub struct Metrics {
     /// Verdicts of containers beyond [`MAX_TRACKED_CONTAINERS`], and of execs outside
     /// any container.
     pub verdicts_untracked: Counter,
-    verdicts: Mutex<HashMap<ContainerKey, VerdictCounts>>,
+    verdicts: Mutex<VerdictBook>,
     rate: Mutex<RateWindow>,
+}
+
+/// Every exec verdict, counted once: per container (bounded), node-wide by class, and by
+/// verdict name (`verified`, `modified`, ...).
+#[derive(Debug, Default)]
+struct VerdictBook {
+    per_container: HashMap<ContainerKey, VerdictCounts>,
+    totals: VerdictCounts,
+    by_name: BTreeMap<&'static str, u64>,
 }
 
 impl Default for Metrics {
@@ -171,7 +180,7 @@ impl Metrics {
             subscribers: Gauge::default(),
             subscriber_lags: Counter::default(),
             verdicts_untracked: Counter::default(),
-            verdicts: Mutex::new(HashMap::new()),
+            verdicts: Mutex::new(VerdictBook::default()),
             rate: Mutex::new(RateWindow::default()),
         }
     }
@@ -192,25 +201,29 @@ impl Metrics {
         }
     }
 
-    /// Counts a verdict for the container (`None`: an exec outside any container), and
-    /// what its image's verification concluded if the verdict needed the image.
+    /// Counts a verdict, named `name` (`verified`, `modified`, ...), of class `verdict`, for
+    /// the container (`None`: an exec outside any container), and what its image's
+    /// verification concluded if the verdict needed the image.
     pub fn record_verdict(
         &self,
         container: Option<&ContainerKey>,
         verdict: Verdict,
         image: Option<&'static str>,
+        name: &'static str,
     ) {
+        let mut book = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
+        book.totals.add(verdict, image);
+        *book.by_name.entry(name).or_default() += 1;
         let Some(key) = container else {
             self.verdicts_untracked.inc();
             return;
         };
-        let mut map = self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = map.get_mut(key) {
+        if let Some(c) = book.per_container.get_mut(key) {
             c.add(verdict, image);
-        } else if map.len() < MAX_TRACKED_CONTAINERS {
+        } else if book.per_container.len() < MAX_TRACKED_CONTAINERS {
             let mut c = VerdictCounts::default();
             c.add(verdict, image);
-            map.insert(key.clone(), c);
+            book.per_container.insert(key.clone(), c);
         } else {
             self.verdicts_untracked.inc();
         }
@@ -220,9 +233,27 @@ impl Metrics {
         self.verdicts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .per_container
             .get(container)
             .copied()
             .unwrap_or_default()
+    }
+
+    /// Node-wide verdict counts by class.
+    pub fn verdict_totals(&self) -> VerdictCounts {
+        self.verdicts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .totals
+    }
+
+    /// Node-wide verdict counts by verdict name.
+    pub fn verdicts_by_name(&self) -> BTreeMap<&'static str, u64> {
+        self.verdicts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .by_name
+            .clone()
     }
 
     /// The container left the table: its counts go.
@@ -230,6 +261,7 @@ impl Metrics {
         self.verdicts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .per_container
             .remove(container);
     }
 
@@ -237,6 +269,7 @@ impl Metrics {
         self.verdicts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
+            .per_container
             .len()
     }
 
@@ -309,9 +342,9 @@ mod tests {
     fn verdicts_are_per_container_and_bounded() {
         let m = Metrics::new();
         let a = ContainerKey::new("default", "a");
-        m.record_verdict(Some(&a), Verdict::Verified, Some("verified"));
-        m.record_verdict(Some(&a), Verdict::Alerted, None);
-        m.record_verdict(None, Verdict::Alerted, None);
+        m.record_verdict(Some(&a), Verdict::Verified, Some("verified"), "verified");
+        m.record_verdict(Some(&a), Verdict::Alerted, None, "modified");
+        m.record_verdict(None, Verdict::Alerted, None, "not_in_image");
         assert_eq!(
             m.verdicts(&a),
             VerdictCounts {
@@ -322,6 +355,8 @@ mod tests {
             }
         );
         assert_eq!(m.verdicts_untracked.get(), 1);
+        assert_eq!(m.verdict_totals().alerted, 2);
+        assert_eq!(m.verdicts_by_name()["modified"], 1);
         m.forget_container(&a);
         assert_eq!(m.verdicts(&a), VerdictCounts::default());
         assert_eq!(m.tracked_containers(), 0);

@@ -189,11 +189,13 @@ mod tests {
             Some(&ContainerKey::new("k8s.io", "b")),
             Verdict::Alerted,
             Some("untrusted"),
+            "untrusted_image",
         );
         m.record_verdict(
             Some(&ContainerKey::new("k8s.io", "b")),
             Verdict::Verified,
             None,
+            "verified",
         );
         let all = list(&dir, &m, &[]);
         let ids: Vec<_> = all.iter().map(|c| c.id.as_str()).collect();

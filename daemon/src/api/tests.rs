@@ -420,6 +420,7 @@ async fn status_containers_health_and_reflection_answer() {
         Some(&crate::identity::ContainerKey::new("default", "web")),
         crate::metrics::Verdict::Alerted,
         Some("verified"),
+        "modified",
     );
     let channel = connect(&ConnectArgs::unix(&d.socket)).await.unwrap();
 

@@ -15,7 +15,6 @@ use crate::logging;
 use crate::metrics::Verdict;
 use crate::sensor::{EventKind, ExecEvent, LossCounts};
 use serde::Serialize;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::error;
@@ -62,7 +61,7 @@ fn record_metrics(
         _ => Verdict::Verified,
     };
     let key = (!c.id.is_empty()).then(|| c.key());
-    m.record_verdict(key.as_ref(), class, image);
+    m.record_verdict(key.as_ref(), class, image, verdict.name());
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -76,14 +75,6 @@ pub(super) async fn finish_with(
     ctx: EvidenceCtx,
     alerts: &mpsc::Sender<AlertDraft>,
 ) {
-    {
-        let mut v = shared
-            .counters
-            .verdicts
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        *v.entry(verdict.name()).or_default() += 1;
-    }
     let kind = verdict.alert_kind();
     let c = &job.container;
     let manifest = kind.and_then(|_| {
@@ -122,11 +113,10 @@ pub(super) async fn finish_with(
     );
     let Some(kind) = kind else { return };
     if allowed_by.is_some() {
-        shared.counters.allowed.fetch_add(1, Ordering::Relaxed);
         return;
     }
     let (expected_sha256, expected_layer) = match &ctx.expected {
-        ImageRecord::File { sha256, layer } => (Some(sha256.clone()), Some(layer.clone())),
+        ImageRecord::File { sha256, layer } => (Some(sha256.hex()), Some(layer.to_string())),
         _ => (None, None),
     };
     let reason = reason_sentence(&verdict, path, c);
@@ -159,7 +149,7 @@ pub(super) async fn finish_with(
             path: Some(path.to_string()),
             expected_sha256,
             expected_layer,
-            actual_sha256: verdict.actual_sha256().map(str::to_string),
+            actual_sha256: verdict.actual().map(|d| d.hex()),
             upper_layer: ctx.upper_layer,
             interpreter: ctx.interpreter,
             interpreter_verdict: ctx.interpreter_verdict,
@@ -167,7 +157,6 @@ pub(super) async fn finish_with(
         }),
         loss: None,
     };
-    shared.counters.alerts.fetch_add(1, Ordering::Relaxed);
     if alerts.send(draft).await.is_err() {
         error!("alert stage stopped; an alert could not be delivered");
     }

@@ -6,10 +6,9 @@
 //! a hash after the content changed. Any write changes ctime, so a changed file misses.
 //! Hashing is blocking I/O: callers run it on the blocking pool, never on a runtime worker.
 
-use sha2::{Digest as _, Sha256};
+use crate::image::digest::{Digest, Hasher};
 use std::collections::{HashMap, VecDeque};
 use std::io::Read;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ContentKey {
@@ -24,10 +23,8 @@ pub struct ContentKey {
 /// hot, so recency beyond insertion order buys little.
 pub struct HashCache {
     capacity: usize,
-    map: HashMap<ContentKey, String>,
+    map: HashMap<ContentKey, Digest>,
     order: VecDeque<ContentKey>,
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
 }
 
 impl HashCache {
@@ -36,23 +33,14 @@ impl HashCache {
             capacity: capacity.max(1),
             map: HashMap::new(),
             order: VecDeque::new(),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
         }
     }
 
-    pub fn get(&self, key: &ContentKey) -> Option<String> {
-        let hit = self.map.get(key).cloned();
-        let counter = if hit.is_some() {
-            &self.hits
-        } else {
-            &self.misses
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        hit
+    pub fn get(&self, key: &ContentKey) -> Option<Digest> {
+        self.map.get(key).copied()
     }
 
-    pub fn insert(&mut self, key: ContentKey, sha256: String) {
+    pub fn insert(&mut self, key: ContentKey, sha256: Digest) {
         if self.map.insert(key, sha256).is_none() {
             self.order.push_back(key);
             while self.order.len() > self.capacity {
@@ -74,11 +62,13 @@ impl HashCache {
 
 const READ_CHUNK: usize = 256 * 1024;
 
-/// Why [`sha256_hex_until`] stopped.
+/// Why [`digest_of`] stopped.
 #[derive(Debug)]
 pub enum HashError {
-    /// More than the limit: the size grew while it was read.
-    TooLarge,
+    /// More than the limit (the size grew while it was read).
+    TooLarge {
+        limit: u64,
+    },
     /// The deadline passed after `read` bytes.
     Deadline {
         read: u64,
@@ -86,19 +76,29 @@ pub enum HashError {
     Io(std::io::Error),
 }
 
-/// sha256 hex of everything `r` yields, refusing more than `limit` bytes and stopping at
-/// `deadline` (checked between chunks: a read that blocks in the kernel is the caller's
-/// deadline to enforce).
-pub fn sha256_hex_until(
+impl std::fmt::Display for HashError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::TooLarge { limit } => write!(f, "larger than the {limit}-byte hashing limit"),
+            Self::Deadline { read } => write!(f, "stopped at the deadline after {read} bytes"),
+            Self::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// The sha256 of everything `r` yields, refusing more than `limit` bytes and, with a
+/// `deadline`, stopping there (checked between chunks: a read that blocks in the kernel is
+/// the caller's deadline to enforce).
+pub fn digest_of(
     mut r: impl Read,
     limit: u64,
-    deadline: std::time::Instant,
-) -> Result<String, HashError> {
-    let mut hasher = Sha256::new();
+    deadline: Option<std::time::Instant>,
+) -> Result<Digest, HashError> {
+    let mut hasher = Hasher::new();
     let mut buf = vec![0u8; READ_CHUNK];
     let mut total = 0u64;
     loop {
-        if std::time::Instant::now() > deadline {
+        if deadline.is_some_and(|d| std::time::Instant::now() > d) {
             return Err(HashError::Deadline { read: total });
         }
         let n = match r.read(&mut buf) {
@@ -111,42 +111,11 @@ pub fn sha256_hex_until(
         }
         total += n as u64;
         if total > limit {
-            return Err(HashError::TooLarge);
+            return Err(HashError::TooLarge { limit });
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hex(&hasher.finalize()))
-}
-
-/// sha256 hex of everything `r` yields, refusing more than `limit` bytes.
-pub fn sha256_hex(mut r: impl Read, limit: u64) -> std::io::Result<String> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; READ_CHUNK];
-    let mut total = 0u64;
-    loop {
-        let n = r.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        if total > limit {
-            return Err(std::io::Error::other(format!(
-                "larger than the {limit}-byte hashing limit"
-            )));
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex(&hasher.finalize()))
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 0xf) as usize] as char);
-    }
-    s
+    Ok(hasher.finish())
 }
 
 #[cfg(test)]
@@ -167,37 +136,35 @@ mod tests {
     fn hashes_match_sha256sum() {
         // sha256("abc"), the FIPS 180-2 test vector.
         assert_eq!(
-            sha256_hex(&b"abc"[..], 10).unwrap(),
+            digest_of(&b"abc"[..], 10, None).unwrap().hex(),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        assert!(sha256_hex(&b"abcdef"[..], 3).is_err());
+        assert!(matches!(
+            digest_of(&b"abcdef"[..], 3, None),
+            Err(HashError::TooLarge { limit: 3 })
+        ));
         let later = std::time::Instant::now() + std::time::Duration::from_secs(60);
         assert_eq!(
-            sha256_hex_until(&b"abc"[..], 10, later).unwrap(),
-            sha256_hex(&b"abc"[..], 10).unwrap()
+            digest_of(&b"abc"[..], 10, Some(later)).unwrap(),
+            Digest::of(b"abc")
         );
-        assert!(matches!(
-            sha256_hex_until(&b"abcdef"[..], 3, later),
-            Err(HashError::TooLarge)
-        ));
         let past = std::time::Instant::now() - std::time::Duration::from_millis(1);
         assert!(matches!(
-            sha256_hex_until(&b"abc"[..], 10, past),
+            digest_of(&b"abc"[..], 10, Some(past)),
             Err(HashError::Deadline { read: 0 })
         ));
     }
 
     #[test]
-    fn cache_is_bounded_and_counts() {
+    fn cache_is_bounded() {
         let mut c = HashCache::new(2);
-        c.insert(key(1), "a".into());
-        c.insert(key(2), "b".into());
-        c.insert(key(3), "c".into());
+        let d = |b: &[u8]| Digest::of(b);
+        c.insert(key(1), d(b"a"));
+        c.insert(key(2), d(b"b"));
+        c.insert(key(3), d(b"c"));
         assert_eq!(c.len(), 2);
         assert_eq!(c.get(&key(1)), None);
-        assert_eq!(c.get(&key(3)).as_deref(), Some("c"));
-        assert_eq!(c.hits.load(Ordering::Relaxed), 1);
-        assert_eq!(c.misses.load(Ordering::Relaxed), 1);
+        assert_eq!(c.get(&key(3)), Some(d(b"c")));
         // A changed ctime is another key: the content may differ.
         let mut k = key(3);
         k.ctime_nsec = 1;

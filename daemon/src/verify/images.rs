@@ -8,6 +8,7 @@
 use super::verdict::{ImageRecord, ImageState};
 use crate::containerd::Containerd;
 use crate::identity::ContainerInfo;
+use crate::image::digest::Digest;
 use crate::image::{
     ContainerdStore, ImageIndexer, ImageVerdict, IndexerConfig, LayerIndex, Progress,
 };
@@ -46,9 +47,9 @@ impl ImageEntry {
         }
     }
 
-    /// True when the image is verified and records exactly this content (sha256 hex) at
-    /// `path`: the common verdict, decided without building any evidence.
-    pub fn has_content(&self, path: &str, sha256_hex: &str) -> bool {
+    /// True when the image is verified and records exactly this content at `path`: the
+    /// common verdict, decided without building any evidence.
+    pub fn has_content(&self, path: &str, content: &Digest) -> bool {
         if self.state != ImageState::Verified {
             return false;
         }
@@ -56,7 +57,7 @@ impl ImageEntry {
             .as_ref()
             .and_then(|i| i.lookup(path))
             .and_then(|e| e.sha256.as_ref())
-            .is_some_and(|digest| digest.is_hex(sha256_hex))
+            .is_some_and(|digest| digest == content)
     }
 
     /// What the image records at `path` (symlinks resolved inside the image).
@@ -67,8 +68,8 @@ impl ImageEntry {
         match index.lookup(path) {
             Some(e) => match &e.sha256 {
                 Some(d) => ImageRecord::File {
-                    sha256: d.hex(),
-                    layer: e.layer.to_string(),
+                    sha256: *d,
+                    layer: e.layer,
                 },
                 None => ImageRecord::NotAFile,
             },
@@ -256,8 +257,8 @@ mod tests {
     /// The shortcut must say "verified" exactly when the full judgement would.
     #[test]
     fn has_content_agrees_with_the_full_verdict() {
-        let v1 = Digest::of(b"tool v1").hex();
-        let v2 = Digest::of(b"tool v2").hex();
+        let v1 = Digest::of(b"tool v1");
+        let v2 = Digest::of(b"tool v2");
         let states = [
             ImageState::Verified,
             ImageState::Untrusted { reason: "r".into() },
@@ -269,7 +270,7 @@ mod tests {
                 for actual in [&v1, &v2] {
                     let facts = FileFacts {
                         path: path.into(),
-                        actual: Ok(actual.clone()),
+                        actual: Ok(*actual),
                         memfd: false,
                         deleted: false,
                         upper_layer: false,
@@ -286,7 +287,7 @@ mod tests {
             }
         }
         assert!(entry(ImageState::Verified).has_content("/bin/alias", &v1));
-        assert!(!entry(ImageState::Verified).has_content("/bin/tool", &v1[..63]));
+        assert!(!entry(ImageState::Verified).has_content("/bin/tool", &v2));
     }
 
     #[test]

@@ -151,7 +151,7 @@ fn inspect_binary(
                     .hashes
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(key, h.clone());
+                    .insert(key, *h);
             }
             hashed
         }

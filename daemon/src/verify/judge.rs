@@ -15,6 +15,7 @@ use super::verdict::{self, ExecVerdict, FileFacts, ImageRecord, Unreadable};
 use super::{ExecJob, Shared, SlotEvent, SlotGuard};
 use crate::alert::AlertDraft;
 use crate::identity::{Attribution, ContainerKey};
+use crate::image::digest::Digest;
 use crate::sensor::ExecEvent;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -230,14 +231,17 @@ pub(super) fn content_key(exec: &ExecEvent) -> ContentKey {
     }
 }
 
-/// Looks `key` up in the hash cache and, with the cache locked anyway, copies its hit and
-/// miss counts to the API's metrics.
-pub(super) fn cached_hash(shared: &Shared, key: &ContentKey) -> Option<String> {
-    let cache = shared.hashes.lock().unwrap_or_else(|e| e.into_inner());
-    let found = cache.get(key);
+/// Looks `key` up in the hash cache, counting the hit or miss (in the metrics, once).
+pub(super) fn cached_hash(shared: &Shared, key: &ContentKey) -> Option<Digest> {
+    let found = shared
+        .hashes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(key);
     let m = &shared.metrics;
-    m.hash_cache_hits.set(cache.hits.load(Ordering::Relaxed));
-    m.hash_cache_misses
-        .set(cache.misses.load(Ordering::Relaxed));
+    match found {
+        Some(_) => m.hash_cache_hits.inc(),
+        None => m.hash_cache_misses.inc(),
+    }
     found
 }

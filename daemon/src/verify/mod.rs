@@ -27,6 +27,7 @@ pub mod verdict;
 use crate::alert::AlertDraft;
 use crate::config::VerifyConfig;
 use crate::identity::{Attribution, ContainerInfo, ContainerKey};
+use crate::image::digest::Digest;
 use crate::metrics::Metrics;
 use crate::process::{Batch, ProcessContext, Tracked};
 use crate::sensor::{ExecEvent, Observation, ProcessEvent};
@@ -46,14 +47,6 @@ use tokio::task::JoinSet;
 use tracing::{error, info, warn};
 use verdict::ExecVerdict;
 
-/// Counters the stage keeps over its life, reported on stop and by the status API.
-#[derive(Debug, Default)]
-pub struct VerifyCounters {
-    pub verdicts: Mutex<BTreeMap<&'static str, u64>>,
-    pub allowed: AtomicU64,
-    pub alerts: AtomicU64,
-}
-
 #[derive(Debug, Default, Serialize)]
 pub struct VerifyStats {
     pub verdicts: BTreeMap<&'static str, u64>,
@@ -71,16 +64,16 @@ pub struct VerifyStats {
 
 /// Digests of the container runtime binaries on this host (runc's memfd self-copy).
 #[derive(Debug, Default)]
-pub struct RuntimeDigests(Vec<String>);
+pub struct RuntimeDigests(Vec<Digest>);
 
 impl RuntimeDigests {
     pub fn load(paths: &[std::path::PathBuf], limit: u64) -> Self {
         let mut digests = Vec::new();
         for p in paths {
             match std::fs::File::open(p) {
-                Ok(f) => match hash::sha256_hex(std::io::BufReader::new(f), limit) {
+                Ok(f) => match hash::digest_of(std::io::BufReader::new(f), limit, None) {
                     Ok(d) => {
-                        info!(path = %p.display(), sha256 = %d, "container runtime recognised");
+                        info!(path = %p.display(), sha256 = %d.hex(), "container runtime recognised");
                         digests.push(d);
                     }
                     Err(e) => warn!(path = %p.display(), error = %e, "cannot hash runtime binary"),
@@ -92,8 +85,8 @@ impl RuntimeDigests {
         Self(digests)
     }
 
-    pub fn contains(&self, sha256: &str) -> bool {
-        self.0.iter().any(|d| d == sha256)
+    pub fn contains(&self, digest: &Digest) -> bool {
+        self.0.contains(digest)
     }
 }
 
@@ -102,7 +95,6 @@ pub(crate) struct Shared {
     catalog: ImageCatalog,
     hashes: Mutex<HashCache>,
     runtime: RuntimeDigests,
-    counters: VerifyCounters,
     timed_out: AtomicU64,
     refused: AtomicU64,
     /// Per-container verdict counts and hash cache figures for the API.
@@ -159,7 +151,6 @@ impl VerifyStage {
                 catalog,
                 hashes: Mutex::new(HashCache::new(config.hash_cache_entries)),
                 runtime,
-                counters: VerifyCounters::default(),
                 timed_out: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
                 metrics,
@@ -233,17 +224,13 @@ impl VerifyStage {
         }
         let s = &self.shared;
         let cache = s.hashes.lock().unwrap_or_else(|e| e.into_inner());
+        let totals = s.metrics.verdict_totals();
         VerifyStats {
-            verdicts: s
-                .counters
-                .verdicts
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
-            allowed: s.counters.allowed.load(Ordering::Relaxed),
-            alerts: s.counters.alerts.load(Ordering::Relaxed),
-            hash_cache_hits: cache.hits.load(Ordering::Relaxed),
-            hash_cache_misses: cache.misses.load(Ordering::Relaxed),
+            verdicts: s.metrics.verdicts_by_name(),
+            allowed: totals.skipped,
+            alerts: totals.alerted + totals.unverifiable,
+            hash_cache_hits: s.metrics.hash_cache_hits.get(),
+            hash_cache_misses: s.metrics.hash_cache_misses.get(),
             hash_cache_entries: cache.len(),
             inspections_timed_out: s.timed_out.load(Ordering::Relaxed),
             inspections_refused: s.refused.load(Ordering::Relaxed),

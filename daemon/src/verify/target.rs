@@ -7,8 +7,9 @@
 //! already gone and for scripts, so that an absolute symlink in the image resolves inside
 //! the image and never on the host.
 
-use super::hash::{sha256_hex_until, HashError};
+use super::hash::{digest_of, HashError};
 use super::verdict::Unreadable;
+use crate::image::digest::Digest;
 use crate::sensor::FileIdentity;
 use std::ffi::CString;
 use std::fs::File;
@@ -186,7 +187,7 @@ fn check_regular(meta: &std::fs::Metadata, via: &str) -> Result<(), Unreadable> 
 
 /// Hashes an opened regular file: its size is checked against `limit` before a byte is
 /// read, and reading stops at `deadline`.
-pub fn hash_opened(opened: Opened, limit: u64, deadline: Instant) -> Result<String, Unreadable> {
+pub fn hash_opened(opened: Opened, limit: u64, deadline: Instant) -> Result<Digest, Unreadable> {
     let meta = opened
         .file
         .metadata()
@@ -199,13 +200,13 @@ pub fn hash_opened(opened: Opened, limit: u64, deadline: Instant) -> Result<Stri
             limit,
         });
     }
-    match sha256_hex_until(std::io::BufReader::new(opened.file), limit, deadline) {
+    match digest_of(std::io::BufReader::new(opened.file), limit, Some(deadline)) {
         Ok(h) => Ok(h),
         Err(HashError::Deadline { read }) => Err(Unreadable::TimedOut {
             via: opened.via,
             detail: format!("{read} bytes read"),
         }),
-        Err(HashError::TooLarge) => Err(Unreadable::TooLarge {
+        Err(HashError::TooLarge { .. }) => Err(Unreadable::TooLarge {
             path: opened.via,
             size: meta.len().max(limit + 1),
             limit,

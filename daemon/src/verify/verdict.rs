@@ -2,15 +2,16 @@
 //! the allowlist. No I/O here, so every rule is unit-tested.
 
 use crate::alert::{AlertKind, Severity};
-use serde::Serialize;
+use crate::image::digest::Digest;
+use serde::{Serialize, Serializer};
 
 /// What the image says about one path, as far as the verdict needs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ImageRecord {
-    /// A regular file with this sha256 (hex), put there by this layer.
+    /// A regular file with this content, put there by this layer (blob digest).
     File {
-        sha256: String,
-        layer: String,
+        sha256: Digest,
+        layer: Digest,
     },
     /// The path exists but is not a regular file (dir, device) or has no content hash.
     NotAFile,
@@ -84,8 +85,8 @@ impl Unreadable {
 pub struct FileFacts {
     /// The path inside the container.
     pub path: String,
-    /// sha256 hex of the content that ran, or why it could not be read.
-    pub actual: Result<String, Unreadable>,
+    /// The content that ran, or why it could not be read.
+    pub actual: Result<Digest, Unreadable>,
     pub memfd: bool,
     pub deleted: bool,
     pub upper_layer: bool,
@@ -93,23 +94,41 @@ pub struct FileFacts {
     pub runtime: bool,
 }
 
+/// Content digests appear as bare hex in verdict records (as `sha256sum` prints them),
+/// layer digests as `sha256:...` (as OCI names blobs).
+fn hex<S: Serializer>(d: &Digest, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&d.hex())
+}
+
+fn hex_opt<S: Serializer>(d: &Option<Digest>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&d.hex()),
+        None => s.serialize_none(),
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "verdict", rename_all = "snake_case")]
 pub enum ExecVerdict {
     Verified,
     Modified {
-        expected: String,
-        layer: String,
-        actual: String,
+        #[serde(serialize_with = "hex")]
+        expected: Digest,
+        layer: Digest,
+        #[serde(serialize_with = "hex")]
+        actual: Digest,
     },
     NotInImage {
-        actual: Option<String>,
+        #[serde(serialize_with = "hex_opt")]
+        actual: Option<Digest>,
     },
     Fileless {
-        actual: Option<String>,
+        #[serde(serialize_with = "hex_opt")]
+        actual: Option<Digest>,
     },
     Deleted {
-        actual: Option<String>,
+        #[serde(serialize_with = "hex_opt")]
+        actual: Option<Digest>,
     },
     Unverifiable {
         reason: String,
@@ -167,11 +186,12 @@ impl ExecVerdict {
         self.alert_kind().map(|k| k.severity())
     }
 
-    pub fn actual_sha256(&self) -> Option<&str> {
+    /// The content that ran, when it was read.
+    pub fn actual(&self) -> Option<Digest> {
         match self {
-            Self::Modified { actual, .. } => Some(actual),
+            Self::Modified { actual, .. } => Some(*actual),
             Self::NotInImage { actual } | Self::Fileless { actual } | Self::Deleted { actual } => {
-                actual.as_deref()
+                *actual
             }
             _ => None,
         }
@@ -181,7 +201,7 @@ impl ExecVerdict {
 /// Judges one file. Order matters: how the file ran (memfd, deleted) outranks what the
 /// image says, and an untrusted image makes every image comparison meaningless.
 pub fn judge(file: &FileFacts, image: &ImageState, record: &ImageRecord) -> ExecVerdict {
-    let actual = file.actual.as_ref().ok().cloned();
+    let actual = file.actual.as_ref().ok().copied();
     if file.memfd {
         return if file.runtime {
             ExecVerdict::Verified
@@ -206,7 +226,7 @@ pub fn judge(file: &FileFacts, image: &ImageState, record: &ImageRecord) -> Exec
         ImageState::Verified => {}
     }
     let actual = match &file.actual {
-        Ok(a) => a.clone(),
+        Ok(a) => *a,
         Err(why) if why.is_unjudgeable() => {
             let image = match record {
                 ImageRecord::Missing => "; the image has no file at this path",
@@ -230,8 +250,8 @@ pub fn judge(file: &FileFacts, image: &ImageState, record: &ImageRecord) -> Exec
     match record {
         ImageRecord::File { sha256, .. } if *sha256 == actual => ExecVerdict::Verified,
         ImageRecord::File { sha256, layer } => ExecVerdict::Modified {
-            expected: sha256.clone(),
-            layer: layer.clone(),
+            expected: *sha256,
+            layer: *layer,
             actual,
         },
         ImageRecord::NotAFile | ImageRecord::Missing => ExecVerdict::NotInImage {
@@ -253,10 +273,15 @@ pub fn worse(a: ExecVerdict, b: ExecVerdict) -> ExecVerdict {
 mod tests {
     use super::*;
 
+    /// The digest of a short name, for readable tests.
+    fn d(name: &str) -> Digest {
+        Digest::of(name.as_bytes())
+    }
+
     fn facts(actual: &str) -> FileFacts {
         FileFacts {
             path: "/bin/x".into(),
-            actual: Ok(actual.into()),
+            actual: Ok(d(actual)),
             memfd: false,
             deleted: false,
             upper_layer: false,
@@ -265,8 +290,8 @@ mod tests {
     }
     fn rec(sha: &str) -> ImageRecord {
         ImageRecord::File {
-            sha256: sha.into(),
-            layer: "sha256:l1".into(),
+            sha256: d(sha),
+            layer: d("l1"),
         }
     }
 
@@ -286,9 +311,9 @@ mod tests {
         assert_eq!(
             v,
             ExecVerdict::Modified {
-                expected: "aa".into(),
-                layer: "sha256:l1".into(),
-                actual: "bb".into()
+                expected: d("aa"),
+                layer: d("l1"),
+                actual: d("bb")
             }
         );
         assert_eq!(v.alert_kind(), Some(AlertKind::ExecModified));
@@ -390,13 +415,29 @@ mod tests {
     }
 
     #[test]
+    fn records_show_content_as_hex_and_layers_as_digests() {
+        let v = ExecVerdict::Modified {
+            expected: d("a"),
+            layer: d("l"),
+            actual: d("b"),
+        };
+        let json = serde_json::to_value(&v).unwrap();
+        assert_eq!(json["verdict"], "modified");
+        assert_eq!(json["expected"], d("a").hex());
+        assert_eq!(json["actual"], d("b").hex());
+        assert_eq!(json["layer"], d("l").to_string());
+        let json = serde_json::to_value(ExecVerdict::NotInImage { actual: None }).unwrap();
+        assert_eq!(json["actual"], serde_json::Value::Null);
+    }
+
+    #[test]
     fn the_worse_verdict_wins() {
         let ok = ExecVerdict::Verified;
         let drop = ExecVerdict::NotInImage { actual: None };
         let tamper = ExecVerdict::Modified {
-            expected: "a".into(),
-            layer: "l".into(),
-            actual: "b".into(),
+            expected: d("a"),
+            layer: d("l"),
+            actual: d("b"),
         };
         assert_eq!(worse(ok.clone(), drop.clone()), drop);
         assert_eq!(worse(drop.clone(), ok.clone()), drop);
