@@ -7,8 +7,11 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Where `layerguard run` looks for its config when `--config` is not given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/layerguard/layerguard.toml";
+/// containerd's API socket on a stock install.
 pub const DEFAULT_CONTAINERD_SOCKET: &str = "/run/containerd/containerd.sock";
+/// Where the daemon keeps its layer cache and journal.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/layerguard";
 
 pub use crate::logging::LogFormat;
@@ -29,26 +32,39 @@ pub enum PipelineScheduling {
     Normal,
 }
 
+/// The daemon's whole configuration: the TOML file's top level.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Name reported in every alert; defaults to the host name.
     pub node_name: String,
+    /// containerd's API socket.
     pub containerd_socket: PathBuf,
+    /// Caches and the journal live here.
     pub state_dir: PathBuf,
+    /// How the daemon's output is written.
     pub log_format: LogFormat,
     /// A tracing filter (`info`, `debug`, `layerguard::sensor=debug`, ...).
     pub log_level: String,
+    /// `[sensor]`.
     pub sensor: SensorConfig,
+    /// `[containerd]`.
     pub containerd: ContainerdConfig,
+    /// `[containers]`.
     pub containers: ContainersConfig,
+    /// `[process]`.
     pub process: ProcessConfig,
+    /// `[verify]`.
     pub verify: VerifyConfig,
+    /// `[alerts]`.
     pub alerts: AlertsConfig,
+    /// `[api]`.
     pub api: ApiConfig,
+    /// `[journal]`.
     pub journal: JournalConfig,
 }
 
+/// `[sensor]`: the kernel sensor and how the daemon drains it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SensorConfig {
@@ -100,6 +116,7 @@ impl Default for ContainerdConfig {
 }
 
 impl ContainerdConfig {
+    /// The deadlines, as the client takes them.
     pub fn timeouts(&self) -> crate::containerd::Timeouts {
         crate::containerd::Timeouts {
             connect: Duration::from_millis(self.connect_timeout_ms),
@@ -141,6 +158,7 @@ pub struct ContainersConfig {
     pub exited_grace_ms: u64,
     /// First wait before reconnecting to containerd; doubles per failure up to the max.
     pub reconnect_min_ms: u64,
+    /// The longest wait between two reconnects.
     pub reconnect_max_ms: u64,
     /// How often the table's size and the stage's counters are logged.
     pub stats_interval_ms: u64,
@@ -181,9 +199,11 @@ impl Default for SensorConfig {
 }
 
 impl SensorConfig {
+    /// `drain_interval_ms` as a duration.
     pub fn drain_interval(&self) -> Duration {
         Duration::from_millis(self.drain_interval_ms)
     }
+    /// `stats_interval_ms` as a duration.
     pub fn stats_interval(&self) -> Duration {
         Duration::from_millis(self.stats_interval_ms)
     }
@@ -203,18 +223,23 @@ impl Default for ContainersConfig {
 }
 
 impl ContainersConfig {
+    /// `pending_timeout_ms` as a duration.
     pub fn pending_timeout(&self) -> Duration {
         Duration::from_millis(self.pending_timeout_ms)
     }
+    /// `exited_grace_ms` as a duration.
     pub fn exited_grace(&self) -> Duration {
         Duration::from_millis(self.exited_grace_ms)
     }
+    /// `reconnect_min_ms` as a duration.
     pub fn reconnect_min(&self) -> Duration {
         Duration::from_millis(self.reconnect_min_ms)
     }
+    /// `reconnect_max_ms` as a duration.
     pub fn reconnect_max(&self) -> Duration {
         Duration::from_millis(self.reconnect_max_ms)
     }
+    /// `stats_interval_ms` as a duration.
     pub fn stats_interval(&self) -> Duration {
         Duration::from_millis(self.stats_interval_ms)
     }
@@ -332,6 +357,7 @@ impl Default for VerifyConfig {
 }
 
 impl VerifyConfig {
+    /// `inspect_timeout_ms` as a duration.
     pub fn inspect_timeout(&self) -> Duration {
         Duration::from_millis(self.inspect_timeout_ms)
     }
@@ -499,6 +525,7 @@ pub enum Role {
 }
 
 impl Role {
+    /// The role's name in the config and in log lines.
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Viewer => "viewer",
@@ -507,6 +534,7 @@ impl Role {
     }
 }
 
+/// Where the API's unix socket is unless `api.socket` says otherwise.
 pub const DEFAULT_API_SOCKET: &str = "/run/layerguard/layerguard.sock";
 
 /// `[api]`: the gRPC API (`layerguard.v1`), on a unix socket and, only with mutual TLS,
@@ -529,6 +557,7 @@ pub struct ApiConfig {
     pub tcp_listen: Option<std::net::SocketAddr>,
     /// PEM server certificate chain and private key for TCP.
     pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
     /// PEM CA certificate(s) that client certificates must chain to.
     pub tls_client_ca: Option<PathBuf>,
@@ -667,7 +696,9 @@ pub struct JournalConfig {
     pub max_bytes: u64,
     /// Segments whose newest alert is older than this are deleted.
     pub max_age_hours: u64,
+    /// When appended alerts are forced to disk.
     pub fsync: FsyncMode,
+    /// How often, with `fsync = "batched"`.
     pub fsync_interval_ms: u64,
 }
 
@@ -685,9 +716,11 @@ impl Default for JournalConfig {
 }
 
 impl JournalConfig {
+    /// `max_age_hours` as a duration.
     pub fn max_age(&self) -> Duration {
         Duration::from_secs(self.max_age_hours * 3600)
     }
+    /// `fsync_interval_ms` as a duration.
     pub fn fsync_interval(&self) -> Duration {
         Duration::from_millis(self.fsync_interval_ms)
     }
@@ -742,7 +775,14 @@ fn hostname() -> String {
 /// Where a setting came from, so that an error can point at it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Origin {
-    File { path: PathBuf, line: Option<usize> },
+    /// A line of the config file (none when it cannot be told).
+    File {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line.
+        line: Option<usize>,
+    },
+    /// A command-line flag, as the user spelled it.
     Flag(String),
 }
 
@@ -759,16 +799,33 @@ impl std::fmt::Display for Origin {
     }
 }
 
+/// Why the configuration was refused: one sentence naming the file, line and key (or the flag).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {reason}")]
-    Read { path: PathBuf, reason: String },
+    /// The file could not be read.
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     #[error("{origin}: {message}")]
-    Parse { origin: Origin, message: String },
-    #[error("{origin}: key `{key}` {problem}")]
-    Invalid {
+    /// Not TOML, or not the schema (unknown key, wrong type).
+    Parse {
+        /// Where.
         origin: Origin,
+        /// What the parser said.
+        message: String,
+    },
+    #[error("{origin}: key `{key}` {problem}")]
+    /// A value the schema allows but the daemon cannot run with.
+    Invalid {
+        /// Where it was set.
+        origin: Origin,
+        /// The dotted key.
         key: String,
+        /// What is wrong, as "must be ...".
         problem: String,
     },
 }
@@ -777,7 +834,9 @@ pub enum ConfigError {
 /// dedicated flag such as `--state-dir`).
 #[derive(Clone, Debug)]
 pub struct Override {
+    /// The dotted key (`sensor.drain_interval_ms`).
     pub key: String,
+    /// The value, as TOML.
     pub value: toml::Value,
     /// How the user spelled it, for error messages.
     pub flag: String,
@@ -805,6 +864,7 @@ impl Override {
         })
     }
 
+    /// An override from a dedicated flag (`--state-dir`, ...).
     pub fn new(flag: &str, key: &str, value: impl Into<toml::Value>) -> Self {
         Self {
             flag: flag.to_string(),
@@ -850,6 +910,7 @@ impl Config {
         Ok(config)
     }
 
+    /// Parses a config file's text (`path` names it in errors).
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
         toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_number(text, s.start));

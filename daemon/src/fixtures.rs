@@ -2,9 +2,11 @@
 //! them on, and alerts as the alert stage stamps them. One place, so that a field added to
 //! an event or an alert changes one builder, not every test module.
 
-use crate::alert::{Alert, AlertContainer, AlertDraft, AlertKind, Severity};
+use crate::alert::{
+    Alert, AlertContainer, AlertDraft, AlertKind, AlertProcess, Ancestor, Evidence, Loss, Severity,
+};
 use crate::clock::MonoNs;
-use crate::sensor::{
+use crate::sensor::event::{
     ExecEvent, ExitEvent, ForkEvent, Observation, ProcessEvent, ProcessRef, SensorEvent,
 };
 use std::sync::Arc;
@@ -102,5 +104,62 @@ pub fn alert(seq: u64) -> Alert {
         process: None,
         evidence: None,
         loss: None,
+    }
+}
+
+/// An alert with every field set, as a real exec alert would have it.
+pub fn full_alert(seq: u64) -> Alert {
+    Alert {
+        seq,
+        id: format!("node-1-abcd1234-{seq}"),
+        time: "2026-03-01T12:34:56.123456Z".into(),
+        node: "node-1".into(),
+        severity: Severity::Critical,
+        kind: AlertKind::ExecModified,
+        summary: "/bin/ls in default/web differs from its image".into(),
+        container: Some(AlertContainer {
+            namespace: "k8s.io".into(),
+            id: "0123456789abcdef".into(),
+            image: Some("docker.io/library/nginx:1.27".into()),
+            manifest_digest: Some("sha256:aa".into()),
+            pod_name: Some("web-0".into()),
+            pod_namespace: Some("shop".into()),
+            pod_uid: Some("uid-1".into()),
+            container_name: Some("nginx".into()),
+        }),
+        process: Some(AlertProcess {
+            pid: 4242,
+            ppid: 4200,
+            uid: 0,
+            gid: 0,
+            exe: "/bin/ls".into(),
+            argv: vec!["ls".into(), "-l".into()],
+            argv_truncated: true,
+            ancestry: vec![
+                Ancestor {
+                    pid: 4200,
+                    exe: Some("/bin/sh".into()),
+                },
+                Ancestor { pid: 1, exe: None },
+            ],
+            exec_time: Some("2026-03-01T12:34:56.120001Z".into()),
+        }),
+        evidence: Some(Evidence {
+            path: Some("/bin/ls".into()),
+            expected_sha256: Some("11".into()),
+            expected_layer: Some("sha256:bb".into()),
+            actual_sha256: Some("22".into()),
+            upper_layer: true,
+            interpreter: Some("/bin/sh".into()),
+            interpreter_verdict: Some("verified".into()),
+            reason: "content differs".into(),
+        }),
+        loss: Some(Loss {
+            kernel: [("exec".to_string(), 1), ("fork".to_string(), 2)]
+                .into_iter()
+                .collect(),
+            undecodable: 4,
+            queues: vec![("verify".into(), 5)],
+        }),
     }
 }

@@ -152,18 +152,19 @@ pub enum Attribution {
 }
 
 impl Attribution {
+    #[cfg(test)]
+    pub fn container(&self) -> Option<&ContainerInfo> {
+        match self {
+            Attribution::Container(c) => Some(c),
+            _ => None,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Container(_) => "container",
             Self::Host => "host",
             Self::Unresolved(_) => "unresolved",
-        }
-    }
-
-    pub fn container(&self) -> Option<&ContainerInfo> {
-        match self {
-            Self::Container(c) => Some(c),
-            _ => None,
         }
     }
 }

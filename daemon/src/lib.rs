@@ -1,31 +1,37 @@
 //! layerguard: checks that what runs in a container is what its image layers recorded.
 //!
-//! Stages, in the order data flows: [`sensor`] (kernel events) -> [`containers`] (identity)
-//! -> [`verify`] (judgement) -> [`alert`] (sinks: log, file, journal) -> [`respond`]
-//! (pause, release, kill). [`api`] serves the gRPC API and [`client`] is its CLI; [`image`]
-//! is the OCI content and layer-index library `verify` asks. [`config`] is the one typed
-//! configuration; [`run`] wires the stages for `layerguard run`.
+//! Stages, in the order data flows (each owns its state; bounded channels between them):
+//! `sensor` (kernel events) -> `containers` (which container) -> `process` (the process
+//! tracker) -> analyzers (`verify` judges execs) -> [`alert`] (sinks: log, file, journal)
+//! -> `respond` (pause, release, kill). [`api`] serves the gRPC API; [`image`] is the OCI
+//! content and layer-index library `verify` asks; [`containerd`] the one containerd
+//! client. [`config`] is the one typed configuration; [`run`] wires the stages for
+//! `layerguard run`. Leaf modules every stage may use: `clock`, `identity`, `procfs`,
+//! `metrics`.
+//!
+//! What is public is what the `layerguard` binary (the daemon's command line and its CLI
+//! client) uses; the stages themselves are the crate's own.
+#![warn(missing_docs)]
 
 pub mod alert;
 pub mod api;
-pub mod client;
-pub mod clock;
+pub(crate) mod clock;
 pub mod config;
 pub mod containerd;
-pub mod containers;
+pub(crate) mod containers;
 #[cfg(test)]
 mod fixtures;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;
-pub mod identity;
+pub(crate) mod identity;
 pub mod image;
 #[cfg(test)]
 mod layering;
 pub mod logging;
-pub mod metrics;
-pub mod process;
-pub mod procfs;
-pub mod respond;
+pub(crate) mod metrics;
+pub(crate) mod process;
+pub(crate) mod procfs;
+pub(crate) mod respond;
 pub mod run;
-pub mod sensor;
-pub mod verify;
+pub(crate) mod sensor;
+pub(crate) mod verify;

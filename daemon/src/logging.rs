@@ -11,7 +11,9 @@
 )]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
+    /// One JSON object per line (for journald, log shippers).
     Json,
+    /// `key=value` text, for people.
     Text,
 }
 use serde::Serialize;

@@ -34,10 +34,6 @@ impl Counter {
     pub fn add(&self, n: u64) {
         self.0.fetch_add(n, Ordering::Relaxed);
     }
-    /// For a count kept elsewhere (the kernel's loss counters), mirrored here.
-    pub fn set(&self, n: u64) {
-        self.0.store(n, Ordering::Relaxed);
-    }
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
@@ -265,6 +261,7 @@ impl Metrics {
             .remove(container);
     }
 
+    #[cfg(test)]
     pub fn tracked_containers(&self) -> usize {
         self.verdicts
             .lock()

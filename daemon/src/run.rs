@@ -26,28 +26,40 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{mpsc, watch};
 use tracing::info;
 
+/// Why the daemon stopped, or would not start: one sentence for the journal.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// The sensor could not load or run (not root, no BTF, a program the kernel refused).
     #[error(transparent)]
     Sensor(#[from] SensorError),
+    /// A signal handler could not be installed.
     #[error("cannot install the {signal} handler: {source}")]
     Signal {
+        /// Which signal.
         signal: &'static str,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// The state directory could not be created.
     #[error("cannot create the state directory {path}: {source}")]
     StateDir {
+        /// The directory.
         path: std::path::PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// A stage's task failed (panicked).
     #[error("a pipeline stage failed: {0}")]
     Stage(String),
+    /// The thread of the per-event stages could not start.
     #[error("cannot start the event pipeline's thread: {0}")]
     PipelineThread(#[source] std::io::Error),
+    /// The journal could not be opened.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The API could not be bound or served.
     #[error(transparent)]
     Api(#[from] ApiError),
 }
@@ -62,6 +74,9 @@ struct Ready<'a> {
     monitor_host: bool,
 }
 
+/// Runs the daemon until SIGINT or SIGTERM, then stops every stage in order: the sensor
+/// drains the ring buffer and detaches, each later stage ends when its input closes, so
+/// every event the kernel delivered is judged and alerted.
 pub async fn run(config: Config) -> Result<(), RunError> {
     // Privileges and BTF first: a non-root user should hear that, not a state-dir error.
     crate::sensor::preflight::check().map_err(SensorError::from)?;

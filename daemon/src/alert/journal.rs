@@ -39,7 +39,7 @@ mod segment;
 #[cfg(test)]
 mod tests;
 
-pub use segment::{MAGIC, MAX_RECORD_BYTES, SPARSE_EVERY_BYTES};
+pub use segment::{MAGIC, MAX_RECORD_BYTES};
 
 use super::{Alert, AlertSink, SinkError};
 use segment::{
@@ -494,10 +494,6 @@ impl Journal {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn enabled(&self) -> bool {
-        self.lock().store.is_some()
-    }
-
     /// The seq the next alert gets: everything below it has been published.
     pub fn next_seq(&self) -> u64 {
         self.lock().next_seq
@@ -513,11 +509,6 @@ impl Journal {
     /// How many alerts a live receiver may fall behind before it lags.
     pub fn live_capacity(&self) -> usize {
         self.limits.live_queue.max(1)
-    }
-
-    /// Live receivers right now.
-    pub fn live_receivers(&self) -> usize {
-        self.live.receiver_count()
     }
 
     /// Writes the alert, then publishes it live. The alert is published even when the
@@ -556,6 +547,7 @@ impl Journal {
     /// Reads up to `max` entries from `reader`'s position: alerts, and gaps for whatever
     /// cannot be delivered. Returns an empty batch when the reader has caught up with
     /// every published alert. Blocking file I/O: call from a blocking context.
+    #[cfg(any(test, feature = "fuzzing"))]
     pub fn read(&self, reader: &mut JournalReader, max: usize) -> Vec<Entry> {
         self.read_until(reader, max, u64::MAX)
     }

@@ -5,10 +5,10 @@
 //! seed it at start) and the sinks. A sink that fails says so once per failure streak and
 //! the others keep going: a full disk must not silence the log or the stream.
 
-pub mod file;
-pub mod journal;
-pub mod log;
-pub mod model;
+pub(crate) mod file;
+pub(crate) mod journal;
+pub(crate) mod log;
+mod model;
 
 pub use model::{
     Alert, AlertContainer, AlertKind, AlertProcess, Ancestor, Evidence, Loss, Severity,
@@ -19,7 +19,7 @@ use tracing::{error, info};
 
 /// Everything of an alert but what the stage stamps on it.
 #[derive(Clone, Debug)]
-pub struct AlertDraft {
+pub(crate) struct AlertDraft {
     pub kind: AlertKind,
     pub summary: String,
     pub container: Option<AlertContainer>,
@@ -29,7 +29,7 @@ pub struct AlertDraft {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum SinkError {
+pub(crate) enum SinkError {
     #[error("{sink}: cannot write {path}: {source}")]
     Io {
         sink: &'static str,
@@ -42,7 +42,7 @@ pub enum SinkError {
 }
 
 /// Somewhere alerts go. `write` is called in sequence order, from one task.
-pub trait AlertSink: Send {
+pub(crate) trait AlertSink: Send {
     fn name(&self) -> &'static str;
     fn write(&mut self, alert: &Alert) -> Result<(), SinkError>;
     /// Called once when the stage stops, after the last alert.
@@ -57,7 +57,7 @@ struct SinkSlot {
     failed_writes: u64,
 }
 
-pub struct AlertStage {
+pub(crate) struct AlertStage {
     node: String,
     next_seq: u64,
     sinks: Vec<SinkSlot>,
@@ -65,7 +65,7 @@ pub struct AlertStage {
 
 /// What the stage did over its life, reported when it stops.
 #[derive(Clone, Debug, Default, serde::Serialize)]
-pub struct AlertStats {
+pub(crate) struct AlertStats {
     pub alerts: u64,
     pub last_seq: u64,
     /// Failed writes per sink (the alert still reached the other sinks).

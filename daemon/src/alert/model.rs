@@ -11,13 +11,18 @@ use std::collections::BTreeMap;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// Informational records (an allowed verdict, a response taken).
     Info,
+    /// Worth a look.
     Medium,
+    /// Likely an intrusion.
     High,
+    /// An integrity breach.
     Critical,
 }
 
 impl Severity {
+    /// The name in JSON, filters and flags.
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::Info => "info",
@@ -28,6 +33,7 @@ impl Severity {
     }
 }
 
+/// What an alert is about; its severity follows from it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
@@ -48,6 +54,7 @@ pub enum AlertKind {
 }
 
 impl AlertKind {
+    /// Every kind, for listings and flag parsing.
     pub const ALL: [AlertKind; 7] = [
         Self::ExecModified,
         Self::ExecNotInImage,
@@ -58,6 +65,7 @@ impl AlertKind {
         Self::SensorEventsLost,
     ];
 
+    /// The name in JSON, filters and flags (`exec_modified`, ...).
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::ExecModified => "exec_modified",
@@ -70,6 +78,7 @@ impl AlertKind {
         }
     }
 
+    /// The kind of that name.
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
@@ -89,23 +98,32 @@ impl AlertKind {
 pub struct AlertContainer {
     /// containerd namespace (`k8s.io`, `default`, ...).
     pub namespace: String,
+    /// The container's id in its namespace.
     pub id: String,
+    /// The image reference the container was created from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The image's manifest digest (for a multi-platform image, this node's platform).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest_digest: Option<String>,
+    /// Kubernetes pod name (CRI label).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_name: Option<String>,
+    /// Kubernetes pod namespace (CRI label).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_namespace: Option<String>,
+    /// Kubernetes pod uid (CRI label).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_uid: Option<String>,
+    /// The container's name in its pod (CRI label).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_name: Option<String>,
 }
 
+/// One process in an alert's ancestry.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ancestor {
+    /// Host pid.
     pub pid: u32,
     /// The executable as the host sees it (`/proc/PID/exe`), if it was still readable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -117,12 +135,17 @@ pub struct Ancestor {
 pub struct AlertProcess {
     /// Host pid (thread group id).
     pub pid: u32,
+    /// Host pid of the parent.
     pub ppid: u32,
+    /// User id.
     pub uid: u32,
+    /// Group id.
     pub gid: u32,
     /// The executed path inside the container, resolved against its cwd when relative.
     pub exe: String,
+    /// Arguments as the sensor kept them (up to 4 KiB).
     pub argv: Vec<String>,
+    /// True when argv was longer than the sensor keeps.
     #[serde(default)]
     pub argv_truncated: bool,
     /// Parent first, up to 8.
@@ -149,11 +172,13 @@ pub struct Evidence {
     /// sha256 hex of the file that ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub actual_sha256: Option<String>,
+    /// True when the file lives in the container's writable layer.
     #[serde(default)]
     pub upper_layer: bool,
     /// The interpreter, when a script was executed; `interpreter_verdict` says how it fared.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interpreter: Option<String>,
+    /// The interpreter's own verdict (`verified`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interpreter_verdict: Option<String>,
     /// One sentence, for people.
@@ -212,6 +237,7 @@ impl From<LossRecord> for Loss {
     }
 }
 
+/// An alert, as every sink carries it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Alert {
     /// Position in this node's alert sequence: strictly increasing, gap-free, kept across
@@ -221,17 +247,24 @@ pub struct Alert {
     pub id: String,
     /// RFC 3339, UTC.
     pub time: String,
+    /// The node that raised it.
     pub node: String,
+    /// How bad it is (from `kind`).
     pub severity: Severity,
+    /// What it is about.
     pub kind: AlertKind,
     /// One sentence that says what happened, for people.
     pub summary: String,
+    /// The container, when the alert is about one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<AlertContainer>,
+    /// The process, for exec alerts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<AlertProcess>,
+    /// What the verdict rests on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<Evidence>,
+    /// For `sensor_events_lost`: what was lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss: Option<Loss>,
 }

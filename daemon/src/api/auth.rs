@@ -81,6 +81,7 @@ impl AccessTable {
         Self(entries.into_iter().collect())
     }
 
+    #[cfg(test)]
     /// Sets or replaces one entry (tests raise a method to `responder`).
     pub fn with(mut self, path: &str, access: Access) -> Self {
         self.0.insert(path.to_string(), access);

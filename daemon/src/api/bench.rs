@@ -12,11 +12,12 @@
 //! The server runs on a 2-worker runtime like the daemon's; the subscribers run on their
 //! own runtime, standing in for client processes on the same 2 cores.
 
-use super::{ApiServer, ApiSources, NoContainers, NodeInfo};
+use super::containers::NoContainers;
+use super::{ApiServer, ApiSources, NodeInfo};
 use crate::alert::journal::{FsyncPolicy, Journal, JournalLimits, JournalSink};
 use crate::alert::{AlertDraft, AlertKind, AlertSink, AlertStage, SinkError};
-use crate::api::convert::tests::full_alert;
 use crate::config::ApiConfig;
+use crate::fixtures::full_alert;
 use crate::metrics::Metrics;
 use layerguard_proto::v1 as pb;
 use std::io::Write;
@@ -93,9 +94,10 @@ async fn subscribe_unix(
     socket: &Path,
     resume_after_seq: Option<u64>,
 ) -> tonic::Streaming<pb::SubscribeResponse> {
-    let channel = crate::client::connect(&crate::client::ConnectArgs::unix(socket))
-        .await
-        .unwrap();
+    let channel =
+        crate::api::client::connect(&crate::api::client::Target::Unix(socket.to_path_buf()))
+            .await
+            .unwrap();
     pb::alert_service_client::AlertServiceClient::new(channel)
         .subscribe(pb::SubscribeRequest {
             filter: None,
@@ -241,9 +243,10 @@ async fn consume(
             }
         }
     } else {
-        let channel = crate::client::connect(&crate::client::ConnectArgs::unix(&socket))
-            .await
-            .unwrap();
+        let channel =
+            crate::api::client::connect(&crate::api::client::Target::Unix(socket.clone()))
+                .await
+                .unwrap();
         let mut grpc = tonic::client::Grpc::new(channel);
         grpc.ready().await.unwrap();
         let codec = tonic_prost::ProstCodec::<pb::SubscribeRequest, SeqOnly>::default();

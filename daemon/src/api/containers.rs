@@ -71,9 +71,11 @@ impl ContainerDirectory for LiveDirectory {
     }
 }
 
+#[cfg(test)]
 /// A directory that knows no containers (before the stage is wired, and in tests).
 pub struct NoContainers;
 
+#[cfg(test)]
 impl ContainerDirectory for NoContainers {
     fn snapshot(&self) -> Vec<ContainerSnapshot> {
         Vec::new()

@@ -23,17 +23,25 @@ pub enum FilterError {
     Empty { field: &'static str },
 }
 
+/// What a subscriber or a listing wants; empty fields match everything (see the proto).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AlertFilter {
+    /// Only alerts at least this severe.
     pub min_severity: Option<Severity>,
+    /// Only these kinds.
     pub kinds: Vec<AlertKind>,
+    /// Only these container ids (or 12+ character hex prefixes of them).
     pub container_ids: Vec<String>,
+    /// Only these containerd namespaces.
     pub containerd_namespaces: Vec<String>,
+    /// Only these Kubernetes pod namespaces.
     pub pod_namespaces: Vec<String>,
+    /// Only these images: a full reference, or a repository for all its tags.
     pub image_refs: Vec<String>,
 }
 
 impl AlertFilter {
+    /// From the wire, validated.
     pub fn from_proto(f: Option<pb::AlertFilter>) -> Result<Self, FilterError> {
         let Some(f) = f else {
             return Ok(Self::default());
@@ -72,6 +80,7 @@ impl AlertFilter {
         })
     }
 
+    /// To the wire.
     pub fn to_proto(&self) -> pb::AlertFilter {
         pb::AlertFilter {
             min_severity: self
@@ -90,6 +99,7 @@ impl AlertFilter {
         }
     }
 
+    /// True when the alert passes every field's test.
     pub fn matches(&self, a: &Alert) -> bool {
         if self.min_severity.is_some_and(|min| a.severity < min) {
             return false;
@@ -143,7 +153,7 @@ fn repository(reference: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::convert::tests::full_alert;
+    use crate::fixtures::full_alert;
 
     fn alert(kind: AlertKind, ns: &str, id: &str, pod_ns: Option<&str>, image: &str) -> Alert {
         let mut a = full_alert(1);

@@ -18,26 +18,30 @@
 //! [`JournalSink`](crate::alert::journal::JournalSink), then [`ApiServer::bind`] before
 //! announcing readiness and spawn [`ApiServer::run`] with the shutdown signal.
 
-pub mod alert_server;
-pub mod alerts;
-pub mod auth;
-pub mod containers;
-pub mod convert;
-pub mod filter;
-pub mod response;
-pub mod status;
-pub mod subscription;
-pub mod transport;
-pub mod wire;
+pub(crate) mod alert_server;
+pub(crate) mod alerts;
+pub(crate) mod auth;
+pub mod client;
+pub(crate) mod containers;
+pub(crate) mod convert;
+pub(crate) mod filter;
+pub(crate) mod response;
+pub(crate) mod status;
+pub(crate) mod subscription;
+pub(crate) mod transport;
+pub(crate) mod wire;
 
 #[cfg(test)]
 mod bench;
 #[cfg(test)]
 mod tests;
 
-pub use auth::{Access, AccessTable, Peer};
-pub use containers::{ContainerDirectory, ContainerSnapshot, LiveDirectory, NoContainers};
-pub use status::NodeInfo;
+pub use alerts::REFUSED_AT_SEQ;
+pub(crate) use auth::AccessTable;
+pub(crate) use containers::{ContainerDirectory, LiveDirectory};
+pub use convert::system_time;
+pub use filter::AlertFilter;
+pub(crate) use status::NodeInfo;
 
 use crate::alert::journal::Journal;
 use crate::config::ApiConfig;
@@ -51,42 +55,72 @@ use tracing::info;
 
 /// HTTP/2 pings on idle connections: a client behind a NAT that vanished is noticed and
 /// its stream task freed.
-pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
-pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+pub(crate) const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Why the API could not start or serve.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
+    /// The unix socket could not be set up.
     #[error("API socket {path}: {source}")]
     Socket {
+        /// The socket's path.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// A live daemon answers on the socket.
     #[error("API socket {path} is served by another process (is another layerguard running?)")]
-    SocketInUse { path: PathBuf },
+    SocketInUse {
+        /// The socket's path.
+        path: PathBuf,
+    },
+    /// Something that is not a socket is in the way.
     #[error("API socket path {path} exists and is not a socket; refusing to replace it")]
-    NotASocket { path: PathBuf },
+    NotASocket {
+        /// The path.
+        path: PathBuf,
+    },
+    /// `api.socket_group` names no group, or the socket cannot be given it.
     #[error("API socket group {group:?}: {problem}")]
-    Group { group: String, problem: String },
+    Group {
+        /// The group as configured.
+        group: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The TCP port could not be bound.
     #[error("API TCP listener {addr}: {source}")]
     Tcp {
+        /// The address.
         addr: std::net::SocketAddr,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// A TLS file is unreadable or invalid.
     #[error("API TLS {path}: {problem}")]
-    Tls { path: PathBuf, problem: String },
+    Tls {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// The TLS settings are unusable together.
     #[error("API TLS: {0}")]
     TlsConfig(String),
+    /// The reflection service could not be built.
     #[error("API reflection service: {0}")]
     Reflection(String),
+    /// The server failed.
     #[error("API server: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
 
 /// What the API reads from the rest of the daemon.
 #[derive(Clone)]
-pub struct ApiSources {
+pub(crate) struct ApiSources {
     pub containers: Arc<dyn ContainerDirectory>,
     /// Carries out ResponseService calls.
     pub responder: crate::respond::Responder,
@@ -96,7 +130,7 @@ pub struct ApiSources {
 
 /// The API with its listeners bound (so that bind errors stop the daemon at start, before
 /// it says it is ready), not yet serving.
-pub struct ApiServer {
+pub(crate) struct ApiServer {
     listeners: transport::Listeners,
     journal: Arc<Journal>,
     sources: ApiSources,
@@ -124,12 +158,14 @@ impl ApiServer {
         })
     }
 
+    #[cfg(test)]
     /// Replaces the access table (tests use it to mark a method responder-only).
     pub fn with_access_table(mut self, table: AccessTable) -> Self {
         self.table = table;
         self
     }
 
+    #[cfg(test)]
     pub fn tcp_addr(&self) -> Option<std::net::SocketAddr> {
         self.listeners.tcp_addr()
     }
@@ -205,20 +241,6 @@ impl ApiServer {
         info!("API stopped");
         result.map_err(ApiError::from)
     }
-}
-
-/// Binds and serves until `shutdown`; [`ApiServer`] split in two steps is usually better
-/// (bind errors before readiness).
-pub async fn serve(
-    config: &ApiConfig,
-    journal: Arc<Journal>,
-    sources: ApiSources,
-    shutdown: watch::Receiver<bool>,
-) -> Result<(), ApiError> {
-    ApiServer::bind(config, journal, sources)
-        .await?
-        .run(shutdown)
-        .await
 }
 
 async fn sample_metrics(metrics: Arc<Metrics>, mut shutdown: watch::Receiver<bool>) {

@@ -1,12 +1,14 @@
 //! The API served for real (tonic over a unix socket in a temp dir, and TCP with mutual
 //! TLS on loopback), driven by the CLI's own client code. Each test names the user story.
 
+use super::auth::Access;
+use super::containers::ContainerSnapshot;
 use super::*;
 use crate::alert::journal::{FsyncPolicy, JournalLimits};
 use crate::alert::{Alert, AlertKind};
-use crate::api::convert::tests::full_alert;
-use crate::client::{connect, ConnectArgs};
+use crate::api::client::{connect, Target};
 use crate::config::Role;
+use crate::fixtures::full_alert;
 use pb::subscribe_response::Event as E;
 use std::path::Path;
 use std::time::Duration;
@@ -99,7 +101,7 @@ impl Daemon {
         &self,
     ) -> pb::alert_service_client::AlertServiceClient<tonic::transport::Channel> {
         pb::alert_service_client::AlertServiceClient::new(
-            connect(&ConnectArgs::unix(&self.socket)).await.unwrap(),
+            connect(&Target::Unix(self.socket.clone())).await.unwrap(),
         )
     }
 
@@ -422,7 +424,7 @@ async fn status_containers_health_and_reflection_answer() {
         Some("verified"),
         "modified",
     );
-    let channel = connect(&ConnectArgs::unix(&d.socket)).await.unwrap();
+    let channel = connect(&Target::Unix(d.socket.clone())).await.unwrap();
 
     let status = pb::status_service_client::StatusServiceClient::new(channel.clone())
         .get(pb::GetStatusRequest {})
@@ -545,13 +547,16 @@ impl Pki {
         self.dir.path().join(name)
     }
 
-    fn client(&self, addr: std::net::SocketAddr, who: Option<&str>) -> ConnectArgs {
-        ConnectArgs {
-            socket: PathBuf::new(),
-            endpoint: Some(format!("https://{addr}")),
-            cert: who.map(|w| self.path(&format!("{w}.crt"))),
-            key: who.map(|w| self.path(&format!("{w}.key"))),
-            ca: Some(self.path("ca.crt")),
+    fn client(&self, addr: std::net::SocketAddr, who: Option<&str>) -> Target {
+        Target::Tls {
+            endpoint: format!("https://{addr}"),
+            identity: who.map(|w| {
+                (
+                    self.path(&format!("{w}.crt")),
+                    self.path(&format!("{w}.key")),
+                )
+            }),
+            ca: self.path("ca.crt"),
             server_name: Some("localhost".into()),
         }
     }
@@ -574,8 +579,8 @@ async fn tls_daemon(dir: &Path, pki: &Pki, table: Option<AccessTable>) -> Daemon
     start(&config, j, table).await
 }
 
-async fn status_call(args: &ConnectArgs) -> Result<pb::GetStatusResponse, String> {
-    let channel = connect(args).await.map_err(|e| format!("connect: {e:#}"))?;
+async fn status_call(target: &Target) -> Result<pb::GetStatusResponse, String> {
+    let channel = connect(target).await.map_err(|e| format!("connect: {e}"))?;
     pb::status_service_client::StatusServiceClient::new(channel)
         .get(pb::GetStatusRequest {})
         .await

@@ -115,7 +115,6 @@ impl AsyncWrite for Conn {
 /// The listeners, bound and ready to accept.
 pub struct Listeners {
     pub unix: UnixListener,
-    pub socket: PathBuf,
     /// Removes the socket file when the API goes, however it goes.
     pub socket_file: SocketFile,
     pub socket_role: Role,
@@ -190,7 +189,6 @@ impl Listeners {
         )?;
         Ok(Self {
             unix,
-            socket: config.socket.clone(),
             socket_file: SocketFile::new(&config.socket),
             socket_role: config.socket_role,
             tls,

@@ -92,7 +92,7 @@ impl Decoder for SubscribeCodec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::convert::tests::full_alert;
+    use crate::fixtures::full_alert;
 
     #[test]
     fn an_alert_is_encoded_once_and_decodes_to_the_same_alert() {

@@ -38,23 +38,34 @@ impl Default for Timeouts {
 /// What can go wrong talking to containerd.
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerdError {
+    /// The socket did not accept a connection.
     #[error("cannot connect to containerd at {socket}: {source}")]
     Connect {
+        /// containerd's socket.
         socket: PathBuf,
+        /// What the transport said.
         #[source]
         source: tonic::transport::Error,
     },
+    /// No answer within the deadline.
     #[error("containerd {call} did not answer within {timeout:?}")]
     Timeout {
+        /// The call (`Images.Get`, ...).
         call: &'static str,
+        /// The deadline it had.
         timeout: Duration,
     },
+    /// containerd answered with an error status.
     #[error("containerd {call} failed: {code:?}: {message}")]
     Call {
+        /// The call.
         call: &'static str,
+        /// The gRPC status code.
         code: Code,
+        /// containerd's message.
         message: String,
     },
+    /// The namespace cannot be a gRPC header value.
     #[error("containerd namespace {0:?} cannot be sent as gRPC metadata")]
     BadNamespace(String),
 }
@@ -68,6 +79,7 @@ impl ContainerdError {
         }
     }
 
+    /// True for NotFound: no such image, container, task or blob.
     pub fn is_not_found(&self) -> bool {
         self.code() == Some(Code::NotFound)
     }
@@ -103,6 +115,7 @@ pub struct Containerd {
 }
 
 impl Containerd {
+    /// containerd at `socket`, with these deadlines.
     pub fn new(socket: impl Into<PathBuf>, timeouts: Timeouts) -> Self {
         Self {
             socket: socket.into(),
@@ -110,10 +123,12 @@ impl Containerd {
         }
     }
 
+    /// containerd's socket.
     pub fn socket(&self) -> &Path {
         &self.socket
     }
 
+    /// The deadlines of every call.
     pub fn timeouts(&self) -> Timeouts {
         self.timeouts
     }
@@ -154,6 +169,7 @@ impl Connection {
         containerd_client::Client::from(self.channel.clone())
     }
 
+    /// The deadlines of every call.
     pub fn timeouts(&self) -> Timeouts {
         self.timeouts
     }

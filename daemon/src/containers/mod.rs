@@ -20,9 +20,8 @@ pub mod stage;
 pub mod table;
 pub mod watcher;
 
-pub use resolver::{Counts, StageStats};
+pub use resolver::StageStats;
 pub use stage::ContainerList;
-pub use table::{ContainerTable, LiveContainer, TableStats};
 
 use crate::config::ContainersConfig;
 use crate::containerd::Containerd;

@@ -108,12 +108,13 @@ impl<T> PendingQueue<T> {
         self.items.front().map(|w| w.deadline)
     }
 
-    pub fn len(&self) -> usize {
-        self.items.len()
-    }
-
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
     }
 }
 

@@ -246,6 +246,7 @@ impl ContainerTable {
         self.containers.get(key).map(|e| &e.info)
     }
 
+    #[cfg(test)]
     pub fn get(&self, key: &ContainerKey) -> Option<(&Arc<ContainerInfo>, Option<Task>)> {
         self.containers.get(key).map(|e| (&e.info, e.task))
     }
@@ -287,6 +288,7 @@ impl ContainerTable {
         }
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.containers.len()
     }
@@ -309,6 +311,7 @@ impl ContainerTable {
             .collect()
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.containers.is_empty()
     }

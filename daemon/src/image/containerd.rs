@@ -19,6 +19,7 @@ use super::digest::Digest;
 use super::oci::{parse_index, parse_manifest, Descriptor, MediaKind, MAX_METADATA_BLOB_BYTES};
 use crate::containerd::{request, Connection, Containerd, ContainerdError};
 
+/// containerd's content store in one namespace, over one connection.
 #[derive(Clone)]
 pub struct ContainerdStore {
     conn: Connection,
@@ -32,6 +33,7 @@ fn unavailable(e: ContainerdError) -> ContentError {
 }
 
 impl ContainerdStore {
+    /// Connects to containerd for `namespace`.
     pub async fn connect(containerd: &Containerd, namespace: &str) -> Result<Self, ContentError> {
         let conn = containerd.connect().await.map_err(unavailable)?;
         Ok(Self {
@@ -40,6 +42,7 @@ impl ContainerdStore {
         })
     }
 
+    /// The namespace it reads in.
     pub fn namespace(&self) -> &str {
         &self.namespace
     }

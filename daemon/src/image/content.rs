@@ -3,15 +3,16 @@
 //!
 //! Owns: opening a blob by digest and nothing else. A store never verifies: every byte it hands
 //! out is checked by the caller against the digest that named it, so a store can be as dumb as
-//! a directory. Implementations here: `MemoryStore` (tests), `DirStore` (an OCI layout's
-//! `blobs/` directory: benches, offline checks); containerd's lives in `containerd`.
+//! a directory. Implementations: `MemoryStore` here (tests); containerd's in `containerd`.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::io::{self, Read};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+#[cfg(test)]
+use std::{
+    collections::HashMap,
+    sync::atomic::{AtomicUsize, Ordering},
+    sync::{Arc, RwLock},
+};
 
 use tokio::sync::mpsc;
 
@@ -20,7 +21,8 @@ use super::digest::Digest;
 /// Chunks buffered between the async producer and the blocking consumer. With 1 MiB chunks
 /// (containerd's Content.Read) this bounds in-flight data to a few MiB per open blob.
 pub const CHUNK_QUEUE_DEPTH: usize = 4;
-/// Chunk size for the stores in this module, the same as containerd's.
+/// Chunk size of the in-memory test store, the same as containerd's.
+#[cfg(test)]
 pub const LOCAL_CHUNK_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -132,6 +134,7 @@ pub trait ContentStore: Send + Sync + 'static {
 }
 
 /// Streams `read` on a blocking thread in `LOCAL_CHUNK_BYTES` chunks.
+#[cfg(test)]
 fn spawn_reader_blob(digest: Digest, mut read: impl Read + Send + 'static) -> Blob {
     let (tx, rx) = mpsc::channel(CHUNK_QUEUE_DEPTH);
     tokio::task::spawn_blocking(move || loop {
@@ -169,12 +172,14 @@ fn spawn_reader_blob(digest: Digest, mut read: impl Read + Send + 'static) -> Bl
 }
 
 /// Blobs held in memory, for tests. Blobs can be replaced to simulate on-disk tampering.
+#[cfg(test)]
 #[derive(Default, Clone)]
 pub struct MemoryStore {
     blobs: Arc<RwLock<HashMap<Digest, Arc<Vec<u8>>>>>,
     opens: Arc<AtomicUsize>,
 }
 
+#[cfg(test)]
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
@@ -209,6 +214,7 @@ impl MemoryStore {
     }
 }
 
+#[cfg(test)]
 impl ContentStore for MemoryStore {
     async fn open(&self, digest: Digest) -> Result<Blob, ContentError> {
         self.opens.fetch_add(1, Ordering::Relaxed);
@@ -217,47 +223,13 @@ impl ContentStore for MemoryStore {
     }
 }
 
+#[cfg(test)]
 struct ArcBytes(Arc<Vec<u8>>);
 
+#[cfg(test)]
 impl AsRef<[u8]> for ArcBytes {
     fn as_ref(&self) -> &[u8] {
         &self.0
-    }
-}
-
-/// Blobs as files named `<root>/sha256/<hex>` (an OCI layout's `blobs/` directory, or
-/// containerd's `io.containerd.content.v1.content/blobs`).
-#[derive(Debug, Clone)]
-pub struct DirStore {
-    root: PathBuf,
-}
-
-impl DirStore {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
-    }
-
-    pub fn path_of(&self, digest: &Digest) -> PathBuf {
-        self.root.join("sha256").join(digest.hex())
-    }
-}
-
-impl ContentStore for DirStore {
-    async fn open(&self, digest: Digest) -> Result<Blob, ContentError> {
-        let path = self.path_of(&digest);
-        let file = tokio::task::spawn_blocking(move || std::fs::File::open(path))
-            .await
-            .map_err(|e| ContentError::Unavailable {
-                message: e.to_string(),
-            })?;
-        match file {
-            Ok(file) => Ok(spawn_reader_blob(digest, file)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ContentError::NotFound { digest }),
-            Err(e) => Err(ContentError::Read {
-                digest,
-                message: e.to_string(),
-            }),
-        }
     }
 }
 
@@ -314,20 +286,5 @@ mod tests {
         for e in [first, second] {
             assert!(e.get_ref().unwrap().is::<ContentError>());
         }
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn dir_store_reads_oci_layout_blobs() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = DirStore::new(dir.path());
-        let digest = Digest::of(b"hello");
-        std::fs::create_dir_all(dir.path().join("sha256")).unwrap();
-        std::fs::write(store.path_of(&digest), b"hello").unwrap();
-        let blob = store.open(digest).await.unwrap();
-        assert_eq!(blob.read_to_vec(100).await.unwrap(), b"hello");
-        assert!(matches!(
-            store.open(Digest::of(b"nope")).await,
-            Err(ContentError::NotFound { .. })
-        ));
     }
 }

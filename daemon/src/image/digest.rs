@@ -33,10 +33,12 @@ pub enum DigestError {
 pub struct Digest([u8; 32]);
 
 impl Digest {
+    /// From the 32 raw bytes.
     pub const fn from_bytes(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
 
+    /// The 32 raw bytes.
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }

@@ -25,17 +25,22 @@ pub const MAX_SYMLINK_HOPS: usize = 40;
 /// Mode of directories a layer implies without listing (containerd and moby use 0755).
 pub const IMPLIED_DIR_MODE: u32 = 0o755;
 
+/// What a path is in the merged image.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EntryKind {
+    /// A regular file (with a content hash).
     File,
+    /// A directory.
     Dir,
     /// Target as written in the layer; resolved inside the image by `LayerIndex::lookup`.
     Symlink {
+        /// The target, verbatim.
         target: Box<str>,
     },
     /// A hard link; `FileEntry::sha256`/`size`/`mode` are those of the file it links to.
     HardLink {
+        /// The path it links to (canonical).
         target: Box<str>,
     },
     /// Devices and fifos.
@@ -47,9 +52,11 @@ pub enum EntryKind {
 pub struct FileEntry {
     /// Content hash of regular files and hard links; `None` for everything else.
     pub sha256: Option<Digest>,
+    /// Bytes of content.
     pub size: u64,
     /// Permission bits plus setuid/setgid/sticky.
     pub mode: u32,
+    /// What the path is.
     pub kind: EntryKind,
     /// The layer (blob digest) that put this entry here.
     pub layer: Digest,
@@ -374,10 +381,12 @@ impl LayerIndex {
         self.entries.iter().map(|(k, v)| (&**k, v))
     }
 
+    /// Paths in the index.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// True for an image with no files.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -392,6 +401,7 @@ impl LayerIndex {
         is_within(path, dir)
     }
 
+    /// Counts by kind.
     pub fn stats(&self) -> IndexStats {
         let mut stats = IndexStats {
             entries: self.entries.len(),

@@ -29,12 +29,16 @@ use super::progress::Progress;
 /// Indexes nested in indexes beyond this depth are refused (real images use one level).
 pub const MAX_INDEX_DEPTH: usize = 4;
 
+/// How an image is indexed.
 #[derive(Debug, Clone)]
 pub struct IndexerConfig {
     /// Holds the layer cache (`<state_dir>/layers`).
     pub state_dir: PathBuf,
+    /// The platform whose manifest an index is resolved to.
     pub platform: Platform,
+    /// Bounds on what a layer may make the indexer read and keep.
     pub limits: ScanLimits,
+    /// The layer cache is evicted down to this size.
     pub cache_budget_bytes: u64,
     /// Use cached layers (keyed by blob digest, verified when cached) without re-reading the
     /// blob: the daemon's fast path. When false every blob is re-read and re-verified, and the
@@ -45,6 +49,7 @@ pub struct IndexerConfig {
 }
 
 impl IndexerConfig {
+    /// The defaults, with the layer cache under `state_dir`.
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
         Self {
             state_dir: state_dir.into(),
@@ -57,11 +62,13 @@ impl IndexerConfig {
     }
 }
 
-/// Why an image is not trusted. Every variant names the blob, and where digests disagree,
-/// both of them.
+/// Why an image is not trusted. Every variant names the blob (`what` says which: "layer 2
+/// blob", "config", ...), and where digests disagree, both of them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
+#[allow(missing_docs)] // the fields are named for what they hold; the messages say the rest
 pub enum Untrusted {
+    /// A blob's content is not what its digest names.
     #[error("{what} {digest}: digest mismatch: expected {expected}, actual {actual}")]
     DigestMismatch {
         what: String,
@@ -69,6 +76,7 @@ pub enum Untrusted {
         expected: Digest,
         actual: Digest,
     },
+    /// A blob is not the size its descriptor declares.
     #[error("{what} {digest}: size mismatch: expected {expected} bytes, actual {actual}")]
     SizeMismatch {
         what: String,
@@ -76,6 +84,7 @@ pub enum Untrusted {
         expected: u64,
         actual: u64,
     },
+    /// A metadata blob declares more than is plausible.
     #[error("{what} {digest}: declared size {size} exceeds the {limit}-byte limit")]
     BlobTooLarge {
         what: String,
@@ -83,20 +92,26 @@ pub enum Untrusted {
         size: u64,
         limit: u64,
     },
+    /// A blob the image names is not in the content store.
     #[error("{what} {digest} is missing from the content store")]
     BlobMissing { what: String, digest: Digest },
+    /// A media type layerguard does not read.
     #[error("{what} {digest}: unsupported media type {media_type:?}")]
     UnsupportedMediaType {
         what: String,
         digest: Digest,
         media_type: String,
     },
+    /// A manifest, index or config that does not parse.
     #[error("{detail}")]
     Malformed { detail: String },
+    /// An index without a manifest for this node's platform.
     #[error("index {index}: no manifest for platform {platform}")]
     NoMatchingPlatform { index: Digest, platform: String },
+    /// Indexes nested deeper than any real image.
     #[error("index {index}: indexes nested deeper than {MAX_INDEX_DEPTH}")]
     NestingTooDeep { index: Digest },
+    /// The manifest's layers and the config's diff_ids do not pair up.
     #[error(
         "manifest {manifest} lists {layers} layers but config {config} lists {diff_ids} diff_ids"
     )]
@@ -106,6 +121,7 @@ pub enum Untrusted {
         layers: usize,
         diff_ids: usize,
     },
+    /// An uncompressed layer is not what the config's diff_id records.
     #[error("layer {layer_number} ({layer}): uncompressed digest mismatch: config diff_id expected {expected}, actual {actual}")]
     DiffIdMismatch {
         layer_number: usize,
@@ -113,23 +129,32 @@ pub enum Untrusted {
         expected: Digest,
         actual: Digest,
     },
+    /// A layer's tar stream is hostile or broken (the detail names the entry).
     #[error("layer {layer_number}: {detail}")]
     Layer {
         layer_number: usize,
         layer: Digest,
         detail: String,
     },
+    /// Layers that cannot be merged (a path both a file and a directory, ...).
     #[error("{detail}")]
     Merge { layer: Digest, detail: String },
 }
 
+/// What verification of an image concluded.
 #[derive(Debug, Clone)]
 pub enum ImageVerdict {
+    /// Every digest checked out: the merged index of its files.
     Verified(Arc<LayerIndex>),
-    Untrusted { reason: Untrusted },
+    /// Something did not.
+    Untrusted {
+        /// What and where.
+        reason: Untrusted,
+    },
 }
 
 impl ImageVerdict {
+    /// True for [`ImageVerdict::Verified`].
     pub fn is_verified(&self) -> bool {
         matches!(self, Self::Verified(_))
     }
@@ -138,25 +163,34 @@ impl ImageVerdict {
 /// The verdict plus what the run found on the way, for summaries and logs.
 #[derive(Debug, Clone)]
 pub struct IndexReport {
+    /// The verdict.
     pub verdict: ImageVerdict,
+    /// The image's target (an index or a manifest).
     pub target: Digest,
     /// The manifest chosen for this platform, once known.
     pub manifest: Option<Digest>,
+    /// The image's config, once known.
     pub config: Option<Digest>,
+    /// Layers the manifest lists.
     pub layers_total: usize,
     /// Layers whose blob and diff_id were verified (from the cache or read now).
     pub layers_verified: usize,
+    /// Of those, layers taken from the layer cache.
     pub layers_from_cache: usize,
+    /// What the index holds.
     pub stats: IndexStats,
 }
 
 /// Failures that say nothing about the image.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IndexError {
+    /// The content store failed (containerd down, a read error).
     #[error(transparent)]
     Content(#[from] ContentError),
+    /// The layer cache failed.
     #[error(transparent)]
     Cache(#[from] CacheError),
+    /// A blocking task of the run failed.
     #[error("indexing task failed: {0}")]
     Task(String),
 }
@@ -263,6 +297,7 @@ enum LayerFailure {
 }
 
 impl<S: ContentStore> ImageIndexer<S> {
+    /// An indexer reading `store`, keeping its layer cache under `config.state_dir`.
     pub fn new(store: S, config: IndexerConfig) -> Result<Self, IndexError> {
         let cache = LayerCache::open(&config.state_dir, config.cache_budget_bytes)?;
         Ok(Self {
@@ -277,14 +312,17 @@ impl<S: ContentStore> ImageIndexer<S> {
         })
     }
 
+    /// The content store it reads.
     pub fn store(&self) -> &S {
         &self.inner.store
     }
 
+    /// Its layer cache.
     pub fn cache(&self) -> &LayerCache {
         &self.inner.cache
     }
 
+    /// How it indexes.
     pub fn config(&self) -> &IndexerConfig {
         &self.inner.config
     }

@@ -149,6 +149,7 @@ impl LayerError {
 
 /// Scans a whole blob held in memory as the layer it claims to be (its own digest and
 /// size, default limits): for tests and the fuzzer, which make their blobs themselves.
+#[cfg(test)]
 pub fn scan_in_memory(blob: &[u8]) -> Result<LayerFiles, LayerError> {
     scan_layer(
         blob,

@@ -6,34 +6,30 @@
 //! `containerd`), everything is verified on read (`digest`), formats are parsed strictly
 //! (`oci`, `tar`), each layer is streamed once into its change list (`layer`), change lists
 //! are cached on disk by layer digest (`cache`), and layers are merged with overlay semantics
-//! into the index the exec checks use (`index`). `indexer` runs the chain of trust;
-//! `cli` is `layerguard image verify`.
+//! into the index the exec checks use (`index`). `indexer` runs the chain of trust
+//! (`layerguard image verify` is a client of it, in the binary).
 //!
 //! This module must never touch the host filesystem on an image's behalf: paths are strings
 //! resolved inside the index, and nothing is extracted.
 
-pub mod bench;
-pub mod cache;
-pub mod cli;
-pub mod containerd;
-pub mod content;
-pub mod digest;
-pub mod index;
-pub mod indexer;
-pub mod layer;
-pub mod oci;
-pub mod path;
-pub mod progress;
-pub mod tar;
+pub(crate) mod cache;
+pub(crate) mod containerd;
+pub(crate) mod content;
+pub(crate) mod digest;
+pub(crate) mod index;
+pub(crate) mod indexer;
+pub(crate) mod layer;
+pub(crate) mod oci;
+pub(crate) mod path;
+pub(crate) mod progress;
+pub(crate) mod tar;
 
 #[cfg(test)]
 mod chain_tests;
 
-pub use cli::{verify_command, VerifyArgs};
+// What `layerguard image verify` (in the binary) uses.
 pub use containerd::ContainerdStore;
-pub use content::{ContentError, ContentStore, DirStore, MemoryStore};
 pub use digest::Digest;
-pub use index::{EntryKind, FileEntry, LayerIndex, LookupError};
+pub use index::{EntryKind, FileEntry, LayerIndex};
 pub use indexer::{ImageIndexer, ImageVerdict, IndexError, IndexReport, IndexerConfig, Untrusted};
-pub use oci::{Descriptor, Platform};
 pub use progress::Progress;

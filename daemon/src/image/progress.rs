@@ -6,10 +6,14 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// How far an indexing run is, shared with whoever shows it (a terminal's progress line).
 #[derive(Default)]
 pub struct Progress {
+    /// Layers the image has (0 until the manifest is read).
     pub layers_total: AtomicUsize,
+    /// Layers finished.
     pub layers_done: AtomicUsize,
+    /// Of those, taken from the layer cache.
     pub layers_from_cache: AtomicUsize,
     /// Compressed bytes of all layers that must be read (cache misses only).
     pub bytes_total: AtomicU64,
@@ -32,6 +36,7 @@ pub struct ProgressSnapshot {
 }
 
 impl Progress {
+    /// Nothing done yet.
     pub fn new() -> Arc<Self> {
         Arc::new(Self::default())
     }
@@ -47,6 +52,7 @@ impl Progress {
         counter
     }
 
+    /// Counts a layer finished, with the bytes `counter` saw read.
     pub fn finish_layer(&self, counter: &Arc<AtomicU64>) {
         self.active
             .lock()
@@ -56,6 +62,7 @@ impl Progress {
             .fetch_add(counter.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 
+    /// The counts now.
     pub fn snapshot(&self) -> ProgressSnapshot {
         let active: u64 = self
             .active

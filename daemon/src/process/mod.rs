@@ -13,7 +13,7 @@
 
 pub mod table;
 
-pub use table::{complete_ancestry, ExePath, Forebear, ProcessTable, MAX_ANCESTORS};
+pub use table::{complete_ancestry, Forebear, ProcessTable};
 
 use crate::containers::ContainerEvent;
 use crate::identity::Attribution;

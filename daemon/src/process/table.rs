@@ -168,10 +168,6 @@ impl ProcessTable {
         self.procs.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.procs.is_empty()
-    }
-
     /// Parent first, up to [`MAX_ANCESTORS`], stopping at pid 1 or an unknown parent.
     pub fn ancestry(
         &self,

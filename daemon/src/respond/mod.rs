@@ -13,7 +13,7 @@ use containerd_client::services::v1::{
 };
 use containerd_client::tonic::Code;
 use containerd_client::types::v1::Status as TaskStatus;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ContainerAction {
@@ -63,10 +63,6 @@ pub struct Responder {
 impl Responder {
     pub fn new(containerd: Containerd) -> Self {
         Self { containerd }
-    }
-
-    pub fn socket(&self) -> &Path {
-        self.containerd.socket()
     }
 
     /// Applies `action` to the task of `namespace/id` and returns the task's status

@@ -14,8 +14,7 @@ pub mod preflight;
 pub mod wire;
 
 pub use event::{
-    EventKind, ExecEvent, ExitEvent, FileIdentity, ForkEvent, LossCounts, Observation,
-    ProcessEvent, ProcessRef, SensorEvent,
+    EventKind, ExecEvent, FileIdentity, LossCounts, Observation, ProcessEvent, SensorEvent,
 };
 pub use pace::Pace;
 pub use preflight::KernelFeatures;

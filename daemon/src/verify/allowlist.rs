@@ -17,6 +17,7 @@ pub struct Subject<'a> {
 }
 
 impl AllowRule {
+    /// True when every field the rule sets matches the subject.
     pub fn matches(&self, s: &Subject<'_>) -> bool {
         let any = |pats: &[String], v: Option<&str>| {
             pats.is_empty() || v.is_some_and(|v| pats.iter().any(|p| glob(p, v)))

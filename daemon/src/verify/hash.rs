@@ -54,10 +54,6 @@ impl HashCache {
     pub fn len(&self) -> usize {
         self.map.len()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
-    }
 }
 
 const READ_CHUNK: usize = 256 * 1024;

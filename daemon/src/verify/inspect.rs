@@ -77,7 +77,7 @@ fn recover(exec: &ExecEvent, recovery: &Recovery) -> Option<String> {
             }
             Some(absolute(&arg, cwd.as_deref()))
         }
-        Recovery::Fd { .. } | Recovery::None => None,
+        Recovery::Fd { .. } => None,
     }
 }
 

@@ -29,8 +29,6 @@ pub enum Recovery {
     Argument { index: usize },
     /// `/proc/PID/fd/N`: a script handed to the interpreter as `/dev/fd/N`.
     Fd { fd: u32 },
-    /// Nothing to ask.
-    None,
 }
 
 /// A file the exec asks to be checked.
@@ -107,11 +105,6 @@ fn fd_of(name: &str) -> Option<u32> {
         .or_else(|| name.strip_prefix("/proc/self/fd/"))
         .or_else(|| name.strip_prefix("/proc/thread-self/fd/"))?;
     rest.parse().ok()
-}
-
-/// True for names that are magic links to a file (the kernel then gives the file's path).
-pub fn is_magic_link(name: &str) -> bool {
-    name.starts_with("/proc/") || name.starts_with("/dev/fd/")
 }
 
 fn binary_claim(exec: &ExecEvent) -> Claim {

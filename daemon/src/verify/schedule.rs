@@ -153,10 +153,7 @@ impl<K: Clone + Eq + Hash, J> FairQueue<K, J> {
         self.waiting_total
     }
 
-    pub fn active(&self) -> usize {
-        self.active
-    }
-
+    #[cfg(test)]
     /// Threads busy for `key` (including those blocked past their deadline).
     pub fn busy(&self, key: &K) -> usize {
         self.busy.get(key).copied().unwrap_or(0)

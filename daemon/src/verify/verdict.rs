@@ -1,7 +1,7 @@
 //! The exec verdict: a pure function of what ran, what the verified image records, and
 //! the allowlist. No I/O here, so every rule is unit-tested.
 
-use crate::alert::{AlertKind, Severity};
+use crate::alert::AlertKind;
 use crate::image::digest::Digest;
 use serde::{Serialize, Serializer};
 
@@ -180,10 +180,6 @@ impl ExecVerdict {
                 },
             ),
         }
-    }
-
-    pub fn severity(&self) -> Option<Severity> {
-        self.alert_kind().map(|k| k.severity())
     }
 
     /// The content that ran, when it was read.

@@ -3,8 +3,8 @@
 
 use super::format;
 use super::{connect, status_error, ConnectArgs, FilterArgs};
-use crate::alert::Alert;
 use anyhow::Context;
+use layerguard::alert::Alert;
 use layerguard_proto::v1 as pb;
 use std::io::Write;
 

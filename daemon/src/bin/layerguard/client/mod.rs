@@ -10,17 +10,13 @@ pub mod lists;
 pub mod respond;
 pub mod watch;
 
-use crate::alert::{AlertKind, Severity};
-use crate::api::filter::AlertFilter;
-use crate::config::DEFAULT_API_SOCKET;
-use anyhow::{bail, Context};
-use hyper_util::rt::TokioIo;
+use anyhow::bail;
+use layerguard::alert::{AlertKind, Severity};
+use layerguard::api::client::Target;
+use layerguard::api::AlertFilter;
+use layerguard::config::DEFAULT_API_SOCKET;
 use std::path::PathBuf;
-use std::time::Duration;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity, Uri};
-
-/// Connecting (and the TLS handshake) gives up after this.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+use tonic::transport::Channel;
 
 pub use lists::{alerts_command, containers_command, status_command, AlertsArgs, OutputArgs};
 pub use respond::{respond_command, RespondArgs};
@@ -51,17 +47,6 @@ pub struct ConnectArgs {
 }
 
 impl ConnectArgs {
-    pub fn unix(socket: impl Into<PathBuf>) -> Self {
-        Self {
-            socket: socket.into(),
-            endpoint: None,
-            cert: None,
-            key: None,
-            ca: None,
-            server_name: None,
-        }
-    }
-
     /// Where, for messages.
     pub fn target(&self) -> String {
         match &self.endpoint {
@@ -69,65 +54,32 @@ impl ConnectArgs {
             None => self.socket.display().to_string(),
         }
     }
+
+    /// The library's idea of where the daemon is.
+    fn to_target(&self) -> anyhow::Result<Target> {
+        let Some(endpoint) = &self.endpoint else {
+            return Ok(Target::Unix(self.socket.clone()));
+        };
+        let need = |p: &Option<PathBuf>, flag: &str| -> anyhow::Result<PathBuf> {
+            match p {
+                Some(p) => Ok(p.clone()),
+                None => bail!(
+                    "--endpoint needs {flag}: the daemon only accepts TCP clients with a certificate"
+                ),
+            }
+        };
+        Ok(Target::Tls {
+            endpoint: endpoint.clone(),
+            identity: Some((need(&self.cert, "--cert")?, need(&self.key, "--key")?)),
+            ca: need(&self.ca, "--ca")?,
+            server_name: self.server_name.clone(),
+        })
+    }
 }
 
 /// Opens a channel to the daemon.
 pub async fn connect(args: &ConnectArgs) -> anyhow::Result<Channel> {
-    match &args.endpoint {
-        Some(endpoint) => connect_tls(args, endpoint).await,
-        None => connect_unix(args.socket.clone()).await,
-    }
-}
-
-async fn connect_unix(socket: PathBuf) -> anyhow::Result<Channel> {
-    // The URI is required by the HTTP layer but unused: the connector dials the socket.
-    let path = socket.clone();
-    Endpoint::from_static("http://layerguard.sock")
-        .connect_timeout(CONNECT_TIMEOUT)
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move {
-                let stream = tokio::net::UnixStream::connect(path).await?;
-                Ok::<_, std::io::Error>(TokioIo::new(stream))
-            }
-        }))
-        .await
-        .with_context(|| {
-            format!(
-                "cannot connect to layerguard at {} (is the daemon running, and may you open \
-                 its socket? see api.socket_group)",
-                socket.display()
-            )
-        })
-}
-
-async fn connect_tls(args: &ConnectArgs, endpoint: &str) -> anyhow::Result<Channel> {
-    let read = |p: &Option<PathBuf>, flag: &str| -> anyhow::Result<Vec<u8>> {
-        let Some(p) = p else {
-            bail!("--endpoint needs {flag}: the daemon only accepts TCP clients with a certificate")
-        };
-        std::fs::read(p).with_context(|| format!("reading {flag} {}", p.display()))
-    };
-    if !endpoint.starts_with("https://") {
-        bail!("--endpoint must be https://HOST:PORT (the daemon serves TCP only with TLS), not {endpoint}");
-    }
-    let cert = read(&args.cert, "--cert")?;
-    let key = read(&args.key, "--key")?;
-    let ca = read(&args.ca, "--ca")?;
-    let mut tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(ca))
-        .identity(Identity::from_pem(cert, key));
-    if let Some(name) = &args.server_name {
-        tls = tls.domain_name(name.clone());
-    }
-    Endpoint::from_shared(endpoint.to_string())
-        .with_context(|| format!("--endpoint {endpoint} is not a URI"))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tls_config(tls)
-        .context("TLS settings")?
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to layerguard at {endpoint}"))
+    Ok(layerguard::api::client::connect(&args.to_target()?).await?)
 }
 
 /// The alert filter flags, shared by `watch` and `alerts`.

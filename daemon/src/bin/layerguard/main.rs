@@ -1,5 +1,8 @@
 //! The `layerguard` binary: the daemon (`run`) and the tools that share its code.
 
+mod client;
+mod image_verify;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use layerguard::config::{Config, LogFormat, Override, DEFAULT_CONFIG_PATH};
@@ -25,22 +28,22 @@ enum Command {
     #[command(subcommand)]
     Image(ImageCommand),
     /// Follow alerts live (resumes by itself after a disconnect).
-    Watch(layerguard::client::WatchArgs),
+    Watch(client::WatchArgs),
     /// List recent alerts from the daemon's journal, newest first.
-    Alerts(layerguard::client::AlertsArgs),
+    Alerts(client::AlertsArgs),
     /// List the containers the daemon knows, with their verdict counts.
-    Containers(layerguard::client::OutputArgs),
+    Containers(client::OutputArgs),
     /// Show the daemon's status: kernel features, programs, event rates, journal.
-    Status(layerguard::client::OutputArgs),
+    Status(client::OutputArgs),
     /// Incident response on a container: pause (quarantine), release, kill.
-    Respond(layerguard::client::RespondArgs),
+    Respond(client::RespondArgs),
 }
 
 #[derive(Subcommand)]
 enum ImageCommand {
     /// Verify an image's chain of trust and index its files: exit 0 verified, 1 untrusted,
     /// 2 error.
-    Verify(layerguard::image::VerifyArgs),
+    Verify(image_verify::VerifyArgs),
 }
 
 #[derive(clap::Args)]
@@ -118,7 +121,7 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 // One sentence: the chain of causes joined, for a journal line.
-                eprintln!("layerguard: {}", layerguard::client::one_line(&e));
+                eprintln!("layerguard: {}", client::one_line(&e));
                 ExitCode::FAILURE
             }
         },
@@ -127,18 +130,18 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
             {
-                Ok(rt) => rt.block_on(layerguard::image::verify_command(args)),
+                Ok(rt) => rt.block_on(image_verify::verify_command(args)),
                 Err(e) => {
                     eprintln!("layerguard: cannot start the async runtime: {e}");
                     ExitCode::from(2)
                 }
             }
         }
-        Command::Watch(args) => client(layerguard::client::watch_command(args)),
-        Command::Alerts(args) => client(layerguard::client::alerts_command(args)),
-        Command::Containers(args) => client(layerguard::client::containers_command(args)),
-        Command::Status(args) => client(layerguard::client::status_command(args)),
-        Command::Respond(args) => client(layerguard::client::respond_command(args)),
+        Command::Watch(args) => client(client::watch_command(args)),
+        Command::Alerts(args) => client(client::alerts_command(args)),
+        Command::Containers(args) => client(client::containers_command(args)),
+        Command::Status(args) => client(client::status_command(args)),
+        Command::Respond(args) => client(client::respond_command(args)),
     }
 }
 
@@ -152,7 +155,7 @@ fn client(command: impl std::future::Future<Output = anyhow::Result<()>>) -> Exi
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("layerguard: {}", layerguard::client::one_line(&e));
+            eprintln!("layerguard: {}", client::one_line(&e));
             ExitCode::FAILURE
         }
     }

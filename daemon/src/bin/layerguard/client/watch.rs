@@ -8,8 +8,8 @@
 
 use super::format;
 use super::{connect, status_error, ConnectArgs, FilterArgs};
-use crate::alert::Alert;
 use anyhow::Context;
+use layerguard::alert::Alert;
 use layerguard_proto::v1 as pb;
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
@@ -90,7 +90,7 @@ pub async fn watch_command(args: WatchArgs) -> anyhow::Result<()> {
                     // where the stream stood now instead of joining live and missing what
                     // was raised in between.
                     let refused_at = (s.code() == tonic::Code::ResourceExhausted)
-                        .then(|| s.metadata().get(crate::api::alerts::REFUSED_AT_SEQ))
+                        .then(|| s.metadata().get(layerguard::api::REFUSED_AT_SEQ))
                         .flatten()
                         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
                     // A refused call (bad filter, no permission) will not get better.

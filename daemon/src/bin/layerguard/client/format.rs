@@ -3,7 +3,7 @@
 //!
 //! Owns layout only; pure functions from values to strings, so tests pin the output.
 
-use crate::alert::Alert;
+use layerguard::alert::Alert;
 use layerguard_proto::v1 as pb;
 
 pub const ALERT_HEADER: &str =
@@ -116,7 +116,7 @@ pub fn container_json(c: &pb::Container) -> serde_json::Value {
         "manifest_digest": c.manifest_digest, "pod_name": c.pod_name,
         "pod_namespace": c.pod_namespace, "container_name": c.container_name,
         "task_pid": c.task_pid, "running": c.running,
-        "started_at": c.started_at.as_ref().and_then(crate::api::convert::system_time)
+        "started_at": c.started_at.as_ref().and_then(layerguard::api::system_time)
             .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
         "image_verdict": c.image_verdict,
         "verdicts": {"verified": v.verified, "alerted": v.alerted,
@@ -131,7 +131,7 @@ pub fn status_json(s: &pb::GetStatusResponse) -> serde_json::Value {
     let j = s.journal.clone().unwrap_or_default();
     serde_json::json!({
         "version": s.version, "node": s.node,
-        "started_at": s.started_at.as_ref().and_then(crate::api::convert::system_time)
+        "started_at": s.started_at.as_ref().and_then(layerguard::api::system_time)
             .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
         "kernel": {"release": k.kernel_release, "btf": k.btf, "bpf_lsm": k.bpf_lsm,
             "lockdown": k.lockdown},
@@ -227,7 +227,22 @@ pub fn status_text(s: &pb::GetStatusResponse) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::convert::tests::full_alert;
+
+    /// An exec alert with the fields a line shows.
+    fn full_alert(seq: u64) -> Alert {
+        serde_json::from_value(serde_json::json!({
+            "seq": seq, "id": format!("node-1-abcd1234-{seq}"),
+            "time": "2026-03-01T12:34:56.123456Z", "node": "node-1",
+            "severity": "critical", "kind": "exec_modified",
+            "summary": "/bin/ls in default/web differs from its image",
+            "container": {"namespace": "k8s.io", "id": "0123456789abcdef",
+                "image": "docker.io/library/nginx:1.27", "pod_name": "web-0",
+                "pod_namespace": "shop"},
+            "process": {"pid": 4242, "ppid": 4200, "uid": 0, "gid": 0, "exe": "/bin/ls",
+                "argv": ["ls", "-l"], "argv_truncated": true, "ancestry": []},
+        }))
+        .expect("an alert")
+    }
 
     #[test]
     fn an_alert_is_one_readable_line() {

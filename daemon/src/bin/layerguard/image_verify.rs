@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::containerd::ContainerdStore;
-use super::index::{EntryKind, FileEntry};
-use super::indexer::{ImageIndexer, ImageVerdict, IndexReport, IndexerConfig, Untrusted};
-use super::progress::Progress;
+use layerguard::containerd::{Containerd, Timeouts};
+use layerguard::image::{
+    ContainerdStore, EntryKind, FileEntry, ImageIndexer, ImageVerdict, IndexReport, IndexerConfig,
+    Progress, Untrusted,
+};
 
 pub const EXIT_VERIFIED: u8 = 0;
 pub const EXIT_UNTRUSTED: u8 = 1;
@@ -228,10 +229,7 @@ async fn run(
     config: IndexerConfig,
     summary: &mut VerifySummary,
 ) -> Result<(), String> {
-    let containerd = crate::containerd::Containerd::new(
-        &args.containerd_socket,
-        crate::containerd::Timeouts::default(),
-    );
+    let containerd = Containerd::new(&args.containerd_socket, Timeouts::default());
     let store = ContainerdStore::connect(&containerd, &args.namespace)
         .await
         .map_err(|e| e.to_string())?;
@@ -338,7 +336,7 @@ mod tests {
         summary.verdict = "untrusted";
         summary.reason = Some(reason_json(&Untrusted::BlobMissing {
             what: "layer 1 blob".into(),
-            digest: super::super::digest::Digest::of(b""),
+            digest: layerguard::image::Digest::of(b""),
         }));
         let text = summary.to_text();
         assert!(
