@@ -3,8 +3,10 @@
 //! Gives privileged tests a real container host in miniature: a private containerd per test
 //! ([`PrivateContainerd`]), OCI images built in Rust and imported without a registry
 //! ([`ImageBuilder`], [`busybox_image`]), containers driven through `ctr` ([`Container`]),
-//! the daemon under test as a child process with parsed JSON logs ([`DaemonProcess`]), and
-//! static C helpers for exec corner cases ([`build_static_c`]).
+//! the daemon under test as a child process with parsed JSON logs ([`DaemonProcess`]),
+//! static C helpers for exec corner cases ([`build_static_c`], [`programs`]), and all of it
+//! put together as one test's host ([`node::TestNode`]), which every test file that runs
+//! the daemon builds on.
 //!
 //! Everything here needs root and is meant for `tests/tests/*.rs` and the benches. Test
 //! helpers panic with context; library functions return `anyhow::Result`.
@@ -30,6 +32,7 @@ pub mod containerd;
 pub mod daemon;
 pub mod node;
 pub mod oci;
+pub mod programs;
 pub mod util;
 
 use std::fs;

@@ -4,24 +4,30 @@
 //! daemon says about them.
 //!
 //! Owns the setup every integration test repeats and the waits on the daemon's output
-//! (alerts, per-exec verdict records), with one wait constant. It knows the daemon's log
-//! schema (`message`, `alert`, `verdict`, `container.id`) but decides nothing a test
-//! asserts.
+//! (alerts, per-exec verdict records, messages) and the predicates on its lines, with the
+//! wait constants every test file uses ([`WAIT`], [`RECONNECT_WAIT`]). It knows the
+//! daemon's log schema (`message`, `alert`, `verdict`, `container.id`, `argv`) but decides
+//! nothing a test asserts. Test files wrap a `TestNode` (by `Deref`) when they keep state
+//! of their own, such as one running container.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tempfile::TempDir;
 
 use crate::{
-    busybox_image, require_root, run_args, unique_id, BuiltImage, Container, DaemonProcess,
-    ImageBuilder, Layer, PrivateContainerd,
+    busybox_image, daemon_binary, require_root, run_args, unique_id, BuiltImage, Container,
+    DaemonProcess, ImageBuilder, Layer, PrivateContainerd,
 };
 
 /// How long a test waits for the daemon to say something it must say (ready, an alert, a
 /// verdict). Generous: it bounds a failure, it is not a speed assertion.
 pub const WAIT: Duration = Duration::from_secs(30);
+
+/// How long a test waits for something to come back after a restart: the daemon's
+/// containerd reconnect and the `watch` client's reconnect both back off up to 5 s.
+pub const RECONNECT_WAIT: Duration = Duration::from_secs(60);
 
 /// How a [`TestNode`] is set up.
 pub struct NodeBuilder {
@@ -30,6 +36,7 @@ pub struct NodeBuilder {
     image: Option<ImageBuilder>,
     args: Vec<String>,
     log_execs: bool,
+    import: bool,
     start: bool,
 }
 
@@ -59,6 +66,13 @@ impl NodeBuilder {
         self
     }
 
+    /// Builds the image but leaves it out of containerd: the test imports it its own way
+    /// (an index, a packed archive).
+    pub fn without_import(mut self) -> Self {
+        self.import = false;
+        self
+    }
+
     /// Leaves the daemon stopped: the test starts it with [`TestNode::start_daemon`].
     pub fn without_daemon(mut self) -> Self {
         self.start = false;
@@ -76,14 +90,21 @@ impl NodeBuilder {
         for layer in self.layers {
             image = image.layer(layer);
         }
-        let image = image.import(&containerd, &self.ns).expect("import image");
+        let image = if self.import {
+            image.import(&containerd, &self.ns).expect("import image")
+        } else {
+            image.build().expect("build image")
+        };
         let state = tempfile::tempdir().expect("state dir");
-        let mut args = self.args;
+        // The test's own arguments come last: they override the builder's.
+        let mut args = Vec::new();
         if self.log_execs {
             args.extend(["--set".into(), "verify.log_execs=true".into()]);
         }
+        args.extend(self.args);
         let mut node = TestNode {
             daemon: None,
+            ready: Value::Null,
             image,
             state,
             ns: self.ns,
@@ -101,6 +122,8 @@ impl NodeBuilder {
 /// then removes containers and containerd (fields drop in order).
 pub struct TestNode {
     daemon: Option<DaemonProcess>,
+    /// The daemon's last ready line.
+    ready: Value,
     pub image: BuiltImage,
     pub state: TempDir,
     ns: String,
@@ -117,6 +140,7 @@ impl TestNode {
             image: None,
             args: Vec::new(),
             log_execs: false,
+            import: true,
             start: true,
         }
     }
@@ -144,7 +168,7 @@ impl TestNode {
         let mut args = self.run_args();
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut daemon = DaemonProcess::spawn(&args).expect("spawn daemon");
-        daemon.wait_ready(WAIT).expect("daemon ready");
+        self.ready = daemon.wait_ready(WAIT).expect("daemon ready");
         self.daemon = Some(daemon);
         self.daemon.as_mut().expect("just set")
     }
@@ -164,8 +188,56 @@ impl TestNode {
         d
     }
 
+    /// SIGKILL, then the same command line again (same state dir, journal and socket).
+    pub fn crash_and_restart(&mut self) {
+        self.kill_daemon();
+        self.start_daemon();
+    }
+
     pub fn daemon(&self) -> &DaemonProcess {
         self.daemon.as_ref().expect("the daemon is running")
+    }
+
+    pub fn daemon_mut(&mut self) -> &mut DaemonProcess {
+        self.daemon.as_mut().expect("the daemon is running")
+    }
+
+    /// Panics (with the daemon's output) unless the daemon is still running.
+    pub fn assert_daemon_alive(&mut self) {
+        let status = self.daemon_mut().try_exit_status().expect("poll daemon");
+        assert!(
+            status.is_none(),
+            "daemon exited ({status:?}):\n{}",
+            self.daemon().dump_string(40)
+        );
+    }
+
+    /// The host's mount namespace, as the daemon's ready line gave it.
+    pub fn host_mnt_ns(&self) -> u64 {
+        self.ready["host_mnt_ns"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("the ready line has no host_mnt_ns: {}", self.ready))
+    }
+
+    /// Imports another image into namespace `ns` of the node's containerd.
+    pub fn import(&self, image: ImageBuilder, ns: &str) -> BuiltImage {
+        image.import(&self.containerd, ns).expect("import image")
+    }
+
+    /// Runs the `layerguard` binary (as a client: `status`, `alerts`, `respond`, ...).
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(daemon_binary())
+            .args(args)
+            .output()
+            .expect("run layerguard")
+    }
+
+    /// `layerguard status --json` on the node's socket.
+    pub fn status(&self) -> Value {
+        let socket = self.api_socket();
+        let out = self.cli(&["status", "--json", "--socket", socket.to_str().unwrap()]);
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).expect("status JSON")
     }
 
     /// The daemon's API socket (in its state dir, see [`DaemonProcess::spawn_with`]).
@@ -193,6 +265,90 @@ impl TestNode {
             &[],
         )
         .expect("run container")
+    }
+
+    /// A container of `image` (imported in namespace `ns`) running `sleep 600`.
+    pub fn container_of(&self, ns: &str, image: &BuiltImage) -> Container {
+        Container::run_detached(
+            &self.containerd,
+            ns,
+            &image.reference,
+            &unique_id("c"),
+            &["sleep", "600"],
+            &[],
+        )
+        .expect("run container")
+    }
+
+    /// Waits for a line from `cursor` on matching `pred`; panics naming `what`, with the
+    /// daemon's last lines.
+    pub fn wait_line_after(&self, cursor: u64, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_line_within(cursor, what, WAIT, pred)
+    }
+
+    /// [`wait_line_after`](Self::wait_line_after) with another bound than [`WAIT`].
+    pub fn wait_line_within(
+        &self,
+        cursor: u64,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        self.daemon()
+            .wait_for_line_after(cursor, pred, timeout)
+            .unwrap_or_else(|| {
+                panic!(
+                    "the daemon did not log {what} within {timeout:?}:\n{}",
+                    self.daemon().dump_string(60)
+                )
+            })
+    }
+
+    /// Waits for a line whose `message` is `message`, from `cursor` on.
+    pub fn wait_message_after(&self, cursor: u64, message: &str, timeout: Duration) -> Value {
+        self.wait_line_within(cursor, &format!("{message:?}"), timeout, |v| {
+            v["message"] == message
+        })
+    }
+
+    /// How many lines with this `message` the daemon logged (this run).
+    pub fn count_messages(&self, message: &str) -> usize {
+        self.daemon()
+            .json_lines()
+            .iter()
+            .filter(|v| v["message"] == message)
+            .count()
+    }
+
+    /// Waits for the `n`-th "containerd connected" line (1-based) of this run.
+    pub fn wait_connected(&self, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.count_messages("containerd connected") >= n {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "daemon did not log \"containerd connected\" {n} time(s) within {timeout:?}:\n{}",
+            self.daemon().dump_string(40)
+        );
+    }
+
+    /// Waits for the exec record (from `cursor` on) whose argv is exactly `argv`.
+    pub fn exec_record_after(&self, cursor: u64, argv: &[&str]) -> Value {
+        self.wait_line_after(cursor, &format!("an exec record with argv {argv:?}"), |v| {
+            is_exec_of(v, argv)
+        })
+    }
+
+    /// Waits for the exec record (from `cursor` on) with `arg` among its arguments.
+    pub fn exec_record_with_arg(&self, cursor: u64, arg: &str) -> Value {
+        self.wait_line_after(
+            cursor,
+            &format!("an exec record with {arg:?} in argv"),
+            |v| is_exec_with_arg(v, arg),
+        )
     }
 
     /// Every alert the daemon logged so far for container `c`.
@@ -263,6 +419,19 @@ pub fn argv_is(line: &Value, argv: &[&str]) -> bool {
             .map(|x| x.as_str())
             .eq(argv.iter().map(|s| Some(*s)))
     })
+}
+
+/// True for an exec record with exactly this argv.
+pub fn is_exec_of(line: &Value, argv: &[&str]) -> bool {
+    line["message"] == "exec" && argv_is(line, argv)
+}
+
+/// True for an exec record with `arg` among its arguments.
+pub fn is_exec_with_arg(line: &Value, arg: &str) -> bool {
+    line["message"] == "exec"
+        && line["argv"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(arg)))
 }
 
 /// Runs `args` in `c` and panics unless it exits 0.

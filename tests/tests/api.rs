@@ -12,71 +12,49 @@
 //! captured with the same harness as the daemon.
 
 use std::io::{Read, Write};
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use layerguard_tests::{
-    busybox_image, daemon_binary, require_root, run_args, unique_id, BuiltImage, Container,
-    DaemonProcess, PrivateContainerd,
-};
+use layerguard_tests::node::{TestNode, RECONNECT_WAIT, WAIT};
+use layerguard_tests::{Container, DaemonProcess};
 use serde_json::Value;
-use tempfile::TempDir;
 
 const NS: &str = "lg-api";
-const WAIT: Duration = Duration::from_secs(30);
-/// The watcher's reconnect backoff tops out at 5 s; a restarted daemon is found well
-/// within this.
-const RECONNECT_WAIT: Duration = Duration::from_secs(60);
 
+/// A test node and the API-side helpers: containers with a dropped binary to raise alerts
+/// with, watchers, and the daemon's status.
 struct Node {
-    daemon: DaemonProcess,
-    args: Vec<String>,
-    image: BuiltImage,
-    state: TempDir,
-    containerd: PrivateContainerd,
+    node: TestNode,
+}
+
+impl Deref for Node {
+    type Target = TestNode;
+    fn deref(&self) -> &TestNode {
+        &self.node
+    }
+}
+
+impl DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut TestNode {
+        &mut self.node
+    }
 }
 
 fn start_node(extra: &[&str]) -> Node {
-    require_root();
-    let containerd = PrivateContainerd::start().expect("start private containerd");
-    let image = busybox_image(&format!("layerguard.test/api-{}:1", unique_id("img")))
-        .expect("busybox image")
-        .import(&containerd, NS)
-        .expect("import image");
-    let state = tempfile::tempdir().unwrap();
-    let socket = state.path().join("api.sock");
-    let mut args = run_args(
-        &containerd.socket_path(),
-        state.path(),
-        &["--set", &format!("api.socket={}", socket.display())],
-    );
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let mut daemon = DaemonProcess::spawn(&args).expect("spawn daemon");
-    daemon.wait_ready(WAIT).expect("daemon ready");
     Node {
-        daemon,
-        args,
-        image,
-        state,
-        containerd,
+        node: TestNode::builder(NS).args(extra).build(),
     }
 }
 
 impl Node {
     fn socket(&self) -> PathBuf {
-        self.state.path().join("api.sock")
+        self.api_socket()
     }
 
+    /// A container of the node's image with busybox copied to `/tmp/dropped`.
     fn container(&self) -> Container {
-        let c = Container::run_detached(
-            &self.containerd,
-            NS,
-            &self.image.reference,
-            &unique_id("api"),
-            &["sleep", "600"],
-            &[],
-        )
-        .expect("run container");
+        let c = self.node.container();
         let out = c.exec(&["cp", "/bin/busybox", "/tmp/dropped"]).expect("cp");
         assert!(out.status.success(), "{out:?}");
         c
@@ -93,7 +71,7 @@ impl Node {
 
     /// The alerts the daemon logged (this run), in order.
     fn logged_alerts(&self) -> Vec<Value> {
-        self.daemon
+        self.daemon()
             .json_lines()
             .into_iter()
             .filter(|v| v["message"] == "alert")
@@ -111,7 +89,7 @@ impl Node {
             if Instant::now() > deadline {
                 panic!(
                     "daemon never logged {what}:\n{}",
-                    self.daemon.dump_string(40)
+                    self.daemon().dump_string(40)
                 );
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -128,20 +106,6 @@ impl Node {
         w
     }
 
-    fn cli(&self, args: &[&str]) -> std::process::Output {
-        std::process::Command::new(daemon_binary())
-            .args(args)
-            .output()
-            .expect("run layerguard")
-    }
-
-    fn status(&self) -> Value {
-        let socket = self.socket();
-        let out = self.cli(&["status", "--json", "--socket", socket.to_str().unwrap()]);
-        assert!(out.status.success(), "{out:?}");
-        serde_json::from_slice(&out.stdout).expect("status JSON")
-    }
-
     fn wait_subscribers_at_least(&self, n: u64) {
         let deadline = Instant::now() + WAIT;
         while Instant::now() < deadline {
@@ -151,14 +115,6 @@ impl Node {
             std::thread::sleep(Duration::from_millis(50));
         }
         panic!("fewer than {n} subscribers after {WAIT:?}");
-    }
-
-    /// SIGKILL, then the same command line again (same state dir, journal and socket).
-    fn crash_and_restart(&mut self) {
-        self.daemon.kill9().expect("kill -9 daemon");
-        let mut daemon = DaemonProcess::spawn(&self.args).expect("respawn daemon");
-        daemon.wait_ready(WAIT).expect("daemon ready after restart");
-        self.daemon = daemon;
     }
 }
 
@@ -520,7 +476,7 @@ fn a_responder_pauses_releases_and_kills_a_container() {
     let c = node.container();
     let socket = node.socket();
     let respond = |verb: &str| {
-        let cursor = node.daemon.cursor();
+        let cursor = node.daemon().cursor();
         let out = node.cli(&[
             "respond",
             verb,
@@ -533,10 +489,7 @@ fn a_responder_pauses_releases_and_kills_a_container() {
             c.id(),
         ]);
         assert!(out.status.success(), "{verb}: {out:?}");
-        let line = node
-            .daemon
-            .wait_for_line_after(cursor, |v| v["message"] == "container response done", WAIT)
-            .expect("the response is logged");
+        let line = node.wait_message_after(cursor, "container response done", WAIT);
         assert_eq!(line["action"], verb);
         assert_eq!(line["reason"], "test incident");
         String::from_utf8(out.stdout).unwrap()
@@ -636,7 +589,6 @@ fn free_port() -> u16 {
 
 #[test]
 fn tcp_needs_a_certificate_from_our_ca_and_a_role() {
-    require_root();
     let pki = tempfile::tempdir().unwrap();
     write_pki(pki.path());
     let port = free_port();
@@ -677,16 +629,10 @@ fn tcp_needs_a_certificate_from_our_ca_and_a_role() {
     assert!(status["version"].is_string());
 
     // Another CA's certificate: refused in the handshake, and the daemon says so.
-    let cursor = node.daemon.cursor();
+    let cursor = node.daemon().cursor();
     let foreign = remote("foreign");
     assert!(!foreign.status.success(), "{foreign:?}");
-    node.daemon
-        .wait_for_line_after(
-            cursor,
-            |v| v["message"] == "API TLS handshake refused",
-            WAIT,
-        )
-        .expect("the refused handshake is logged");
+    node.wait_message_after(cursor, "API TLS handshake refused", WAIT);
 
     // No certificate at all (a TLS client that offers none): refused.
     let outcome = tls_without_client_cert(port, &p("ca.crt"));
@@ -710,20 +656,17 @@ fn tcp_needs_a_certificate_from_our_ca_and_a_role() {
     );
 
     // Our CA, but an identity without a role: PERMISSION_DENIED, logged.
-    let cursor = node.daemon.cursor();
+    let cursor = node.daemon().cursor();
     let stranger = remote("stranger");
     assert!(!stranger.status.success());
     let err = String::from_utf8_lossy(&stranger.stderr);
     assert!(err.contains("PermissionDenied"), "{err}");
-    let refused = node
-        .daemon
-        .wait_for_line_after(cursor, |v| v["message"] == "API call refused", WAIT)
-        .expect("the refused call is logged");
+    let refused = node.wait_message_after(cursor, "API call refused", WAIT);
     assert_eq!(refused["method"], "/layerguard.v1.StatusService/Get");
 
     // A viewer calling a responder-only method: PERMISSION_DENIED, logged, nothing done.
     let c = node.container();
-    let cursor = node.daemon.cursor();
+    let cursor = node.daemon().cursor();
     let out = node.cli(&[
         "respond",
         "pause",
@@ -744,10 +687,7 @@ fn tcp_needs_a_certificate_from_our_ca_and_a_role() {
     assert!(!out.status.success(), "{out:?}");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("PermissionDenied"), "{err}");
-    let refused = node
-        .daemon
-        .wait_for_line_after(cursor, |v| v["message"] == "API call refused", WAIT)
-        .expect("the refused call is logged");
+    let refused = node.wait_message_after(cursor, "API call refused", WAIT);
     assert_eq!(refused["method"], "/layerguard.v1.ResponseService/Pause");
     assert_eq!(c.status().unwrap(), "RUNNING", "the viewer paused nothing");
 }

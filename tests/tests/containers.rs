@@ -10,104 +10,15 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use layerguard_tests::node::{NodeBuilder, TestNode, RECONNECT_WAIT, WAIT};
 use layerguard_tests::oci::{MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
-use layerguard_tests::{
-    busybox_image, require_root, run_args, unique_id, BuiltImage, Container, Ctr, DaemonProcess,
-    PrivateContainerd, RunOptions,
-};
+use layerguard_tests::{busybox_image, unique_id, BuiltImage, Container, Ctr, RunOptions};
 use serde_json::{json, Value};
-use tempfile::TempDir;
 
-const WAIT: Duration = Duration::from_secs(20);
-/// containerd reconnect backoff is capped at 5 s by default; a restart is noticed and
-/// recovered well within this.
-const RECONNECT_WAIT: Duration = Duration::from_secs(30);
-
-/// The daemon watching one private containerd.
-struct Node {
-    daemon: DaemonProcess,
-    _state: TempDir,
-}
-
-fn spawn_daemon(containerd: &Ctr, extra: &[&str]) -> Node {
-    let state = tempfile::tempdir().expect("state dir");
-    // These tests read the per-exec records, which are off by default.
-    let mut args = run_args(
-        &containerd.socket_path(),
-        state.path(),
-        &["--set", "verify.log_execs=true"],
-    );
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let mut daemon = DaemonProcess::spawn(&args).expect("spawn daemon");
-    daemon.wait_ready(WAIT).expect("daemon ready");
-    Node {
-        daemon,
-        _state: state,
-    }
-}
-
-impl Node {
-    /// Waits for the `n`-th "containerd connected" line (1-based).
-    fn wait_connected(&self, n: usize, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if self.count("containerd connected") >= n {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "daemon did not log \"containerd connected\" {n} time(s) within {timeout:?}:\n{}",
-            self.daemon.dump_string(40)
-        );
-    }
-
-    fn wait_message(&self, cursor: u64, message: &str, timeout: Duration) -> Value {
-        self.daemon
-            .wait_for_line_after(cursor, |v| v["message"] == message, timeout)
-            .unwrap_or_else(|| {
-                panic!(
-                    "daemon did not log {message:?} within {timeout:?}:\n{}",
-                    self.daemon.dump_string(40)
-                )
-            })
-    }
-
-    fn count(&self, message: &str) -> usize {
-        self.daemon
-            .json_lines()
-            .iter()
-            .filter(|v| v["message"] == message)
-            .count()
-    }
-
-    /// The exec record whose argv contains `marker`.
-    fn exec_record(&self, cursor: u64, marker: &str) -> Value {
-        self.daemon
-            .wait_for_line_after(cursor, |v| has_arg(v, marker), WAIT)
-            .unwrap_or_else(|| {
-                panic!(
-                    "no exec record with {marker:?} in argv; daemon output:\n{}",
-                    self.daemon.dump_string(60)
-                )
-            })
-    }
-
-    fn assert_alive(&mut self) {
-        let status = self.daemon.try_exit_status().expect("poll daemon");
-        assert!(
-            status.is_none(),
-            "daemon exited ({status:?}):\n{}",
-            self.daemon.dump_string(40)
-        );
-    }
-}
-
-fn has_arg(v: &Value, marker: &str) -> bool {
-    v["message"] == "exec"
-        && v["argv"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(marker)))
+/// A test node whose busybox image lives in containerd namespace `ns`. These tests read
+/// the per-exec records, which are off by default.
+fn node_in(ns: &str) -> NodeBuilder {
+    TestNode::builder(ns).log_execs()
 }
 
 /// Asserts the record is attributed to `container` running `image`.
@@ -134,47 +45,32 @@ fn assert_attributed(rec: &Value, ns: &str, id: &str, image: &BuiltImage) {
     );
 }
 
-fn sleeper(containerd: &Ctr, ns: &str, image: &BuiltImage, prefix: &str) -> Container {
-    Container::run_detached(
-        containerd,
-        ns,
-        &image.reference,
-        &unique_id(prefix),
-        &["sleep", "600"],
-        &[],
-    )
-    .expect("run container")
-}
-
-fn exec_marker(node: &Node, container: &Container, prefix: &str) -> Value {
+fn exec_marker(node: &TestNode, container: &Container, prefix: &str) -> Value {
     let marker = unique_id(prefix);
-    let cursor = node.daemon.cursor();
+    let cursor = node.daemon().cursor();
     container
         .exec_ok(&["/bin/busybox", "echo", &marker])
         .expect("exec in container");
-    node.exec_record(cursor, &marker)
+    node.exec_record_with_arg(cursor, &marker)
 }
 
 #[test]
 fn execs_in_two_namespaces_carry_namespace_id_image_and_manifest_digest() {
-    require_root();
-    let containerd = PrivateContainerd::start().expect("start containerd");
-    let image_a = busybox_image("layerguard.test/ns-a:1")
-        .expect("image")
-        .import(&containerd, "default")
-        .expect("import a");
-    let image_b = busybox_image("layerguard.test/ns-b:2")
-        .expect("image")
-        .env("FLAVOUR=b")
-        .import(&containerd, "lg-other")
-        .expect("import b");
+    let mut node = node_in("default").without_daemon().build();
+    let image_a = node.image.clone();
+    let image_b = node.import(
+        busybox_image("layerguard.test/ns-b:2")
+            .expect("image")
+            .env("FLAVOUR=b"),
+        "lg-other",
+    );
     assert_ne!(image_a.manifest_digest, image_b.manifest_digest);
     // One container exists before the daemon starts (found by listing), one after (found
     // through the event stream).
-    let a = sleeper(&containerd, "default", &image_a, "ns-a");
-    let node = spawn_daemon(&containerd, &[]);
+    let a = node.container();
+    node.start_daemon();
     node.wait_connected(1, WAIT);
-    let b = sleeper(&containerd, "lg-other", &image_b, "ns-b");
+    let b = node.container_of("lg-other", &image_b);
 
     let rec = exec_marker(&node, &a, "in-a");
     assert_attributed(&rec, "default", a.id(), &image_a);
@@ -269,16 +165,12 @@ fn write_layout(path: &Path, index_json: &[u8], blobs: &[(String, Vec<u8>)]) {
 
 #[test]
 fn image_from_an_index_carries_the_index_digest_and_the_platform_manifest_digest() {
-    require_root();
-    let containerd = PrivateContainerd::start().expect("start containerd");
-    let image = busybox_image("layerguard.test/multi:1")
-        .expect("image")
-        .build()
-        .expect("build image");
-    let index_digest = import_as_index(&containerd, "default", &image);
-    let node = spawn_daemon(&containerd, &[]);
+    let mut node = node_in("default").without_import().without_daemon().build();
+    let image = node.image.clone();
+    let index_digest = import_as_index(&node.containerd, "default", &image);
+    node.start_daemon();
     node.wait_connected(1, WAIT);
-    let c = sleeper(&containerd, "default", &image, "multi");
+    let c = node.container();
     let rec = exec_marker(&node, &c, "in-multi");
     assert_attributed(&rec, "default", c.id(), &image);
     assert_eq!(
@@ -290,13 +182,8 @@ fn image_from_an_index_carries_the_index_digest_and_the_platform_manifest_digest
 
 #[test]
 fn cri_labelled_container_in_k8s_io_carries_pod_fields() {
-    require_root();
-    let containerd = PrivateContainerd::start().expect("start containerd");
-    let image = busybox_image("layerguard.test/pod:1")
-        .expect("image")
-        .import(&containerd, "k8s.io")
-        .expect("import");
-    let node = spawn_daemon(&containerd, &[]);
+    let node = node_in("k8s.io").build();
+    let image = &node.image;
     node.wait_connected(1, WAIT);
     let opts = RunOptions::default()
         .label("io.kubernetes.pod.name", "web-7d9f")
@@ -307,7 +194,7 @@ fn cri_labelled_container_in_k8s_io_carries_pod_fields() {
         )
         .label("io.kubernetes.container.name", "nginx");
     let c = Container::run_with(
-        &containerd,
+        &node.containerd,
         "k8s.io",
         &image.reference,
         &unique_id("pod"),
@@ -316,7 +203,7 @@ fn cri_labelled_container_in_k8s_io_carries_pod_fields() {
     )
     .expect("run container");
     let rec = exec_marker(&node, &c, "in-pod");
-    assert_attributed(&rec, "k8s.io", c.id(), &image);
+    assert_attributed(&rec, "k8s.io", c.id(), image);
     let pod = &rec["container"];
     assert_eq!(pod["pod_name"], "web-7d9f", "{rec}");
     assert_eq!(pod["pod_namespace"], "shop", "{rec}");
@@ -329,23 +216,18 @@ fn cri_labelled_container_in_k8s_io_carries_pod_fields() {
 
 #[test]
 fn entrypoint_that_execs_at_once_is_attributed_not_unresolved() {
-    require_root();
-    let containerd = PrivateContainerd::start().expect("start containerd");
-    let image = busybox_image("layerguard.test/quick:1")
-        .expect("image")
-        .import(&containerd, "default")
-        .expect("import");
-    let node = spawn_daemon(&containerd, &[]);
+    let node = node_in("default").build();
+    let image = &node.image;
     node.wait_connected(1, WAIT);
     // Several rounds: the race between the container's first exec and containerd's task
     // event goes either way from one start to the next.
     for round in 0..5 {
         let marker = unique_id("quick");
         let id = unique_id("quick");
-        let cursor = node.daemon.cursor();
+        let cursor = node.daemon().cursor();
         let script = format!("exec /bin/busybox echo {marker}");
         let out = Container::run_once(
-            &containerd,
+            &node.containerd,
             "default",
             &image.reference,
             &id,
@@ -354,108 +236,100 @@ fn entrypoint_that_execs_at_once_is_attributed_not_unresolved() {
         .expect("run container");
         assert!(out.status.success(), "round {round}: {out:?}");
         // The entrypoint itself (runc's exec of it) and the exec it makes at once.
-        let entry = node.exec_record(cursor, &script);
-        assert_attributed(&entry, "default", &id, &image);
-        let rec = node.exec_record(cursor, &marker);
-        assert_attributed(&rec, "default", &id, &image);
+        let entry = node.exec_record_with_arg(cursor, &script);
+        assert_attributed(&entry, "default", &id, image);
+        let rec = node.exec_record_with_arg(cursor, &marker);
+        assert_attributed(&rec, "default", &id, image);
     }
 }
 
 #[test]
 fn containerd_restart_is_survived_logged_once_and_new_containers_are_attributed() {
-    require_root();
-    let containerd = PrivateContainerd::start().expect("start containerd");
-    let image = busybox_image("layerguard.test/restart:1")
-        .expect("image")
-        .import(&containerd, "default")
-        .expect("import");
-    let mut node = spawn_daemon(&containerd, &[]);
+    let mut node = node_in("default").build();
+    let image = node.image.clone();
     node.wait_connected(1, WAIT);
-    let before = sleeper(&containerd, "default", &image, "before");
+    let before = node.container();
     let rec = exec_marker(&node, &before, "before-restart");
     assert_attributed(&rec, "default", before.id(), &image);
     let before_pid = before.pid().expect("task pid");
 
-    let cursor = node.daemon.cursor();
-    containerd.kill().expect("SIGKILL containerd");
-    node.wait_message(cursor, "containerd unavailable", WAIT);
+    let cursor = node.daemon().cursor();
+    node.containerd.kill().expect("SIGKILL containerd");
+    node.wait_message_after(cursor, "containerd unavailable", WAIT);
     // Retries go on while containerd is down; none of them may log again.
     std::thread::sleep(Duration::from_secs(3));
     // Known containers still resolve against the last known table meanwhile. `ctr exec`
     // needs containerd, so enter the container's mount namespace directly.
     let marker = unique_id("during-outage");
-    let cursor = node.daemon.cursor();
+    let cursor = node.daemon().cursor();
     let pid = before_pid.to_string();
     let out = std::process::Command::new("nsenter")
         .args(["-t", &pid, "-m", "/bin/busybox", "echo", &marker])
         .output()
         .expect("nsenter (util-linux)");
     assert!(out.status.success(), "nsenter: {out:?}");
-    let rec = node.exec_record(cursor, &marker);
+    let rec = node.exec_record_with_arg(cursor, &marker);
     assert_attributed(&rec, "default", before.id(), &image);
 
-    containerd.start_again().expect("restart containerd");
+    node.containerd.start_again().expect("restart containerd");
     node.wait_connected(2, RECONNECT_WAIT);
-    let after = sleeper(&containerd, "default", &image, "after");
+    let after = node.container();
     let rec = exec_marker(&node, &after, "after-restart");
     assert_attributed(&rec, "default", after.id(), &image);
     let rec = exec_marker(&node, &before, "before-still");
     assert_attributed(&rec, "default", before.id(), &image);
 
-    node.assert_alive();
+    node.assert_daemon_alive();
     assert_eq!(
-        node.count("containerd unavailable"),
+        node.count_messages("containerd unavailable"),
         1,
         "one line per state change, not per retry:\n{}",
-        node.daemon.dump_string(40)
+        node.daemon().dump_string(40)
     );
-    assert_eq!(node.count("containerd connected"), 2);
+    assert_eq!(node.count_messages("containerd connected"), 2);
 }
 
 #[test]
 fn daemon_started_before_containerd_waits_and_then_works() {
-    require_root();
-    let containerd = PrivateContainerd::start().expect("start containerd");
-    let image = busybox_image("layerguard.test/late:1")
-        .expect("image")
-        .import(&containerd, "default")
-        .expect("import");
-    containerd.stop().expect("stop containerd");
+    let mut node = node_in("default").without_daemon().build();
+    let image = node.image.clone();
+    node.containerd.stop().expect("stop containerd");
 
-    let mut node = spawn_daemon(&containerd, &[]);
-    let down = node.wait_message(0, "containerd unavailable", WAIT);
+    node.start_daemon();
+    let down = node.wait_message_after(0, "containerd unavailable", WAIT);
     let error = down["error"].as_str().unwrap_or_default();
     assert!(
-        error.contains(containerd.socket_path().to_str().unwrap()) && error.contains("os error"),
+        error.contains(node.containerd.socket_path().to_str().unwrap())
+            && error.contains("os error"),
         "the warning should say which socket and why: {down}"
     );
     std::thread::sleep(Duration::from_secs(2));
-    node.assert_alive();
-    assert_eq!(node.count("containerd connected"), 0);
+    node.assert_daemon_alive();
+    assert_eq!(node.count_messages("containerd connected"), 0);
 
-    containerd.start_again().expect("start containerd");
+    node.containerd.start_again().expect("start containerd");
     node.wait_connected(1, RECONNECT_WAIT);
-    let c = sleeper(&containerd, "default", &image, "late");
+    let c = node.container();
     let rec = exec_marker(&node, &c, "late");
     assert_attributed(&rec, "default", c.id(), &image);
-    assert_eq!(node.count("containerd unavailable"), 1);
+    assert_eq!(node.count_messages("containerd unavailable"), 1);
 }
 
 #[test]
 fn exec_in_a_namespace_no_container_owns_goes_on_unresolved_with_the_reason() {
-    require_root();
-    let containerd = PrivateContainerd::start().expect("start containerd");
-    let node = spawn_daemon(&containerd, &["--set", "containers.pending_timeout_ms=300"]);
+    let node = node_in("default")
+        .args(&["--set", "containers.pending_timeout_ms=300"])
+        .build();
     node.wait_connected(1, WAIT);
     // A private mount namespace on the host: not the host's, and no container's.
     let marker = unique_id("orphan");
-    let cursor = node.daemon.cursor();
+    let cursor = node.daemon().cursor();
     let out = std::process::Command::new("unshare")
         .args(["-m", "/bin/echo", &marker])
         .output()
         .expect("unshare (util-linux)");
     assert!(out.status.success(), "unshare: {out:?}");
-    let rec = node.exec_record(cursor, &marker);
+    let rec = node.exec_record_with_arg(cursor, &marker);
     let c = &rec["container"];
     assert_eq!(c["kind"], "unresolved", "{rec}");
     assert_eq!(
@@ -478,49 +352,31 @@ fn vm_rss_kib(pid: u32) -> u64 {
 /// Waits for a "containers stats" record (logged every `stats_interval_ms`) after `cursor`
 /// with an empty table. (Not an empty pending queue: the sensor sees the whole node, and
 /// containers of other containerds on it wait there until they go on unresolved.)
-fn wait_table_empty(node: &Node, cursor: u64) -> Value {
-    node.daemon
-        .wait_for_line_after(
-            cursor,
-            |v| {
-                v["message"] == "containers stats"
-                    && v["containers"] == 0
-                    && v["mnt_ns_index"] == 0
-                    && v["pid_index"] == 0
-            },
-            WAIT,
-        )
-        .unwrap_or_else(|| {
-            panic!(
-                "the containers table did not empty; daemon output:\n{}",
-                node.daemon.dump_string(40)
-            )
-        })
+fn wait_table_empty(node: &TestNode, cursor: u64) -> Value {
+    node.wait_line_after(cursor, "stats with an empty containers table", |v| {
+        v["message"] == "containers stats"
+            && v["containers"] == 0
+            && v["mnt_ns_index"] == 0
+            && v["pid_index"] == 0
+    })
 }
 
 #[test]
 fn fifty_containers_started_and_removed_leave_table_and_rss_where_they_were() {
-    require_root();
     const ROUNDS: usize = 50;
     /// Allocator slack: the table's own share is a few KiB; more means something grows
     /// with every container.
     const RSS_SLACK_KIB: u64 = 2048;
-    let containerd = PrivateContainerd::start().expect("start containerd");
-    let image = busybox_image("layerguard.test/churn:1")
-        .expect("image")
-        .import(&containerd, "default")
-        .expect("import");
-    let node = spawn_daemon(
-        &containerd,
-        &[
+    let node = node_in("default")
+        .args(&[
             "--set",
             "containers.exited_grace_ms=500",
             "--set",
             "containers.stats_interval_ms=250",
-        ],
-    );
+        ])
+        .build();
     node.wait_connected(1, WAIT);
-    let pid = node.daemon.pid();
+    let pid = node.daemon().pid();
 
     let churn = |n: usize, tag: &str| -> Vec<(String, String)> {
         (0..n)
@@ -528,9 +384,9 @@ fn fifty_containers_started_and_removed_leave_table_and_rss_where_they_were() {
                 let id = unique_id(tag);
                 let marker = unique_id("churn-marker");
                 let out = Container::run_once(
-                    &containerd,
+                    &node.containerd,
                     "default",
-                    &image.reference,
+                    &node.image.reference,
                     &id,
                     &["/bin/busybox", "echo", &marker],
                 )
@@ -543,20 +399,20 @@ fn fifty_containers_started_and_removed_leave_table_and_rss_where_they_were() {
 
     // Warm-up: the first containers grow buffers, the runtime and the allocator's arenas.
     churn(5, "warm");
-    let cursor = node.daemon.cursor();
+    let cursor = node.daemon().cursor();
     let before_stats = wait_table_empty(&node, cursor);
     let rss_before = vm_rss_kib(pid);
 
     let started = Instant::now();
-    let cursor = node.daemon.cursor();
+    let cursor = node.daemon().cursor();
     let runs = churn(ROUNDS, "churn");
     let churn_time = started.elapsed();
     for (id, marker) in &runs {
-        let rec = node.exec_record(cursor, marker);
+        let rec = node.exec_record_with_arg(cursor, marker);
         assert_eq!(rec["container"]["kind"], "container", "{rec}");
         assert_eq!(rec["container"]["id"], id.as_str(), "{rec}");
     }
-    let after_stats = wait_table_empty(&node, node.daemon.cursor());
+    let after_stats = wait_table_empty(&node, node.daemon().cursor());
     let rss_after = vm_rss_kib(pid);
     eprintln!(
         "{ROUNDS} containers in {churn_time:?}: VmRSS {rss_before} KiB -> {rss_after} KiB; \

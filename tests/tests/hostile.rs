@@ -13,11 +13,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use layerguard_tests::node::{run_ok, TestNode, WAIT};
-use layerguard_tests::{build_static_c, daemon_binary, unique_id, DaemonProcess, Layer};
+use layerguard_tests::programs;
+use layerguard_tests::{daemon_binary, unique_id, DaemonProcess, Layer};
 use serde_json::Value;
 
 const NS: &str = "lg-hostile";
-const TINY_C: &str = include_str!("../../bench/c/tiny.c");
 
 /// Seconds since the epoch of an RFC 3339 UTC time with a fraction, as the daemon writes
 /// them (`2026-11-25T01:15:22.051066Z`).
@@ -219,7 +219,7 @@ fn a_huge_sparse_binary_is_unverifiable_at_once_and_never_read() {
 
 #[test]
 fn busybox_reexecs_and_deep_image_paths_are_verified() {
-    let tiny = build_static_c("tiny", TINY_C).expect("tiny");
+    let tiny = programs::tiny();
     let deep_dir = format!("/deep{}", "/d".repeat(200));
     let long_name = format!("/opt/{}", "n".repeat(255));
     let node = TestNode::builder(NS)

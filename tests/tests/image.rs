@@ -8,28 +8,27 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use layerguard_tests::{
-    container_view, daemon_binary, overlay_test_image, require_root, unique_id, BuiltImage,
-    Container, PrivateContainerd,
-};
+use layerguard_tests::node::TestNode;
+use layerguard_tests::{container_view, daemon_binary, overlay_test_image, unique_id};
 use serde_json::Value;
 
 const NS: &str = "lg-image";
 
 type View = BTreeMap<String, layerguard_tests::ViewEntry>;
 
-fn layered_image(containerd: &PrivateContainerd) -> BuiltImage {
-    overlay_test_image(&format!("layerguard.test/{}:1", unique_id("index")))
-        .expect("busybox image")
-        .import(containerd, NS)
-        .expect("import image")
+/// A node (no daemon: `image verify` works alone) with the three-layer overlay test image.
+fn layered_node() -> TestNode {
+    TestNode::builder(NS)
+        .image(
+            overlay_test_image(&format!("layerguard.test/{}:1", unique_id("index")))
+                .expect("busybox image"),
+        )
+        .without_daemon()
+        .build()
 }
 
-fn verify(
-    containerd: &PrivateContainerd,
-    state: &std::path::Path,
-    reference: &str,
-) -> (i32, Value) {
+/// `layerguard image verify REFERENCE --json --list` on the node's containerd and state dir.
+fn verify(node: &TestNode, reference: &str) -> (i32, Value) {
     let out = Command::new(daemon_binary())
         .args([
             "image",
@@ -41,9 +40,9 @@ fn verify(
             "--list",
         ])
         .arg("--containerd-socket")
-        .arg(containerd.socket_path())
+        .arg(node.containerd.socket_path())
         .arg("--state-dir")
-        .arg(state)
+        .arg(node.state_dir())
         .output()
         .expect("run layerguard image verify");
     let json: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
@@ -87,25 +86,15 @@ fn index_view(summary: &Value) -> View {
 
 #[test]
 fn index_matches_what_a_container_of_the_image_shows() {
-    require_root();
-    let containerd = PrivateContainerd::start().expect("containerd");
-    let image = layered_image(&containerd);
-    let state = tempfile::tempdir().unwrap();
-    let (code, summary) = verify(&containerd, state.path(), &image.reference);
+    let node = layered_node();
+    let image = &node.image;
+    let (code, summary) = verify(&node, &image.reference);
     assert_eq!(code, 0, "{summary}");
     assert_eq!(summary["verdict"], "verified");
     assert_eq!(summary["layers_verified"], 3);
     assert_eq!(summary["manifest"], image.manifest_digest.as_str());
 
-    let c = Container::run_detached(
-        &containerd,
-        NS,
-        &image.reference,
-        &unique_id("idx"),
-        &["sleep", "300"],
-        &[],
-    )
-    .expect("run container");
+    let c = node.container_running(&["sleep", "300"]);
     let seen = container_view(&c);
     let indexed = index_view(&summary);
     for (path, want) in &indexed {
@@ -125,11 +114,11 @@ fn index_matches_what_a_container_of_the_image_shows() {
 
 #[test]
 fn flipped_byte_in_a_layer_blob_is_reported_with_both_digests() {
-    require_root();
-    let containerd = PrivateContainerd::start().expect("containerd");
-    let image = layered_image(&containerd);
+    let node = layered_node();
+    let image = &node.image;
     let blob = &image.layers[2].blob_digest;
-    let path = containerd
+    let path = node
+        .containerd
         .root_dir()
         .join("io.containerd.content.v1.content/blobs/sha256")
         .join(blob.trim_start_matches("sha256:"));
@@ -137,8 +126,7 @@ fn flipped_byte_in_a_layer_blob_is_reported_with_both_digests() {
     let i = bytes.len() / 2;
     bytes[i] ^= 1;
     std::fs::write(&path, &bytes).unwrap();
-    let state = tempfile::tempdir().unwrap();
-    let (code, summary) = verify(&containerd, state.path(), &image.reference);
+    let (code, summary) = verify(&node, &image.reference);
     assert_eq!(code, 1, "untrusted exits 1: {summary}");
     assert_eq!(summary["verdict"], "untrusted");
     let reason = summary["reason"].to_string();
@@ -151,15 +139,18 @@ fn flipped_byte_in_a_layer_blob_is_reported_with_both_digests() {
 
 #[test]
 fn config_diff_id_that_does_not_match_its_layer_is_reported_with_both_digests() {
-    require_root();
-    let containerd = PrivateContainerd::start().expect("containerd");
     // Every blob is intact and the manifest names the edited config by its real digest, so
     // only the uncompressed layer's digest against `rootfs.diff_ids` can catch this: layer
     // 3's entry names layer 2's (real, but wrong here) diff_id.
-    let honest = overlay_test_image(&format!("layerguard.test/{}:1", unique_id("diffid")))
-        .expect("busybox image")
-        .build()
-        .expect("build image");
+    let node = TestNode::builder(NS)
+        .image(
+            overlay_test_image(&format!("layerguard.test/{}:1", unique_id("diffid")))
+                .expect("busybox image"),
+        )
+        .without_import()
+        .without_daemon()
+        .build();
+    let honest = node.image.clone();
     let lie = honest.layers[1].diff_id.clone();
     let image = honest
         .clone()
@@ -168,10 +159,9 @@ fn config_diff_id_that_does_not_match_its_layer_is_reported_with_both_digests() 
     // containerd's unpacker would refuse this config ("wrong diff id calculated on
     // extraction"): only the content store holds it.
     image
-        .import_packed(&containerd, NS)
+        .import_packed(&node.containerd, NS)
         .expect("import without unpacking");
-    let state = tempfile::tempdir().unwrap();
-    let (code, summary) = verify(&containerd, state.path(), &image.reference);
+    let (code, summary) = verify(&node, &image.reference);
     assert_eq!(code, 1, "untrusted exits 1: {summary}");
     assert_eq!(summary["verdict"], "untrusted");
     assert_eq!(summary["manifest"], image.manifest_digest.as_str());
@@ -198,10 +188,8 @@ fn config_diff_id_that_does_not_match_its_layer_is_reported_with_both_digests() 
 
 #[test]
 fn unknown_image_is_an_error_not_a_verdict() {
-    require_root();
-    let containerd = PrivateContainerd::start().expect("containerd");
-    let state = tempfile::tempdir().unwrap();
-    let (code, summary) = verify(&containerd, state.path(), "layerguard.test/nope:1");
+    let node = TestNode::builder(NS).without_daemon().build();
+    let (code, summary) = verify(&node, "layerguard.test/nope:1");
     assert_eq!(code, 2, "{summary}");
     assert!(
         summary["error"].as_str().unwrap_or("").contains("nope"),

@@ -5,97 +5,51 @@
 //! layer or the container's writable layer, memfd), while the host's own processes stay
 //! out of it.
 
+use std::ops::Deref;
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
-use layerguard_tests::{
-    build_static_c, busybox_image, require_root, run_args, unique_id, Container, DaemonProcess,
-    Layer, PrivateContainerd,
-};
+use layerguard_tests::node::{is_exec_of, TestNode, WAIT};
+use layerguard_tests::{programs, unique_id, Container};
 use serde_json::Value;
-use tempfile::TempDir;
 
 const NS: &str = "lg-sensor";
-const WAIT: Duration = Duration::from_secs(20);
 
-const MEMFD_EXEC_C: &str = include_str!("../c/memfd_exec.c");
-const TINY_C: &str = include_str!("../../bench/c/tiny.c");
-
-/// A private containerd, a busybox image with a few test programs, one running container
-/// and the daemon watching it.
+/// A test node (busybox with a few test programs) with one running container.
 struct Node {
-    daemon: DaemonProcess,
     container: Container,
-    host_mnt_ns: u64,
     container_mnt_ns: u64,
-    _state: TempDir,
-    _containerd: PrivateContainerd,
+    node: TestNode,
+}
+
+impl Deref for Node {
+    type Target = TestNode;
+    fn deref(&self) -> &TestNode {
+        &self.node
+    }
 }
 
 fn start_node(extra_daemon_args: &[&str]) -> Node {
-    require_root();
-    let containerd = PrivateContainerd::start().expect("start private containerd");
-    let memfd_exec = build_static_c("memfd_exec", MEMFD_EXEC_C).expect("build memfd_exec");
-    let tiny = build_static_c("tiny", TINY_C).expect("build tiny");
-    let image = busybox_image("layerguard.test/sensor:1")
-        .expect("busybox image")
-        .layer(
-            Layer::new()
-                .file_from_host("/usr/local/bin/memfd_exec", memfd_exec, 0o755)
-                .file_from_host("/usr/local/bin/tiny", tiny, 0o755)
-                .file(
-                    "/app/hello.sh",
-                    "#!/bin/sh\necho hello-from-script\n",
-                    0o755,
-                ),
-        )
-        .import(&containerd, NS)
-        .expect("import image");
-
-    let state = tempfile::tempdir().expect("state dir");
-    // These tests read the per-exec records, which are off by default.
-    let mut args = run_args(
-        &containerd.socket_path(),
-        state.path(),
-        &["--set", "verify.log_execs=true"],
-    );
-    args.extend(extra_daemon_args.iter().map(|s| s.to_string()));
-    let mut daemon = DaemonProcess::spawn(&args).expect("spawn daemon");
-    let ready = daemon.wait_ready(WAIT).expect("daemon ready");
-    let host_mnt_ns = ready["host_mnt_ns"]
-        .as_u64()
-        .expect("ready line has host_mnt_ns");
-
-    let container = Container::run_detached(
-        &containerd,
-        NS,
-        &image.reference,
-        &unique_id("sensor"),
-        &["sleep", "600"],
-        &[],
-    )
-    .expect("run container");
+    let node = TestNode::builder(NS)
+        .layer(programs::programs_layer().file(
+            "/app/hello.sh",
+            "#!/bin/sh\necho hello-from-script\n",
+            0o755,
+        ))
+        // These tests read the per-exec records, which are off by default.
+        .log_execs()
+        .args(extra_daemon_args)
+        .build();
+    let container = node.container();
     let pid = container.pid().expect("container pid");
     let container_mnt_ns = std::fs::metadata(format!("/proc/{pid}/ns/mnt"))
         .expect("container mount namespace")
         .ino();
     Node {
-        daemon,
         container,
-        host_mnt_ns,
         container_mnt_ns,
-        _state: state,
-        _containerd: containerd,
+        node,
     }
-}
-
-fn argv_is(v: &Value, argv: &[&str]) -> bool {
-    v["message"] == "exec"
-        && v["argv"].as_array().is_some_and(|a| {
-            a.iter()
-                .map(|x| x.as_str())
-                .eq(argv.iter().map(|s| Some(*s)))
-        })
 }
 
 impl Node {
@@ -104,10 +58,10 @@ impl Node {
     /// blocking pool, so records can come after a later cached exec's.
     fn wait_for_tiny_records(&self, n: usize) -> usize {
         let count = || {
-            self.daemon
+            self.daemon()
                 .json_lines()
                 .iter()
-                .filter(|v| v["message"] == "exec" && v["filename"] == "/usr/local/bin/tiny")
+                .filter(|v| v["message"] == "exec" && v["filename"] == programs::TINY)
                 .filter(|v| v["process"]["mnt_ns"].as_u64() == Some(self.container_mnt_ns))
                 .count()
         };
@@ -120,20 +74,13 @@ impl Node {
 
     /// Runs `args` in the container and returns the exec record whose argv is `expect_argv`.
     fn exec_and_find(&self, args: &[&str], expect_argv: &[&str]) -> Value {
-        let cursor = self.daemon.cursor();
+        let cursor = self.daemon().cursor();
         let out = self.container.exec(args).expect("exec in container");
         assert!(
             out.status.success(),
             "{args:?} failed in the container: {out:?}"
         );
-        self.daemon
-            .wait_for_line_after(cursor, |v| argv_is(v, expect_argv), WAIT)
-            .unwrap_or_else(|| {
-                panic!(
-                    "no exec record with argv {expect_argv:?}; daemon output:\n{}",
-                    self.daemon.dump_string(40)
-                )
-            })
+        self.exec_record_after(cursor, expect_argv)
     }
 }
 
@@ -149,7 +96,7 @@ fn image_binary_exec_is_logged_with_the_container_mount_namespace_and_lower_laye
         rec["process"]["mnt_ns"].as_u64(),
         Some(node.container_mnt_ns)
     );
-    assert_ne!(node.container_mnt_ns, node.host_mnt_ns);
+    assert_ne!(node.container_mnt_ns, node.host_mnt_ns());
     assert_eq!(rec["filename"], "/bin/busybox");
     assert_eq!(rec["overlay"], true, "{rec}");
     assert_eq!(rec["upper_layer"], false, "{rec}");
@@ -235,20 +182,15 @@ fn script_exec_shows_script_and_interpreter() {
     assert_eq!(rec["interpreter"], "/bin/sh", "{rec}");
 
     // Relative path, as a shell runs `./x.sh`.
-    let cursor = node.daemon.cursor();
+    let cursor = node.daemon().cursor();
     let out = node
         .container
         .exec(&["sh", "-c", "cd /app && ./hello.sh rel"])
         .unwrap();
     assert!(out.status.success(), "{out:?}");
-    let rel = node
-        .daemon
-        .wait_for_line_after(
-            cursor,
-            |v| v["message"] == "exec" && v["filename"] == "./hello.sh",
-            WAIT,
-        )
-        .unwrap_or_else(|| panic!("no ./hello.sh exec:\n{}", node.daemon.dump_string(30)));
+    let rel = node.wait_line_after(cursor, "a ./hello.sh exec", |v| {
+        v["message"] == "exec" && v["filename"] == "./hello.sh"
+    });
     assert_eq!(rel["interpreter"], "/bin/sh", "{rel}");
 }
 
@@ -308,12 +250,12 @@ fn host_execs_are_not_logged_by_default() {
         &["/bin/busybox", "echo", &marker],
     );
     let leaked: Vec<Value> = node
-        .daemon
+        .daemon()
         .json_lines()
         .into_iter()
         .filter(|v| v["message"] == "exec")
         .filter(|v| {
-            v["process"]["mnt_ns"].as_u64() == Some(node.host_mnt_ns)
+            v["process"]["mnt_ns"].as_u64() == Some(node.host_mnt_ns())
                 || v.to_string().contains(&host_marker)
         })
         .collect();
@@ -324,25 +266,25 @@ fn host_execs_are_not_logged_by_default() {
 fn host_execs_are_logged_with_monitor_host() {
     let node = start_node(&["--monitor-host"]);
     let host_marker = unique_id("host");
-    let cursor = node.daemon.cursor();
+    let cursor = node.daemon().cursor();
     let out = std::process::Command::new("/bin/echo")
         .arg(&host_marker)
         .output()
         .unwrap();
     assert!(out.status.success());
-    let rec = node
-        .daemon
-        .wait_for_line_after(cursor, |v| argv_is(v, &["/bin/echo", &host_marker]), WAIT)
-        .unwrap_or_else(|| panic!("host exec not logged:\n{}", node.daemon.dump_string(30)));
-    assert_eq!(rec["process"]["mnt_ns"].as_u64(), Some(node.host_mnt_ns));
+    let rec = node.wait_line_after(cursor, "the host exec", |v| {
+        is_exec_of(v, &["/bin/echo", &host_marker])
+    });
+    assert_eq!(rec["process"]["mnt_ns"].as_u64(), Some(node.host_mnt_ns()));
 }
 
 #[test]
 fn sigterm_detaches_the_sensor_and_exits_cleanly() {
     let mut node = start_node(&[]);
-    let status = node.daemon.stop().expect("stop daemon");
+    let mut daemon = node.node.stop_daemon();
+    let status = daemon.stop().expect("stop daemon");
     assert!(status.success(), "exit status {status:?}");
-    let lines = node.daemon.json_lines();
+    let lines = daemon.json_lines();
     assert!(lines.iter().any(|v| v["message"] == "sensor detached"));
     assert!(lines.iter().any(|v| v["message"] == "layerguard stopped"));
     // No layerguard program stays attached after exit.
@@ -351,7 +293,7 @@ fn sigterm_detaches_the_sensor_and_exits_cleanly() {
         .output();
     if let Ok(out) = progs {
         let text = String::from_utf8_lossy(&out.stdout);
-        let pid = node.daemon.pid();
+        let pid = daemon.pid();
         assert!(
             !text.contains(&format!("pids layerguard({pid})")),
             "programs still held by the daemon:\n{text}"
@@ -391,7 +333,7 @@ fn pipeline_is_real_time_when_quiet_and_batch_during_an_exec_storm() {
     const FIFO: u32 = 1;
     const BATCH: u32 = 3;
     let node = start_node(&[]);
-    let pid = node.daemon.pid();
+    let pid = node.daemon().pid();
     assert!(
         wait_for_policy(pid, FIFO),
         "a quiet daemon's pipeline thread should be SCHED_FIFO, it is {:?}",

@@ -4,135 +4,55 @@
 //! process ancestry, for every program in a container that is not exactly what the
 //! verified image shipped, and no alert for everything that is.
 
+use std::ops::Deref;
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
+use layerguard_tests::node::{is_alert_for, run_ok, TestNode};
+use layerguard_tests::programs;
+use layerguard_tests::unique_id;
 use layerguard_tests::util::sha256_hex;
-use layerguard_tests::{
-    build_static_c, build_static_c_with_flags, busybox_image, require_root, run_args, unique_id,
-    BuiltImage, Container, DaemonProcess, Layer, PrivateContainerd,
-};
 use serde_json::Value;
-use tempfile::TempDir;
 
 const NS: &str = "lg-verify";
-const WAIT: Duration = Duration::from_secs(30);
-const MEMFD_EXEC_C: &str = include_str!("../c/memfd_exec.c");
-const TINY_C: &str = include_str!("../../bench/c/tiny.c");
 
+/// A test node whose image has the test programs, a script, and `/opt/tiny_other`: the
+/// same program as tiny with other bytes, what an attacker's replacement looks like to a
+/// hash.
 struct Node {
-    daemon: DaemonProcess,
-    image: BuiltImage,
     tiny_other: Vec<u8>,
-    state: TempDir,
-    containerd: PrivateContainerd,
+    node: TestNode,
+}
+
+impl Deref for Node {
+    type Target = TestNode;
+    fn deref(&self) -> &TestNode {
+        &self.node
+    }
 }
 
 fn start_node(extra: &[&str]) -> Node {
-    require_root();
-    let containerd = PrivateContainerd::start().expect("start private containerd");
-    let memfd_exec = build_static_c("memfd_exec", MEMFD_EXEC_C).expect("memfd_exec");
-    let tiny = build_static_c("tiny", TINY_C).expect("tiny");
-    // Same program, other bytes: what an attacker's replacement looks like to a hash.
-    let other =
-        build_static_c_with_flags("tiny_other", TINY_C, &["-DTAG=\"other\""]).expect("tiny_other");
-    let tiny_other = std::fs::read(&other).unwrap();
-    assert_ne!(std::fs::read(&tiny).unwrap(), tiny_other);
-    let image = busybox_image(&format!("layerguard.test/verify-{}:1", unique_id("img")))
-        .expect("busybox image")
+    let other = programs::tiny_other();
+    let node = TestNode::builder(NS)
         .layer(
-            Layer::new()
-                .file_from_host("/usr/local/bin/memfd_exec", memfd_exec, 0o755)
-                .file_from_host("/usr/local/bin/tiny", tiny, 0o755)
-                .file_from_host("/opt/tiny_other", other, 0o755)
+            programs::programs_layer()
+                .file_from_host("/opt/tiny_other", &other, 0o755)
                 .file("/app/hello.sh", "#!/bin/sh\necho hello\n", 0o755),
         )
-        .import(&containerd, NS)
-        .expect("import image");
-    let state = tempfile::tempdir().unwrap();
-    // Verdicts of verified execs are only visible in the per-exec records.
-    let mut args = run_args(
-        &containerd.socket_path(),
-        state.path(),
-        &["--set", "verify.log_execs=true"],
-    );
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let mut daemon = DaemonProcess::spawn(&args).expect("spawn daemon");
-    daemon.wait_ready(WAIT).expect("daemon ready");
+        // Verdicts of verified execs are only visible in the per-exec records.
+        .log_execs()
+        .args(extra)
+        .build();
     Node {
-        daemon,
-        image,
-        tiny_other,
-        state,
-        containerd,
+        tiny_other: std::fs::read(&other).unwrap(),
+        node,
     }
-}
-
-impl Node {
-    fn container(&self, image: &str) -> Container {
-        Container::run_detached(
-            &self.containerd,
-            NS,
-            image,
-            &unique_id("v"),
-            &["sleep", "600"],
-            &[],
-        )
-        .expect("run container")
-    }
-
-    fn alerts_for(&self, c: &Container) -> Vec<Value> {
-        self.daemon
-            .json_lines()
-            .into_iter()
-            .filter(|v| v["message"] == "alert" && v["alert"]["container"]["id"] == c.id())
-            .map(|v| v["alert"].clone())
-            .collect()
-    }
-
-    /// Waits for the verdict record of an exec with this argv in `c`.
-    fn verdict_of(&self, c: &Container, argv: &[&str]) -> Value {
-        self.daemon
-            .wait_for_line(
-                |v| {
-                    v["message"] == "exec"
-                        && v["container"]["id"] == c.id()
-                        && v["argv"].as_array().is_some_and(|a| {
-                            a.iter()
-                                .map(|x| x.as_str())
-                                .eq(argv.iter().map(|s| Some(*s)))
-                        })
-                        && v["verdict"].is_object()
-                },
-                WAIT,
-            )
-            .unwrap_or_else(|| panic!("no verdict for {argv:?}:\n{}", self.daemon.dump_string(40)))
-    }
-
-    fn wait_alert(&self, c: &Container, pred: impl Fn(&Value) -> bool) -> Value {
-        self.daemon
-            .wait_for_line(
-                |v| {
-                    v["message"] == "alert"
-                        && v["alert"]["container"]["id"] == c.id()
-                        && pred(&v["alert"])
-                },
-                WAIT,
-            )
-            .map(|v| v["alert"].clone())
-            .unwrap_or_else(|| panic!("alert not seen:\n{}", self.daemon.dump_string(40)))
-    }
-}
-
-fn run_ok(c: &Container, args: &[&str]) {
-    let out = c.exec(args).expect("exec");
-    assert!(out.status.success(), "{args:?}: {out:?}");
 }
 
 #[test]
 fn image_binaries_chmod_and_container_start_raise_no_alert() {
     let node = start_node(&[]);
-    let c = node.container(&node.image.reference);
+    let c = node.container();
     let marker = unique_id("ok");
     run_ok(&c, &["/bin/busybox", "echo", &marker]);
     let v = node.verdict_of(&c, &["/bin/busybox", "echo", &marker]);
@@ -155,7 +75,7 @@ fn image_binaries_chmod_and_container_start_raise_no_alert() {
 #[test]
 fn dropped_binary_is_not_in_image_with_ancestry() {
     let node = start_node(&[]);
-    let c = node.container(&node.image.reference);
+    let c = node.container();
     run_ok(&c, &["cp", "/bin/busybox", "/tmp/echo"]);
     // `; true` keeps the shell alive as the parent (it would exec the last command).
     run_ok(&c, &["sh", "-c", "/tmp/echo dropped; true"]);
@@ -189,7 +109,7 @@ fn dropped_binary_is_not_in_image_with_ancestry() {
 #[test]
 fn binary_overwritten_in_the_container_is_modified() {
     let node = start_node(&[]);
-    let c = node.container(&node.image.reference);
+    let c = node.container();
     run_ok(
         &c,
         &["sh", "-c", "cat /opt/tiny_other > /usr/local/bin/tiny"],
@@ -214,7 +134,7 @@ fn binary_overwritten_in_the_container_is_modified() {
 #[test]
 fn binary_changed_on_the_host_in_the_lower_layer_is_modified() {
     let node = start_node(&[]);
-    let c = node.container(&node.image.reference);
+    let c = node.container();
     run_ok(&c, &["/usr/local/bin/tiny"]);
     assert_eq!(
         node.verdict_of(&c, &["/usr/local/bin/tiny"])["verdict"]["verdict"],
@@ -250,7 +170,7 @@ fn binary_changed_on_the_host_in_the_lower_layer_is_modified() {
 #[test]
 fn memfd_exec_is_fileless() {
     let node = start_node(&[]);
-    let c = node.container(&node.image.reference);
+    let c = node.container();
     run_ok(
         &c,
         &["/usr/local/bin/memfd_exec", "/bin/busybox", "echo", "x"],
@@ -262,7 +182,7 @@ fn memfd_exec_is_fileless() {
 #[test]
 fn executed_then_deleted_is_never_silent() {
     let node = start_node(&[]);
-    let c = node.container(&node.image.reference);
+    let c = node.container();
     run_ok(&c, &["cp", "/bin/busybox", "/tmp/sleep"]);
     run_ok(
         &c,
@@ -278,7 +198,7 @@ fn executed_then_deleted_is_never_silent() {
 #[test]
 fn dropped_scripts_alert_however_they_are_run() {
     let node = start_node(&[]);
-    let c = node.container(&node.image.reference);
+    let c = node.container();
     run_ok(
         &c,
         &[
@@ -292,20 +212,11 @@ fn dropped_scripts_alert_however_they_are_run() {
         a["kind"] == "exec_not_in_image" && a["evidence"]["path"] == "/tmp/x.sh"
     });
     assert_eq!(a["process"]["argv"][1], "/tmp/x.sh", "{a}");
-    let cursor = node.daemon.cursor();
+    let cursor = node.daemon().cursor();
     run_ok(&c, &["sh", "-c", "cd /tmp && ./x.sh"]);
-    let a = node
-        .daemon
-        .wait_for_line_after(
-            cursor,
-            |v| {
-                v["message"] == "alert"
-                    && v["alert"]["container"]["id"] == c.id()
-                    && v["alert"]["evidence"]["path"] == "/tmp/x.sh"
-            },
-            WAIT,
-        )
-        .unwrap_or_else(|| panic!("no alert for ./x.sh:\n{}", node.daemon.dump_string(30)));
+    let a = node.wait_line_after(cursor, "an alert for ./x.sh", |v| {
+        is_alert_for(v, &c) && v["alert"]["evidence"]["path"] == "/tmp/x.sh"
+    });
     assert_eq!(a["alert"]["kind"], "exec_not_in_image", "{a}");
     // The interpreter as the kernel named it, or resolved through /proc while it ran.
     let interpreter = &a["alert"]["evidence"]["interpreter"];
@@ -337,7 +248,7 @@ fn tampered_layer_blob_makes_the_image_untrusted() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;
     std::fs::write(&path, &bytes).unwrap();
-    let c = node.container(&node.image.reference);
+    let c = node.container();
     run_ok(&c, &["/bin/busybox", "true"]);
     let a = node.wait_alert(&c, |a| a["kind"] == "image_untrusted");
     assert_eq!(a["severity"], "critical");
@@ -358,7 +269,7 @@ fn a_thousand_short_lived_dropped_binaries_give_a_thousand_alerts() {
         "--set",
         "verify.log_execs=false",
     ]);
-    let c = node.container(&node.image.reference);
+    let c = node.container();
     run_ok(&c, &["cp", "/usr/local/bin/tiny", "/tmp/t"]);
     let out = c
         .exec_timeout(
@@ -383,7 +294,7 @@ fn a_thousand_short_lived_dropped_binaries_give_a_thousand_alerts() {
         .filter(|a| a["evidence"]["path"] == "/tmp/t")
         .collect();
     let lost: Vec<Value> = node
-        .daemon
+        .daemon()
         .json_lines()
         .into_iter()
         .filter(|v| v["message"] == "alert" && v["alert"]["kind"] == "sensor_events_lost")
@@ -402,5 +313,4 @@ fn a_thousand_short_lived_dropped_binaries_give_a_thousand_alerts() {
         .filter(|a| a["container"]["id"] == c.id() && a["evidence"]["path"] == "/tmp/t")
         .count();
     assert_eq!(in_file, 1000);
-    let _ = &node.state;
 }
