@@ -1,9 +1,13 @@
 /* Runs `argv[2..]` N times (fork + execv + waitpid) and prints the mean microseconds
  * per iteration, then one line per CHUNK iterations with that chunk's mean (a block's
- * median chunk is robust to a short burst of other load, its mean is not).
+ * median chunk is robust to a short burst of other load, its mean is not), then
+ * `cpu_us T`: the CPU time (user + system) this loop and its children used, as the kernel
+ * accounted it. That includes the eBPF programs that ran on their exec, fork and exit,
+ * which run in the task's own context.
  * Static, so it runs inside a busybox-only container image. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -56,5 +60,13 @@ int main(int argc, char **argv)
 	printf("%.3f\n", us_between(&a, &b) / n);
 	for (long i = 0; i < chunks; i++)
 		printf("%.3f\n", chunk_us[i]);
+	struct rusage self, children;
+	getrusage(RUSAGE_SELF, &self);
+	getrusage(RUSAGE_CHILDREN, &children);
+	double cpu_us = 0;
+	struct timeval t[] = { self.ru_utime, self.ru_stime, children.ru_utime, children.ru_stime };
+	for (int i = 0; i < 4; i++)
+		cpu_us += t[i].tv_sec * 1e6 + t[i].tv_usec;
+	printf("cpu_us %.0f\n", cpu_us);
 	return 0;
 }
