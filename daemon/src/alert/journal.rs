@@ -35,6 +35,7 @@
 //! the files: same alerts, same gaps), so a subscriber that fell a little behind catches
 //! up without disk reads or JSON decoding; older positions are read from the segments.
 
+mod recover;
 mod segment;
 #[cfg(test)]
 mod tests;
@@ -42,10 +43,8 @@ mod tests;
 pub use segment::{MAGIC, MAX_RECORD_BYTES};
 
 use super::{Alert, AlertSink, SinkError};
-use segment::{
-    encode, read_block, read_segment, recover_segment, Segment, SegmentEnd, Snapshot,
-    SEGMENT_SUFFIX,
-};
+use recover::recover_segment;
+use segment::{encode, read_block, read_segment, Segment, SegmentEnd, Snapshot, SEGMENT_SUFFIX};
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
