@@ -23,6 +23,7 @@ pub(crate) mod oci;
 pub(crate) mod path;
 pub(crate) mod progress;
 pub(crate) mod tar;
+mod verdict;
 
 #[cfg(test)]
 mod chain_tests;
