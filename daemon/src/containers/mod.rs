@@ -14,6 +14,7 @@
 //! (containerd I/O; the platform pick in an image index is `image::oci`'s).
 //! Every lookup is done in the sensor's time base ([`crate::clock`]).
 
+pub mod events;
 pub mod pending;
 pub mod resolver;
 pub mod stage;

@@ -7,6 +7,7 @@
 //! only reports what containerd says, plus the mount namespace of each task's init
 //! process, read here because that process may be gone a moment later.
 
+use super::events::{decode, system_time, Change};
 use super::resolver::Update;
 use super::table::{Listed, ListedTask};
 use crate::clock;
@@ -15,20 +16,15 @@ use crate::identity::{ContainerInfo, ContainerKey};
 use crate::image::digest::Digest;
 use crate::image::oci::{self, Descriptor, MediaKind, OciError, Platform};
 use crate::procfs;
-use containerd_client::events::{
-    ContainerCreate, ContainerDelete, ContainerUpdate, NamespaceCreate, TaskCreate, TaskDelete,
-    TaskExit, TaskStart,
-};
 use containerd_client::services::v1::{
     Container, GetContainerRequest, GetImageRequest, ListContainersRequest, ListNamespacesRequest,
     ListTasksRequest, ReadContentRequest, SubscribeRequest,
 };
 use containerd_client::types::v1::Status as TaskStatus;
 use containerd_client::types::Envelope;
-use prost::Message;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::{debug, info, warn};
 
@@ -96,74 +92,6 @@ impl Backoff {
     }
 }
 
-/// What one containerd event means for the table.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Change {
-    /// Created or updated: fetch it (the event does not carry the labels).
-    Container(String),
-    ContainerDeleted(String),
-    TaskStarted {
-        container_id: String,
-        pid: u32,
-    },
-    TaskExited {
-        container_id: String,
-        pid: u32,
-        /// When the shim reaped it (wall clock), if containerd said.
-        exited_at: Option<SystemTime>,
-    },
-    NamespaceCreated(String),
-}
-
-/// Decodes an event payload by its topic. Topics the table does not care about give
-/// `None`. Exec processes (`ctr exec`, `kubectl exec`) share the container's mount
-/// namespace, so only the init process's start and exit matter.
-pub fn decode(topic: &str, payload: &[u8]) -> Result<Option<Change>, prost::DecodeError> {
-    Ok(Some(match topic {
-        "/containers/create" => Change::Container(ContainerCreate::decode(payload)?.id),
-        "/containers/update" => Change::Container(ContainerUpdate::decode(payload)?.id),
-        "/containers/delete" => Change::ContainerDeleted(ContainerDelete::decode(payload)?.id),
-        "/tasks/create" => {
-            let e = TaskCreate::decode(payload)?;
-            Change::TaskStarted {
-                container_id: e.container_id,
-                pid: e.pid,
-            }
-        }
-        "/tasks/start" => {
-            let e = TaskStart::decode(payload)?;
-            Change::TaskStarted {
-                container_id: e.container_id,
-                pid: e.pid,
-            }
-        }
-        "/tasks/exit" => {
-            let e = TaskExit::decode(payload)?;
-            if !(e.id.is_empty() || e.id == e.container_id) {
-                return Ok(None);
-            }
-            Change::TaskExited {
-                container_id: e.container_id,
-                pid: e.pid,
-                exited_at: system_time(e.exited_at),
-            }
-        }
-        "/tasks/delete" => {
-            let e = TaskDelete::decode(payload)?;
-            if !(e.id.is_empty() || e.id == e.container_id) {
-                return Ok(None);
-            }
-            Change::TaskExited {
-                container_id: e.container_id,
-                pid: e.pid,
-                exited_at: system_time(e.exited_at),
-            }
-        }
-        "/namespaces/create" => Change::NamespaceCreated(NamespaceCreate::decode(payload)?.name),
-        _ => return Ok(None),
-    }))
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Link {
     /// Not tried yet: the first outcome is logged either way.
@@ -197,10 +125,6 @@ fn causes(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
-}
-
-fn system_time(ts: Option<prost_types::Timestamp>) -> Option<SystemTime> {
-    ts.and_then(|t| SystemTime::try_from(t).ok())
 }
 
 impl Watcher {
@@ -725,69 +649,6 @@ mod tests {
         assert_eq!(seq, vec![100, 200, 400, 500, 500]);
         b.reset();
         assert_eq!(b.next_delay(), Duration::from_millis(100));
-    }
-
-    #[test]
-    fn events_decode_by_topic() {
-        let start = TaskStart {
-            container_id: "c1".into(),
-            pid: 42,
-        };
-        assert_eq!(
-            decode("/tasks/start", &start.encode_to_vec()).unwrap(),
-            Some(Change::TaskStarted {
-                container_id: "c1".into(),
-                pid: 42
-            })
-        );
-        let create = TaskCreate {
-            container_id: "c1".into(),
-            pid: 41,
-            ..Default::default()
-        };
-        assert!(matches!(
-            decode("/tasks/create", &create.encode_to_vec()).unwrap(),
-            Some(Change::TaskStarted { pid: 41, .. })
-        ));
-        let init_exit = TaskExit {
-            container_id: "c1".into(),
-            id: "c1".into(),
-            pid: 42,
-            ..Default::default()
-        };
-        assert_eq!(
-            decode("/tasks/exit", &init_exit.encode_to_vec()).unwrap(),
-            Some(Change::TaskExited {
-                container_id: "c1".into(),
-                pid: 42,
-                exited_at: None,
-            })
-        );
-        let exec_exit = TaskExit {
-            container_id: "c1".into(),
-            id: "exec-1".into(),
-            pid: 77,
-            ..Default::default()
-        };
-        assert_eq!(
-            decode("/tasks/exit", &exec_exit.encode_to_vec()).unwrap(),
-            None
-        );
-        let delete = ContainerDelete { id: "c1".into() };
-        assert_eq!(
-            decode("/containers/delete", &delete.encode_to_vec()).unwrap(),
-            Some(Change::ContainerDeleted("c1".into()))
-        );
-        let ns = NamespaceCreate {
-            name: "moby".into(),
-            ..Default::default()
-        };
-        assert_eq!(
-            decode("/namespaces/create", &ns.encode_to_vec()).unwrap(),
-            Some(Change::NamespaceCreated("moby".into()))
-        );
-        assert_eq!(decode("/images/create", b"").unwrap(), None);
-        assert!(decode("/tasks/start", b"\xff\xff").is_err());
     }
 
     #[test]
