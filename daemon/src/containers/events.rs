@@ -52,29 +52,30 @@ pub fn decode(topic: &str, payload: &[u8]) -> Result<Option<Change>, prost::Deco
         }
         "/tasks/exit" => {
             let e = TaskExit::decode(payload)?;
-            if !(e.id.is_empty() || e.id == e.container_id) {
-                return Ok(None);
-            }
-            Change::TaskExited {
-                container_id: e.container_id,
-                pid: e.pid,
-                exited_at: system_time(e.exited_at),
-            }
+            return Ok(task_exited(e.id, e.container_id, e.pid, e.exited_at));
         }
         "/tasks/delete" => {
             let e = TaskDelete::decode(payload)?;
-            if !(e.id.is_empty() || e.id == e.container_id) {
-                return Ok(None);
-            }
-            Change::TaskExited {
-                container_id: e.container_id,
-                pid: e.pid,
-                exited_at: system_time(e.exited_at),
-            }
+            return Ok(task_exited(e.id, e.container_id, e.pid, e.exited_at));
         }
         "/namespaces/create" => Change::NamespaceCreated(NamespaceCreate::decode(payload)?.name),
         _ => return Ok(None),
     }))
+}
+
+/// A task's exit or deletion, if it is the container's init task: an exec'd process (its
+/// own `id`) ending says nothing about the container.
+fn task_exited(
+    id: String,
+    container_id: String,
+    pid: u32,
+    exited_at: Option<prost_types::Timestamp>,
+) -> Option<Change> {
+    (id.is_empty() || id == container_id).then(|| Change::TaskExited {
+        container_id,
+        pid,
+        exited_at: system_time(exited_at),
+    })
 }
 
 /// A containerd timestamp as wall-clock time, when it has one that fits.
