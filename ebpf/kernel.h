@@ -33,6 +33,14 @@ struct timespec64 {
 	long tv_nsec;
 };
 
+struct hlist_node {
+	struct hlist_node *next;
+};
+
+struct hlist_head {
+	struct hlist_node *first;
+};
+
 struct inode {
 	umode_t i_mode;
 	struct super_block *i_sb;
@@ -45,6 +53,9 @@ struct inode {
 	time64_t i_ctime_sec;	/* kernels >= 6.11 */
 	u32 i_ctime_nsec;
 	struct timespec64 __i_ctime;	/* kernels 6.6 - 6.10 */
+	union {
+		struct hlist_head i_dentry;	/* the dentries that name it (d_u.d_alias) */
+	};
 };
 
 struct qstr {
@@ -58,6 +69,9 @@ struct dentry {
 		const struct qstr d_name;
 	};
 	struct inode *d_inode;
+	union {
+		struct hlist_node d_alias;
+	} d_u;
 };
 
 struct vfsmount {
@@ -87,6 +101,11 @@ struct file {
 		const struct path f_path;
 		struct path __f_path;
 	};
+};
+
+/* The page cache of a file; a mapping fault names it, host is the file's inode. */
+struct address_space {
+	struct inode *host;
 };
 
 struct ns_common {

@@ -41,7 +41,8 @@ enum lg_event_kind {
 	LG_EVENT_EXEC = 1,
 	LG_EVENT_FORK = 2,
 	LG_EVENT_EXIT = 3,
-	LG_EVENT_KINDS = 4,	/* one past the last kind: the size of lg_lost */
+	LG_EVENT_FILE = 4,	/* a file written or mapped (struct lg_file_record) */
+	LG_EVENT_KINDS = 5,	/* one past the last kind: the size of lg_lost */
 };
 
 /* lg_exec_event.flags */
@@ -77,7 +78,11 @@ enum lg_stat {
 	LG_STAT_HOST_FILTERED = 1,	/* dropped in the kernel: host mount namespace */
 	LG_STAT_READ_ERRORS = 2,	/* a kernel read failed; the event went out incomplete */
 	LG_STAT_WAKEUPS = 3,	/* submits that woke the daemon (BPF_RB_FORCE_WAKEUP) */
-	LG_STAT_COUNT = 4,
+	LG_STAT_FILE_SEEN = 4,	/* write or mapping-fault tracepoint hits in containers */
+	LG_STAT_FILE_REPEATS = 5,	/* not sent: the same file, parent and mode sent lately */
+	LG_STAT_MAP_CLEAN_HITS = 6,	/* not sent: a mapping of an inode the daemon judged clean */
+	LG_STAT_IO_URING = 7,	/* io_uring requests submitted in containers (not inspected) */
+	LG_STAT_COUNT = 8,
 };
 
 struct lg_event_header {
@@ -149,6 +154,63 @@ struct lg_exit_event {
 	struct lg_event_header hdr;
 	__s32 exit_code;
 	__u32 _pad;
+};
+
+/* What happened to the file of an lg_file_event. */
+enum lg_file_op {
+	LG_FILE_WRITE = 1,	/* its inode was dirtied: created, written, truncated, chmod, touch */
+	LG_FILE_MAP = 2,	/* a process faulted in pages of a mapping of it */
+};
+
+/* lg_file_event.flags */
+#define LG_FILE_PATH_TRUNCATED (1u << 0)	/* names did not reach the filesystem's root */
+#define LG_FILE_MEMFD (1u << 1)		/* a memfd (tmpfs, "memfd:" name) */
+#define LG_FILE_DELETED (1u << 2)	/* no links left */
+#define LG_FILE_NO_NAME (1u << 3)	/* the inode had no dentry to name it */
+
+/*
+ * A write or a mapping of a regular file by a container process. The file is the real
+ * inode (on overlayfs: the upper or lower layer's file, as the page cache and writeback
+ * see it), named from its own dentries, not from a string the caller passed: the names
+ * run leaf first up to the root of the filesystem that holds it (for a container's file,
+ * through .../snapshots/N/fs/, which tells the daemon the layer).
+ */
+struct lg_file_event {
+	struct lg_event_header hdr;
+	__u32 op;		/* enum lg_file_op */
+	__u32 flags;		/* LG_FILE_* */
+	struct lg_file_id file;	/* the real inode */
+	__s64 ctime_sec;
+	__u32 ctime_nsec;
+	__u32 mode;
+	__u64 size;
+	__u32 nlink;
+	__u32 dirty_flags;	/* LG_FILE_WRITE: the kernel's I_DIRTY_* bits */
+	__u32 uid;		/* of the acting task */
+	__u32 gid;
+	__u16 names_len;	/* bytes of names, NULs included */
+	__u16 _pad[3];
+	char comm[LG_COMM_LEN];
+};
+
+/* Names are written below LG_PATH_MAX (a mask proves it) and each is up to LG_NAME_MAX. */
+#define LG_FILE_NAMES_LEN (LG_PATH_MAX + LG_NAME_MAX)
+
+struct lg_file_record {
+	struct lg_file_event event;
+	char names[LG_FILE_NAMES_LEN];
+};
+
+/*
+ * An inode the daemon judged clean for mappings (its content is what the image records,
+ * or not code at all): the kernel sends no more mapping events for it while its ctime is
+ * unchanged, and counts each one it did not send in hits. Key: struct lg_file_id.
+ */
+struct lg_clean_inode {
+	__s64 ctime_sec;
+	__u32 ctime_nsec;
+	__u32 _pad;
+	__u64 hits;
 };
 
 #endif

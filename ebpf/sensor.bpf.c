@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-only
 /*
- * The layerguard kernel sensor: process exec, fork and exit, from BTF tracepoints only
- * (fentry, kprobes and the BPF LSM are not available on the hosts we target).
+ * The layerguard kernel sensor: process exec, fork and exit, file writes and file
+ * mappings, from BTF tracepoints only (fentry, kprobes and the BPF LSM are not available
+ * on the hosts we target, and syscall tracepoints tax every syscall on the node).
  *
  * What it owns: deciding in the kernel which events leave it (container mount namespaces
  * only, unless host monitoring is on), reading everything about the executed file that
@@ -74,6 +75,9 @@ __u32 storm_last_window_execs = 0;
 struct lg_wire_types {
 	struct lg_fork_event fork;
 	struct lg_exit_event exit;
+	struct lg_file_record file;
+	struct lg_clean_inode clean;
+	enum lg_file_op file_op;
 	enum lg_event_kind kind;
 	enum lg_stat stat;
 	enum lg_storm storm;
@@ -190,7 +194,7 @@ static __always_inline int fill_header(struct lg_event_header *h, struct task_st
 static __always_inline int name_starts_with_memfd(struct dentry *d)
 {
 	char name[8] = {};
-	const unsigned char *p = d->d_name.name;
+	const unsigned char *p = BPF_CORE_READ(d, d_name.name);
 	if (bpf_probe_read_kernel_str(name, sizeof(name), p) < 7)
 		return 0;
 	return name[0] == 'm' && name[1] == 'e' && name[2] == 'm' && name[3] == 'f' && name[4] == 'd' &&
@@ -539,5 +543,294 @@ int BPF_PROG(lg_exit, struct task_struct *task)
 	e.exit_code = task->exit_code;
 	if (bpf_ringbuf_output(&lg_events, &e, sizeof(e), quiet_flags()) != 0)
 		count_lost(LG_EVENT_EXIT);
+	return 0;
+}
+
+/* ---- Files: writes and executable mappings -------------------------------------------
+ *
+ * Two tracepoints outside syscalls/ see what the files analyzer needs without putting
+ * every syscall of the node on the tracing path (see README, "Files"):
+ * writeback_mark_inode_dirty fires in the writer's context when a file is created,
+ * written, truncated, chmod'ed or touched; mm_filemap_map_pages and mm_filemap_fault when
+ * a process faults in pages of a file mapping (ld.so mapping a library, the kernel
+ * mapping an executable). Both name the real inode. Both fire far more often than the
+ * daemon needs to hear, so the kernel keeps the node's cost down:
+ * - container tasks only, regular files only, and never for atime-only dirtying;
+ * - a write is sent once per (file, parent directory, mode) per FILE_REPEAT_NS: the daemon
+ *   waits for the writer to finish anyway, and a chmod (a new mode) or a rename into the
+ *   image's tree (a new parent: overlayfs copies up in a work directory first) is news;
+ * - a mapping of an inode the daemon judged clean (lg_clean, same ctime) is only counted,
+ *   and an unjudged one is sent once per (file, process) per FILE_REPEAT_NS.
+ */
+#define S_IFREG 0100000
+#define I_DIRTY_TIME (1 << 11)
+#define FILE_REPEAT_NS (1000ull * 1000 * 1000)
+
+struct file_repeat_key {
+	__u64 ino;
+	__u64 other;		/* the parent dentry (writes) or the tgid (mappings) */
+	__u32 dev;
+	__u32 op;
+};
+
+struct file_repeat {
+	__u64 at;
+	__u32 mode;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct file_repeat_key);
+	__type(value, struct file_repeat);
+} lg_file_repeat SEC(".maps");
+
+/* Filled by the daemon (struct lg_clean_inode); bounded, the least recently used goes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct lg_file_id);
+	__type(value, struct lg_clean_inode);
+} lg_clean SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lg_file_record);
+} lg_file_scratch SEC(".maps");
+
+/* The state of a file's name walk, in a map for the same reasons as struct path_walk. */
+struct file_walk {
+	__u64 d;
+	__u32 off;
+	__u32 complete;
+	__u64 off_d_parent;
+	__u64 off_d_name_name;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct file_walk);
+} lg_file_walk SEC(".maps");
+
+/* The task's mount namespace, or 0 when its events must not leave the kernel. */
+static __always_inline __u32 container_mnt_ns(struct task_struct *task)
+{
+	__u32 ns = task->nsproxy->mnt_ns->ns.inum;
+	if (ns == host_mnt_ns && !monitor_host)
+		return 0;
+	return ns;
+}
+
+/* One name up from w->d, written leaf first; stops below the filesystem's root. */
+static long file_walk_step(__u64 index, void *unused)
+{
+	__u32 zero = 0;
+	struct file_walk *w = bpf_map_lookup_elem(&lg_file_walk, &zero);
+	struct lg_file_record *r = bpf_map_lookup_elem(&lg_file_scratch, &zero);
+	if (!w || !r)
+		return 1;
+	__u64 parent = read_ptr(w->d, w->off_d_parent);
+	if (!parent || parent == w->d) {
+		w->complete = 1;
+		return 1;
+	}
+	__u32 off = w->off;
+	if (off + LG_NAME_MAX > LG_PATH_MAX)
+		return 1;
+	long n = bpf_probe_read_kernel_str(&r->names[off & (LG_PATH_MAX - 1)], LG_NAME_MAX,
+					   (void *)read_ptr(w->d, w->off_d_name_name));
+	if (n <= 0)
+		return 1;
+	w->off = off + n;
+	w->d = parent;
+	return 0;
+}
+
+/* Sends a file record for `inode`; `other` is the caller's repeat-key part. */
+static __always_inline void send_file(struct task_struct *task, __u32 mnt_ns, struct inode *inode,
+				      __u32 op, __u32 dirty_flags)
+{
+	__u32 zero = 0;
+	struct lg_file_record *r = bpf_map_lookup_elem(&lg_file_scratch, &zero);
+	struct file_walk *w = bpf_map_lookup_elem(&lg_file_walk, &zero);
+	if (!r || !w)
+		return;
+	struct lg_file_event *e = &r->event;
+	struct nsproxy *ns = task->nsproxy;
+	e->hdr.kind = LG_EVENT_FILE;
+	e->hdr.cpu = bpf_get_smp_processor_id();
+	e->hdr.ktime_ns = bpf_ktime_get_ns();
+	e->hdr.pid = task->pid;
+	e->hdr.tgid = task->tgid;
+	e->hdr.mnt_ns = mnt_ns;
+	e->hdr.pid_ns = ns->pid_ns_for_children->ns.inum;
+	e->op = op;
+	e->flags = 0;
+	e->dirty_flags = dirty_flags;
+	__u64 ugid = bpf_get_current_uid_gid();
+	e->uid = (__u32)ugid;
+	e->gid = ugid >> 32;
+	struct super_block *sb = inode->i_sb;
+	e->file.ino = inode->i_ino;
+	e->file.dev = sb->s_dev;
+	e->file._pad = 0;
+	e->mode = inode->i_mode;
+	e->size = inode->i_size;
+	e->nlink = inode->__i_nlink;
+	if (e->nlink == 0)
+		e->flags |= LG_FILE_DELETED;
+	e->ctime_sec = 0;
+	e->ctime_nsec = 0;
+	if (bpf_core_field_exists(inode->i_ctime_sec)) {
+		e->ctime_sec = BPF_CORE_READ(inode, i_ctime_sec);
+		e->ctime_nsec = BPF_CORE_READ(inode, i_ctime_nsec) & 0x7fffffff;
+	} else {
+		e->ctime_sec = BPF_CORE_READ(inode, __i_ctime.tv_sec);
+		e->ctime_nsec = BPF_CORE_READ(inode, __i_ctime.tv_nsec);
+	}
+	e->_pad[0] = e->_pad[1] = e->_pad[2] = 0;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+
+	struct hlist_node *alias = BPF_CORE_READ(inode, i_dentry.first);
+	e->names_len = 0;
+	if (!alias) {
+		e->flags |= LG_FILE_NO_NAME;
+	} else {
+		struct dentry *d = (void *)alias - bpf_core_field_offset(struct dentry, d_u.d_alias);
+		unsigned long magic = sb->s_magic;
+		if ((magic == TMPFS_MAGIC || magic == HUGETLBFS_MAGIC) && name_starts_with_memfd(d))
+			e->flags |= LG_FILE_MEMFD;
+		w->d = (__u64)d;
+		w->off = 0;
+		w->complete = 0;
+		w->off_d_parent = bpf_core_field_offset(struct dentry, d_parent);
+		w->off_d_name_name = bpf_core_field_offset(struct dentry, d_name) +
+				     bpf_core_field_offset(struct qstr, name);
+		bpf_loop(LG_PATH_MAX / 2, file_walk_step, 0, 0);
+		if (!w->complete)
+			e->flags |= LG_FILE_PATH_TRUNCATED;
+		e->names_len = w->off > LG_PATH_MAX ? LG_PATH_MAX : w->off;
+	}
+	__u64 size = __builtin_offsetof(struct lg_file_record, names) + (e->names_len & (LG_PATH_MAX - 1));
+	if (e->names_len == LG_PATH_MAX)
+		size = sizeof(*r);
+	if (size > sizeof(*r))
+		size = sizeof(*r);
+	if (bpf_ringbuf_output(&lg_events, r, size, quiet_flags()) != 0)
+		count_lost(LG_EVENT_FILE);
+}
+
+/* True when this (file, other, op) went out less than FILE_REPEAT_NS ago with this mode;
+ * otherwise records it as sent now. */
+static __always_inline int repeated(struct inode *inode, __u64 other, __u32 op, __u32 mode)
+{
+	struct file_repeat_key k = {};
+	k.ino = inode->i_ino;
+	k.dev = inode->i_sb->s_dev;
+	k.other = other;
+	k.op = op;
+	__u64 now = bpf_ktime_get_ns();
+	struct file_repeat *v = bpf_map_lookup_elem(&lg_file_repeat, &k);
+	if (v && now - v->at < FILE_REPEAT_NS && v->mode == mode) {
+		count(LG_STAT_FILE_REPEATS);
+		return 1;
+	}
+	struct file_repeat nv = { .at = now, .mode = mode };
+	bpf_map_update_elem(&lg_file_repeat, &k, &nv, BPF_ANY);
+	return 0;
+}
+
+SEC("tp_btf/writeback_mark_inode_dirty")
+int BPF_PROG(lg_file_dirty, struct inode *inode, int flags)
+{
+	if ((flags & ~I_DIRTY_TIME) == 0)
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u32 mnt_ns = container_mnt_ns(task);
+	if (!mnt_ns)
+		return 0;
+	__u32 mode = inode->i_mode;
+	if ((mode & S_IFMT) != S_IFREG)
+		return 0;
+	count(LG_STAT_FILE_SEEN);
+	struct hlist_node *alias = BPF_CORE_READ(inode, i_dentry.first);
+	__u64 parent = 0;
+	if (alias) {
+		struct dentry *d = (void *)alias - bpf_core_field_offset(struct dentry, d_u.d_alias);
+		parent = (__u64)BPF_CORE_READ(d, d_parent);
+	}
+	if (repeated(inode, parent, LG_FILE_WRITE, mode))
+		return 0;
+	/* A changed file is judged again when it is next mapped. */
+	struct lg_file_id id = { .ino = inode->i_ino, .dev = inode->i_sb->s_dev };
+	bpf_map_delete_elem(&lg_clean, &id);
+	send_file(task, mnt_ns, inode, LG_FILE_WRITE, flags);
+	return 0;
+}
+
+static __always_inline void on_map_fault(struct address_space *mapping)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u32 mnt_ns = container_mnt_ns(task);
+	if (!mnt_ns)
+		return;
+	struct inode *inode = mapping->host;
+	if (!inode)
+		return;
+	__u32 mode = inode->i_mode;
+	if ((mode & S_IFMT) != S_IFREG)
+		return;
+	count(LG_STAT_FILE_SEEN);
+	struct lg_file_id id = { .ino = inode->i_ino, .dev = inode->i_sb->s_dev };
+	struct lg_clean_inode *clean = bpf_map_lookup_elem(&lg_clean, &id);
+	if (clean) {
+		__s64 sec;
+		__u32 nsec;
+		if (bpf_core_field_exists(inode->i_ctime_sec)) {
+			sec = BPF_CORE_READ(inode, i_ctime_sec);
+			nsec = BPF_CORE_READ(inode, i_ctime_nsec) & 0x7fffffff;
+		} else {
+			sec = BPF_CORE_READ(inode, __i_ctime.tv_sec);
+			nsec = BPF_CORE_READ(inode, __i_ctime.tv_nsec);
+		}
+		if (clean->ctime_sec == sec && clean->ctime_nsec == nsec) {
+			__sync_fetch_and_add(&clean->hits, 1);
+			count(LG_STAT_MAP_CLEAN_HITS);
+			return;
+		}
+	}
+	if (repeated(inode, task->tgid, LG_FILE_MAP, mode))
+		return;
+	send_file(task, mnt_ns, inode, LG_FILE_MAP, 0);
+}
+
+SEC("tp_btf/mm_filemap_map_pages")
+int BPF_PROG(lg_map_pages, struct address_space *mapping)
+{
+	on_map_fault(mapping);
+	return 0;
+}
+
+SEC("tp_btf/mm_filemap_fault")
+int BPF_PROG(lg_map_fault, struct address_space *mapping)
+{
+	on_map_fault(mapping);
+	return 0;
+}
+
+SEC("tp_btf/io_uring_submit_req")
+int BPF_PROG(lg_io_uring_submit)
+{
+	__u32 mnt_ns = container_mnt_ns(bpf_get_current_task_btf());
+	if (!mnt_ns)
+		return 0;
+	/* Their file operations pass no tracepoint this sensor uses: counted, so that the
+	 * daemon can say how many went unseen. */
+	count(LG_STAT_IO_URING);
 	return 0;
 }

@@ -76,6 +76,7 @@ pub fn exit_at(tgid: u32, mnt_ns: u32, at: MonoNs) -> SensorEvent {
 /// A draft of kind `kind` with a summary and nothing else.
 pub fn draft(kind: AlertKind) -> AlertDraft {
     AlertDraft {
+        severity: None,
         kind,
         summary: format!("{} for a test", kind.as_str()),
         container: None,
@@ -153,6 +154,7 @@ pub fn full_alert(seq: u64) -> Alert {
             interpreter: Some("/bin/sh".into()),
             interpreter_verdict: Some("verified".into()),
             reason: "content differs".into(),
+            ..Default::default()
         }),
         loss: Some(Loss {
             kernel: [("exec".to_string(), 1), ("fork".to_string(), 2)]

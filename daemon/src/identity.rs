@@ -6,6 +6,7 @@
 //! including how that serializes into a log record. No I/O and no lookups happen here. A
 //! leaf: it depends on no other module of the daemon.
 
+use crate::alert::AlertContainer;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -98,6 +99,21 @@ impl ContainerInfo {
 
     pub fn key(&self) -> ContainerKey {
         ContainerKey::new(self.namespace.clone(), self.id.clone())
+    }
+
+    /// The container as alerts show it (`None` for one the containers stage could not
+    /// identify); `manifest` is the image manifest the verdict used, when known.
+    pub fn alert_container(&self, manifest: Option<String>) -> Option<AlertContainer> {
+        (!self.id.is_empty()).then(|| AlertContainer {
+            namespace: self.namespace.clone(),
+            id: self.id.clone(),
+            image: self.image.clone(),
+            manifest_digest: manifest.or_else(|| self.manifest_digest.clone()),
+            pod_name: self.pod_name.clone(),
+            pod_namespace: self.pod_namespace.clone(),
+            pod_uid: self.pod_uid.clone(),
+            container_name: self.container_name.clone(),
+        })
     }
 }
 

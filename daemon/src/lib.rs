@@ -2,7 +2,7 @@
 //!
 //! Stages, in the order data flows (each owns its state; bounded channels between them):
 //! `sensor` (kernel events) -> `containers` (which container) -> `process` (the process
-//! tracker) -> analyzers (`verify` judges execs) -> [`alert`] (sinks: log, file, journal)
+//! tracker) -> analyzers (`verify` judges execs, `files` writes and executable mappings) -> [`alert`] (sinks: log, file, journal)
 //! -> `respond` (pause, release, kill). [`api`] serves the gRPC API; [`image`] is the OCI
 //! content and layer-index library `verify` asks; [`containerd`] the one containerd
 //! client. [`config`] is the one typed configuration; [`run`] wires the stages for
@@ -19,6 +19,7 @@ pub(crate) mod clock;
 pub mod config;
 pub mod containerd;
 pub(crate) mod containers;
+pub(crate) mod files;
 #[cfg(test)]
 mod fixtures;
 #[cfg(any(test, feature = "fuzzing"))]

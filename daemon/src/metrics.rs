@@ -58,6 +58,9 @@ impl Gauge {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+    pub fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
 }
 
 /// One counter per sensor event kind (`enum lg_event_kind`): a new kind is counted with
@@ -144,8 +147,26 @@ pub struct Metrics {
     /// Verdicts of containers beyond [`MAX_TRACKED_CONTAINERS`], and of execs outside
     /// any container.
     pub verdicts_untracked: Counter,
+    /// The files analyzer's figures, `None` when it does not run.
+    pub files: Option<FileMetrics>,
     verdicts: Mutex<VerdictBook>,
     rate: Mutex<RateWindow>,
+}
+
+/// What the file programs and the files analyzer did (see `FileIntegrity` in the proto).
+#[derive(Debug, Default)]
+pub struct FileMetrics {
+    /// Copies of the kernel's cumulative counters, refreshed by the files analyzer.
+    pub kernel_seen: Gauge,
+    pub kernel_repeats: Gauge,
+    pub kernel_clean_hits: Gauge,
+    pub io_uring_requests: Gauge,
+    pub writes: Counter,
+    pub mappings: Counter,
+    pub inspected: Counter,
+    pub marked_clean: Counter,
+    pub unjudged: Counter,
+    pub outside_layers: Counter,
 }
 
 /// Every exec verdict, counted once: per container (bounded), node-wide by class, and by
@@ -176,9 +197,16 @@ impl Metrics {
             subscribers: Gauge::default(),
             subscriber_lags: Counter::default(),
             verdicts_untracked: Counter::default(),
+            files: None,
             verdicts: Mutex::new(VerdictBook::default()),
             rate: Mutex::new(RateWindow::default()),
         }
+    }
+
+    /// With the files analyzer's figures.
+    pub fn with_files(mut self) -> Self {
+        self.files = Some(FileMetrics::default());
+        self
     }
 
     /// Sensor events of every type.

@@ -60,6 +60,50 @@ pub fn argument(pid: u32, index: usize) -> Option<String> {
         .map(|a| String::from_utf8_lossy(a).into_owned())
 }
 
+/// Every argument of a live process, from `/proc/PID/cmdline`.
+pub fn argv(pid: u32) -> Option<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let raw = raw.strip_suffix(&[0]).unwrap_or(&raw);
+    Some(
+        raw.split(|&b| b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect(),
+    )
+}
+
+/// One line of `/proc/PID/maps`: the address range, whether it is executable, the inode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapsLine {
+    /// `start-end` as `/proc/PID/map_files/` names it.
+    pub range: String,
+    pub exec: bool,
+    pub ino: u64,
+}
+
+/// The file mappings of a maps file (anonymous ones, inode 0, left out).
+pub fn parse_maps(maps: &str) -> Vec<MapsLine> {
+    maps.lines()
+        .filter_map(|l| {
+            let mut f = l.split_ascii_whitespace();
+            let range = f.next()?;
+            let perms = f.next()?;
+            let ino: u64 = f.nth(2)?.parse().ok()?;
+            (ino != 0).then(|| MapsLine {
+                range: range.to_string(),
+                exec: perms.as_bytes().get(2) == Some(&b'x'),
+                ino,
+            })
+        })
+        .collect()
+}
+
+/// The file mappings of a live process; `None` when it is gone.
+pub fn maps(pid: u32) -> Option<Vec<MapsLine>> {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .ok()
+        .map(|m| parse_maps(&m))
+}
+
 /// Every live process's pid, ascending.
 pub fn pids() -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
@@ -127,6 +171,26 @@ pub fn parse_btime(proc_stat: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn maps_lines_give_range_exec_and_inode() {
+        let m = "55d0-55d2 r--p 00000000 00:4d 1311 /usr/bin/ls\n\
+                 55d2-55d8 r-xp 00002000 00:4d 1311 /usr/bin/ls\n\
+                 7f00-7f01 rw-p 00000000 00:00 0 \n\
+                 7f10-7f20 r-xs 00000000 00:01 2048 /memfd:x (deleted)\n";
+        let lines = parse_maps(m);
+        assert_eq!(lines.len(), 3);
+        assert_eq!(
+            lines[1],
+            MapsLine {
+                range: "55d2-55d8".into(),
+                exec: true,
+                ino: 1311
+            }
+        );
+        assert!(!lines[0].exec);
+        assert_eq!(lines[2].ino, 2048);
+    }
 
     #[test]
     fn ppid_is_read_past_any_comm() {

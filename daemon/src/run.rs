@@ -13,6 +13,7 @@ use crate::api::{ApiError, ApiServer, ApiSources, LiveDirectory, NodeInfo};
 use crate::config::{AlertsConfig, Config, JournalConfig, PipelineScheduling};
 use crate::containerd::Containerd;
 use crate::containers::{ContainersStage, StageStats};
+use crate::files::{FilesStage, FilesStats};
 use crate::image::IndexerConfig;
 use crate::logging;
 use crate::metrics::Metrics;
@@ -93,14 +94,19 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         source,
     })?;
 
-    let sensor = Sensor::load(&config.sensor)?;
+    let mut sensor = Sensor::load(&config.sensor, config.files.enabled)?;
+    let file_feedback = sensor.file_feedback()?;
     let containerd = Containerd::new(&config.containerd_socket, config.containerd.timeouts());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (event_tx, event_rx) = mpsc::channel(config.sensor.event_queue);
     // The same capacity after the containers stage: it adds no burst of its own.
     let (attributed_tx, attributed_rx) = mpsc::channel(config.sensor.event_queue);
 
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(if config.files.enabled {
+        Metrics::new().with_files()
+    } else {
+        Metrics::new()
+    });
     let containers =
         ContainersStage::new(&config.containers, containerd.clone(), sensor.host_mnt_ns())
             .with_metrics(metrics.clone());
@@ -147,13 +153,31 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     );
 
     let (verified_tx, alert_drafts) = mpsc::channel(config.alerts.queue);
-    let catalog = ImageCatalog::new(containerd.clone(), IndexerConfig::new(&config.state_dir));
+    let catalog = Arc::new(ImageCatalog::new(
+        containerd.clone(),
+        IndexerConfig::new(&config.state_dir),
+    ));
     let process = ProcessStage::new(config.process.table_entries, sensor.host_mnt_ns());
-    let verify = VerifyStage::new(&config.verify, catalog, metrics.clone());
+    let verify = VerifyStage::new(&config.verify, catalog.clone(), metrics.clone());
+    let files = config.files.enabled.then(|| {
+        FilesStage::new(
+            &config.files,
+            catalog,
+            config.verify.max_file_bytes,
+            config.verify.allow.clone(),
+            file_feedback,
+            metrics.clone(),
+        )
+    });
     // The analyzers, each behind its own channel of the process stage's batches (a drain
     // each: the same bound in events as the channels before it).
     let analyzer_queue = (config.sensor.event_queue / crate::process::EVENT_BATCH).max(2);
     let (to_verify, verify_rx) = mpsc::channel(analyzer_queue);
+    let (to_files, files_rx) = mpsc::channel(analyzer_queue);
+    let mut analyzers = vec![to_verify];
+    if files.is_some() {
+        analyzers.push(to_files);
+    }
     let mut sinks = alert_sinks(&config.alerts);
     // Last: the journal publishes to live subscribers after the log line is out.
     sinks.push(Box::new(JournalSink::new(journal)));
@@ -164,7 +188,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let pace = Pace::new(config.sensor.scheduling, pipeline.tid);
     let sensor_task = pipeline.spawn(sensor.run(event_tx, shutdown_rx.clone(), pace));
     let containers_task = pipeline.spawn(containers.run(event_rx, attributed_tx, shutdown_rx));
-    let process_task = pipeline.spawn(process.run(attributed_rx, vec![to_verify]));
+    let process_task = pipeline.spawn(process.run(attributed_rx, analyzers));
+    let files_task = files.map(|f| pipeline.spawn(f.run(files_rx, verified_tx.clone())));
     let verify_task = pipeline.spawn(verify.run(verify_rx, verified_tx));
     let alert_task = pipeline.spawn(alerts.run(alert_drafts));
 
@@ -182,6 +207,10 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let containers = containers_task.await.map_err(stage("containers"))?;
     let processes = process_task.await.map_err(stage("process"))?;
     let verify = verify_task.await.map_err(stage("verify"))?;
+    let files = match files_task {
+        Some(t) => Some(t.await.map_err(stage("files"))?),
+        None => None,
+    };
     let alerts = alert_task.await.map_err(stage("alert"))?;
     pipeline.stop();
     if let Some(task) = api_task {
@@ -196,6 +225,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             containers,
             processes,
             verify,
+            files,
             alerts,
         },
     );
@@ -321,5 +351,7 @@ struct Stopped {
     /// Processes in the tracker's table at the end.
     processes: usize,
     verify: VerifyStats,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    files: Option<FilesStats>,
     alerts: AlertStats,
 }

@@ -21,6 +21,9 @@ use tracing::{error, info};
 #[derive(Clone, Debug)]
 pub(crate) struct AlertDraft {
     pub kind: AlertKind,
+    /// When the alert is more (or less) severe than its kind says (a sensitive write to
+    /// `/etc/ld.so.preload` is critical); `None`: the kind's severity.
+    pub severity: Option<Severity>,
     pub summary: String,
     pub container: Option<AlertContainer>,
     pub process: Option<AlertProcess>,
@@ -98,7 +101,7 @@ impl AlertStage {
             id: format!("{}-{}-{seq}", self.node, boot_nonce()),
             time: humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
             node: self.node.clone(),
-            severity: draft.kind.severity(),
+            severity: draft.severity.unwrap_or_else(|| draft.kind.severity()),
             kind: draft.kind,
             summary: draft.summary,
             container: draft.container,
@@ -220,6 +223,7 @@ mod tests {
     fn severity_follows_kind() {
         let mut s = AlertStage::new("n", 1, vec![]);
         let a = s.stamp(AlertDraft {
+            severity: None,
             kind: AlertKind::ExecFileless,
             ..draft()
         });

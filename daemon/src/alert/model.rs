@@ -51,11 +51,24 @@ pub enum AlertKind {
     ImageUntrusted,
     /// Events were lost in the kernel or in a queue.
     SensorEventsLost,
+    /// A file the image records (an executable, a shared library, a `files.protect`
+    /// path) now has other content in the container.
+    FileImageModified,
+    /// A file with an exec bit that the image does not have appeared in the writable layer.
+    FileExecutableCreated,
+    /// A path of `files.sensitive` was created or written.
+    FileSensitiveWrite,
+    /// An executable mapping of a file whose content differs from the image's at its path.
+    LibraryModified,
+    /// An executable mapping of a file the image does not have.
+    LibraryNotInImage,
+    /// An executable mapping of a memfd or a deleted file.
+    LibraryFileless,
 }
 
 impl AlertKind {
     /// Every kind, for listings and flag parsing.
-    pub const ALL: [AlertKind; 7] = [
+    pub const ALL: [AlertKind; 13] = [
         Self::ExecModified,
         Self::ExecNotInImage,
         Self::ExecFileless,
@@ -63,6 +76,12 @@ impl AlertKind {
         Self::ExecUnverifiable,
         Self::ImageUntrusted,
         Self::SensorEventsLost,
+        Self::FileImageModified,
+        Self::FileExecutableCreated,
+        Self::FileSensitiveWrite,
+        Self::LibraryModified,
+        Self::LibraryNotInImage,
+        Self::LibraryFileless,
     ];
 
     /// The name in JSON, filters and flags (`exec_modified`, ...).
@@ -75,6 +94,12 @@ impl AlertKind {
             Self::ExecUnverifiable => "exec_unverifiable",
             Self::ImageUntrusted => "image_untrusted",
             Self::SensorEventsLost => "sensor_events_lost",
+            Self::FileImageModified => "file_image_modified",
+            Self::FileExecutableCreated => "file_executable_created",
+            Self::FileSensitiveWrite => "file_sensitive_write",
+            Self::LibraryModified => "library_modified",
+            Self::LibraryNotInImage => "library_not_in_image",
+            Self::LibraryFileless => "library_fileless",
         }
     }
 
@@ -86,8 +111,17 @@ impl AlertKind {
     /// The severity each kind carries (issue 5's table).
     pub fn severity(&self) -> Severity {
         match self {
-            Self::ExecModified | Self::ExecFileless | Self::ImageUntrusted => Severity::Critical,
-            Self::ExecNotInImage | Self::ExecDeleted => Severity::High,
+            Self::ExecModified
+            | Self::ExecFileless
+            | Self::ImageUntrusted
+            | Self::FileImageModified
+            | Self::LibraryModified
+            | Self::LibraryFileless => Severity::Critical,
+            Self::ExecNotInImage
+            | Self::ExecDeleted
+            | Self::FileExecutableCreated
+            | Self::FileSensitiveWrite
+            | Self::LibraryNotInImage => Severity::High,
             Self::ExecUnverifiable | Self::SensorEventsLost => Severity::Medium,
         }
     }
@@ -130,7 +164,8 @@ pub struct Ancestor {
     pub exe: Option<String>,
 }
 
-/// The process that executed the file.
+/// The process that executed the file (for a file alert: the process that wrote or
+/// mapped it; `exe` is its executable, `argv` as `/proc` still had it).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AlertProcess {
     /// Host pid (thread group id).
@@ -181,6 +216,16 @@ pub struct Evidence {
     /// The interpreter's own verdict (`verified`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interpreter_verdict: Option<String>,
+    /// For file alerts: `write` or `map`, what the sensor saw happen to the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_op: Option<String>,
+    /// For file alerts: the file's mode when it was seen, octal (`0755`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_mode: Option<String>,
+    /// For file alerts: where the file is on the host (its snapshot's directory), for a
+    /// responder to look at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_path: Option<String>,
     /// One sentence, for people.
     pub reason: String,
 }
@@ -258,7 +303,7 @@ pub struct Alert {
     /// The container, when the alert is about one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<AlertContainer>,
-    /// The process, for exec alerts.
+    /// The process, for exec and file alerts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub process: Option<AlertProcess>,
     /// What the verdict rests on.

@@ -111,6 +111,7 @@ async fn subscribe_unix(
 fn draft() -> AlertDraft {
     let a = full_alert(0);
     AlertDraft {
+        severity: None,
         kind: AlertKind::ExecNotInImage,
         summary: a.summary,
         container: a.container,

@@ -54,6 +54,12 @@ pub fn kind_to_proto(k: AlertKind) -> pb::AlertKind {
         AlertKind::ExecUnverifiable => pb::AlertKind::ExecUnverifiable,
         AlertKind::ImageUntrusted => pb::AlertKind::ImageUntrusted,
         AlertKind::SensorEventsLost => pb::AlertKind::SensorEventsLost,
+        AlertKind::FileImageModified => pb::AlertKind::FileImageModified,
+        AlertKind::FileExecutableCreated => pb::AlertKind::FileExecutableCreated,
+        AlertKind::FileSensitiveWrite => pb::AlertKind::FileSensitiveWrite,
+        AlertKind::LibraryModified => pb::AlertKind::LibraryModified,
+        AlertKind::LibraryNotInImage => pb::AlertKind::LibraryNotInImage,
+        AlertKind::LibraryFileless => pb::AlertKind::LibraryFileless,
     }
 }
 
@@ -72,6 +78,12 @@ pub fn kind_from_proto(v: i32) -> Result<Option<AlertKind>, ConvertError> {
         pb::AlertKind::ExecUnverifiable => Some(AlertKind::ExecUnverifiable),
         pb::AlertKind::ImageUntrusted => Some(AlertKind::ImageUntrusted),
         pb::AlertKind::SensorEventsLost => Some(AlertKind::SensorEventsLost),
+        pb::AlertKind::FileImageModified => Some(AlertKind::FileImageModified),
+        pb::AlertKind::FileExecutableCreated => Some(AlertKind::FileExecutableCreated),
+        pb::AlertKind::FileSensitiveWrite => Some(AlertKind::FileSensitiveWrite),
+        pb::AlertKind::LibraryModified => Some(AlertKind::LibraryModified),
+        pb::AlertKind::LibraryNotInImage => Some(AlertKind::LibraryNotInImage),
+        pb::AlertKind::LibraryFileless => Some(AlertKind::LibraryFileless),
     })
 }
 
@@ -135,6 +147,9 @@ impl From<&Alert> for pb::Alert {
                 interpreter: e.interpreter.clone(),
                 interpreter_verdict: e.interpreter_verdict.clone(),
                 reason: e.reason.clone(),
+                file_op: e.file_op.clone(),
+                file_mode: e.file_mode.clone(),
+                host_path: e.host_path.clone(),
             }),
             loss: a.loss.as_ref().map(|l| pb::Loss {
                 kernel: l.kernel.iter().map(|(k, n)| (k.clone(), *n)).collect(),
@@ -219,6 +234,9 @@ impl TryFrom<pb::Alert> for Alert {
                 interpreter: e.interpreter,
                 interpreter_verdict: e.interpreter_verdict,
                 reason: e.reason,
+                file_op: e.file_op,
+                file_mode: e.file_mode,
+                host_path: e.host_path,
             }),
             loss: a.loss.map(|l| Loss {
                 kernel: l.kernel.into_iter().collect(),

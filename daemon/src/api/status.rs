@@ -78,6 +78,19 @@ impl StatusApi {
                 last_seq: j.last_seq,
             }),
             subscriber_lags: m.subscriber_lags.get(),
+            files: m.files.as_ref().map(|f| pb::FileIntegrity {
+                hooks: "tracepoints".into(),
+                kernel_seen: f.kernel_seen.get(),
+                kernel_repeats: f.kernel_repeats.get(),
+                kernel_clean_hits: f.kernel_clean_hits.get(),
+                io_uring_requests: f.io_uring_requests.get(),
+                writes: f.writes.get(),
+                mappings: f.mappings.get(),
+                inspected: f.inspected.get(),
+                marked_clean: f.marked_clean.get(),
+                unjudged: f.unjudged.get(),
+                outside_layers: f.outside_layers.get(),
+            }),
         }
     }
 }

@@ -232,6 +232,7 @@ impl Config {
         self.containers.validate()?;
         self.process.validate()?;
         self.verify.validate()?;
+        self.files.validate()?;
         self.alerts.validate()?;
         self.api.validate()?;
         self.journal.validate()?;

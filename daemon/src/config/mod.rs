@@ -5,11 +5,12 @@
 //!
 //! One type, [`Config`], in a few files: this one has the top level and the sections of
 //! the event pipeline (`[sensor]`, `[containerd]`, `[containers]`, `[process]`); the
-//! analyzers' and outputs' sections have a file each (`verify`, `alerts`, `api`); `load`
+//! analyzers' and outputs' sections have a file each (`verify`, `files`, `alerts`, `api`); `load`
 //! reads a file and overrides and says where a bad value came from.
 
 mod alerts;
 mod api;
+mod files;
 mod load;
 #[cfg(test)]
 mod tests;
@@ -17,6 +18,7 @@ mod verify;
 
 pub use alerts::{AlertsConfig, FsyncMode, JournalConfig};
 pub use api::{ApiConfig, Role, DEFAULT_API_SOCKET};
+pub use files::FilesConfig;
 pub use load::{ConfigError, Origin, Override};
 pub use verify::{AllowRule, VerifyConfig};
 
@@ -73,6 +75,8 @@ pub struct Config {
     pub process: ProcessConfig,
     /// `[verify]`.
     pub verify: VerifyConfig,
+    /// `[files]`.
+    pub files: FilesConfig,
     /// `[alerts]`.
     pub alerts: AlertsConfig,
     /// `[api]`.
@@ -194,6 +198,7 @@ impl Default for Config {
             containers: ContainersConfig::default(),
             process: ProcessConfig::default(),
             verify: VerifyConfig::default(),
+            files: FilesConfig::default(),
             alerts: AlertsConfig::default(),
             api: ApiConfig::default(),
             journal: JournalConfig::default(),

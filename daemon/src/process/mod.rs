@@ -28,7 +28,8 @@ pub const EVENT_BATCH: usize = 256;
 /// What the tracker knew about an event's process when the event passed.
 #[derive(Clone, Debug, Default)]
 pub struct ProcessContext {
-    /// The process's parent first, up to [`MAX_ANCESTORS`], as the events told it; an
+    /// For an exec, the process's parent first; for a file event, the acting process
+    /// itself first, then its parent. Up to [`MAX_ANCESTORS`], as the events told it; an
     /// analyzer that alerts completes it from `/proc` ([`complete_ancestry`]).
     pub ancestry: Vec<Forebear>,
     /// Live pids of the event's mount namespace to open the container's files through:
@@ -42,7 +43,7 @@ pub enum Tracked {
     Observed {
         event: Observation,
         attribution: Attribution,
-        /// Filled for execs (the only events analyzers judge today); empty otherwise.
+        /// Filled for execs and file events (the ones analyzers judge); empty otherwise.
         process: ProcessContext,
     },
     /// Sensor losses, for whoever reports them.
@@ -149,6 +150,15 @@ impl ProcessStage {
                 roots.dedup();
                 process.roots = roots;
                 self.table.on_exec(tgid, exec.ppid, exe_name(exec).into());
+                self.table.seen_in(ns, tgid);
+            }
+            Observation::File(file) => {
+                let (tgid, ns) = (file.process.tgid, file.process.mnt_ns);
+                process.ancestry = self.table.ancestry(tgid, |_| None);
+                let mut roots = vec![tgid];
+                roots.extend(self.table.pids_in(ns));
+                roots.dedup();
+                process.roots = roots;
                 self.table.seen_in(ns, tgid);
             }
         }

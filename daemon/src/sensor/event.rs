@@ -116,6 +116,44 @@ pub struct ExitEvent {
     pub exit_code: i32,
 }
 
+/// What happened to a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileOp {
+    /// Its inode was dirtied: created, written, truncated, chmod'ed or touched.
+    Write,
+    /// A process faulted in pages of a mapping of it.
+    Map,
+}
+
+/// A write to, or a mapping of, a regular file by a container process, named by the
+/// kernel from the file's own dentries.
+#[derive(Clone, Debug, Serialize)]
+pub struct FileEvent {
+    pub process: ProcessRef,
+    pub op: FileOp,
+    pub uid: u32,
+    pub gid: u32,
+    pub comm: String,
+    /// The real inode (an overlayfs layer's file, not the overlay's).
+    pub file: FileIdentity,
+    /// The same inode in the kernel's encoding, as the `lg_clean` map keys it.
+    #[serde(skip)]
+    pub kernel_dev: u32,
+    /// The file's path from the root of the filesystem that holds it (for a container's
+    /// file: through its snapshot, `/var/lib/containerd/.../snapshots/N/fs/etc/passwd`).
+    /// `None` when the inode had no name, or the names did not fit (`path_truncated`).
+    pub host_path: Option<String>,
+    pub path_truncated: bool,
+    pub mode: u32,
+    pub size: u64,
+    pub nlink: u32,
+    pub ctime_sec: i64,
+    pub ctime_nsec: u32,
+    pub memfd: bool,
+    pub deleted: bool,
+}
+
 /// A kind of sensor record: `enum lg_event_kind` of `ebpf/layerguard.h` (checked against
 /// the object's BTF). Loss counters are kept per kind, so a new kind is counted, reported
 /// and served with no change to the loss schema or the proto.
@@ -124,11 +162,17 @@ pub enum EventKind {
     Exec,
     Fork,
     Exit,
+    File,
 }
 
 impl EventKind {
     /// Every kind, in wire order.
-    pub const ALL: [EventKind; 3] = [EventKind::Exec, EventKind::Fork, EventKind::Exit];
+    pub const ALL: [EventKind; 4] = [
+        EventKind::Exec,
+        EventKind::Fork,
+        EventKind::Exit,
+        EventKind::File,
+    ];
 
     /// The kind's value on the wire (and its index in `lg_lost`).
     pub fn wire(self) -> u32 {
@@ -136,6 +180,7 @@ impl EventKind {
             Self::Exec => wire::EVENT_EXEC,
             Self::Fork => wire::EVENT_FORK,
             Self::Exit => wire::EVENT_EXIT,
+            Self::File => wire::EVENT_FILE,
         }
     }
 
@@ -145,6 +190,7 @@ impl EventKind {
             Self::Exec => "exec",
             Self::Fork => "fork",
             Self::Exit => "exit",
+            Self::File => "file",
         }
     }
 }
@@ -185,6 +231,8 @@ pub enum ProcessEvent {
 #[derive(Clone, Debug)]
 pub enum Observation {
     Process(ProcessEvent),
+    /// Shared, like execs.
+    File(Arc<FileEvent>),
 }
 
 impl Observation {
@@ -193,6 +241,7 @@ impl Observation {
             Self::Process(ProcessEvent::Exec(_)) => EventKind::Exec,
             Self::Process(ProcessEvent::Fork(_)) => EventKind::Fork,
             Self::Process(ProcessEvent::Exit(_)) => EventKind::Exit,
+            Self::File(_) => EventKind::File,
         }
     }
 
@@ -202,6 +251,7 @@ impl Observation {
             Self::Process(ProcessEvent::Exec(e)) => &e.process,
             Self::Process(ProcessEvent::Fork(f)) => &f.process,
             Self::Process(ProcessEvent::Exit(x)) => &x.process,
+            Self::File(f) => &f.process,
         }
     }
 
@@ -211,7 +261,7 @@ impl Observation {
         match self {
             Self::Process(ProcessEvent::Exec(e)) => Some(e.ppid),
             Self::Process(ProcessEvent::Fork(f)) => Some(f.parent_tgid),
-            Self::Process(ProcessEvent::Exit(_)) => None,
+            Self::Process(ProcessEvent::Exit(_)) | Self::File(_) => None,
         }
     }
 
@@ -393,6 +443,55 @@ fn exact<T: wire::Pod>(kind: u32, bytes: &[u8]) -> Result<T, DecodeError> {
     Ok(wire::read::<T>(bytes).expect("length checked"))
 }
 
+fn decode_file(bytes: &[u8]) -> Result<FileEvent, DecodeError> {
+    let min = std::mem::size_of::<wire::FileEvent>();
+    let w: wire::FileEvent = match wire::read(bytes) {
+        Some(w) if bytes.len() <= wire::FILE_RECORD_MAX => w,
+        _ => {
+            return Err(DecodeError::Size {
+                kind: wire::EVENT_FILE,
+                len: bytes.len(),
+                expected: format!("{min} to {}", wire::FILE_RECORD_MAX),
+            })
+        }
+    };
+    let available = bytes.len() - min;
+    let names_len = w.names_len as usize;
+    if names_len > available {
+        return Err(DecodeError::StringsOverrun {
+            len: bytes.len(),
+            field: "names",
+            end: names_len,
+            available,
+        });
+    }
+    let flag = |bit: u32| w.flags & bit != 0;
+    let path_truncated = flag(wire::FILE_PATH_TRUNCATED);
+    let named = !flag(wire::FILE_NO_NAME) && !path_truncated && names_len > 0;
+    Ok(FileEvent {
+        process: ProcessRef::from_wire(&w.hdr),
+        op: if w.op == wire::FILE_MAP {
+            FileOp::Map
+        } else {
+            FileOp::Write
+        },
+        uid: w.uid,
+        gid: w.gid,
+        comm: cstr(&w.comm),
+        file: FileIdentity::from_wire(&w.file),
+        kernel_dev: w.file.dev,
+        host_path: named.then(|| walked_path(&bytes[min..min + names_len])),
+        path_truncated,
+        mode: w.mode,
+        size: w.size,
+        nlink: w.nlink,
+        ctime_sec: w.ctime_sec,
+        ctime_nsec: w.ctime_nsec,
+        memfd: flag(wire::FILE_MEMFD),
+        deleted: flag(wire::FILE_DELETED),
+    })
+}
+
 fn observed(e: ProcessEvent) -> SensorEvent {
     SensorEvent::Observed(Observation::Process(e))
 }
@@ -431,6 +530,9 @@ pub fn decode(bytes: &[u8]) -> Result<SensorEvent, DecodeError> {
                 exit_code: w.exit_code,
             })))
         }
+        wire::EVENT_FILE => Ok(SensorEvent::Observed(Observation::File(Arc::new(
+            decode_file(bytes)?,
+        )))),
         kind => Err(DecodeError::UnknownKind { kind }),
     }
 }

@@ -9,22 +9,27 @@
 #[cfg(test)]
 mod btf_layout;
 pub mod event;
+pub mod feedback;
 pub mod pace;
 pub mod preflight;
 pub mod wire;
 
 pub use event::{
-    EventKind, ExecEvent, FileIdentity, LossCounts, Observation, ProcessEvent, SensorEvent,
+    EventKind, ExecEvent, FileEvent, FileIdentity, FileOp, LossCounts, Observation, ProcessEvent,
+    SensorEvent,
 };
+pub use feedback::FileFeedback;
 pub use pace::Pace;
 pub use preflight::KernelFeatures;
 
 use crate::clock;
 use crate::config::SensorConfig;
-use aya::maps::{MapData, PerCpuArray, RingBuf};
+use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::BtfTracePoint;
 use aya::{Btf, Ebpf, EbpfLoader};
+use feedback::SharedStats;
 use std::os::unix::fs::MetadataExt;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -35,11 +40,20 @@ use tracing::{debug, info, warn};
 pub static SENSOR_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/sensor.bpf.o"));
 
-/// Program name in the object, and the BTF tracepoint it attaches to.
-const PROGRAMS: [(&str, &str); 3] = [
+/// Program name in the object, and the BTF tracepoint it attaches to: process life.
+const PROCESS_PROGRAMS: [(&str, &str); 3] = [
     ("lg_exec", "sched_process_exec"),
     ("lg_fork", "sched_process_fork"),
     ("lg_exit", "sched_process_exit"),
+];
+
+/// The file programs (`files.enabled`): none of them is a syscall tracepoint, so they
+/// cost nothing to syscalls that touch no file (see the README's bench figures).
+const FILE_PROGRAMS: [(&str, &str); 4] = [
+    ("lg_file_dirty", "writeback_mark_inode_dirty"),
+    ("lg_map_pages", "mm_filemap_map_pages"),
+    ("lg_map_fault", "mm_filemap_fault"),
+    ("lg_io_uring_submit", "io_uring_submit_req"),
 ];
 
 /// Records drained before the consumer yields to the runtime, so a flood cannot starve
@@ -92,6 +106,8 @@ pub struct Sensor {
     features: KernelFeatures,
     host_mnt_ns: u32,
     config: SensorConfig,
+    attached: Vec<(&'static str, &'static str)>,
+    stats: SharedStats,
 }
 
 /// The mount namespace of the host: PID 1's when readable, else our own (the daemon runs
@@ -110,8 +126,8 @@ pub fn host_mount_namespace() -> Result<u32, SensorError> {
 
 impl Sensor {
     /// Checks the host, loads the object with the config baked into its globals, and
-    /// attaches every program.
-    pub fn load(config: &SensorConfig) -> Result<Self, SensorError> {
+    /// attaches the process programs, and the file programs when `files` is true.
+    pub fn load(config: &SensorConfig, files: bool) -> Result<Self, SensorError> {
         let features = preflight::check()?;
         let btf = Btf::from_sys_fs().map_err(|source| SensorError::Btf {
             path: preflight::VMLINUX_BTF,
@@ -127,7 +143,11 @@ impl Sensor {
             .map_max_entries("lg_events", config.ring_buffer_bytes)
             .load(SENSOR_OBJECT)
             .map_err(SensorError::Load)?;
-        for (program, tracepoint) in PROGRAMS {
+        let mut attached = PROCESS_PROGRAMS.to_vec();
+        if files {
+            attached.extend(FILE_PROGRAMS);
+        }
+        for &(program, tracepoint) in &attached {
             let prog: &mut BtfTracePoint = ebpf
                 .program_mut(program)
                 .ok_or(SensorError::Missing {
@@ -149,12 +169,33 @@ impl Sensor {
                 })?;
             debug!(program, tracepoint, "attached");
         }
+        let stats = take_counters(&mut ebpf, "lg_stats")?;
         Ok(Self {
             ebpf,
             features,
             host_mnt_ns,
             config: config.clone(),
+            attached,
+            stats: Arc::new(Mutex::new(stats)),
         })
+    }
+
+    /// The handle the files analyzer writes judged-clean inodes with and reads the
+    /// kernel's file counters from; `None` when the file programs are not attached.
+    pub fn file_feedback(&mut self) -> Result<Option<FileFeedback>, SensorError> {
+        if !self.attached.iter().any(|(p, _)| *p == "lg_file_dirty") {
+            return Ok(None);
+        }
+        let mut take = |name: &'static str| {
+            self.ebpf
+                .take_map(name)
+                .ok_or(SensorError::Missing { what: "map", name })
+        };
+        let clean = HashMap::try_from(take("lg_clean")?).map_err(|source| SensorError::Map {
+            name: "lg_clean",
+            source,
+        })?;
+        Ok(Some(FileFeedback::new(clean, self.stats.clone())))
     }
 
     pub fn features(&self) -> &KernelFeatures {
@@ -166,19 +207,10 @@ impl Sensor {
     }
 
     pub fn programs(&self) -> Vec<String> {
-        PROGRAMS
+        self.attached
             .iter()
             .map(|(p, t)| format!("{p} (tp_btf/{t})"))
             .collect()
-    }
-
-    /// A per-CPU counter map of the object, taken out of it.
-    fn counters(&mut self, name: &'static str) -> Result<PerCpuArray<MapData, u64>, SensorError> {
-        let map = self
-            .ebpf
-            .take_map(name)
-            .ok_or(SensorError::Missing { what: "map", name })?;
-        PerCpuArray::try_from(map).map_err(|source| SensorError::Map { name, source })
     }
 
     /// Consumes the ring buffer until `shutdown` turns true, then drops (detaches) the
@@ -199,8 +231,8 @@ impl Sensor {
             name: "lg_events",
             source,
         })?;
-        let stats = self.counters("lg_stats")?;
-        let lost = self.counters("lg_lost")?;
+        let stats = self.stats.clone();
+        let lost = take_counters(&mut self.ebpf, "lg_lost")?;
         // SAFETY: the ring buffer owns its fd and keeps it open and unchanged for as long
         // as the AsyncFd holds it; nothing else closes or replaces that fd.
         let mut ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
@@ -282,7 +314,10 @@ impl Sensor {
         for event in batch.drain(..) {
             let _ = tx.send(event).await;
         }
-        let kernel_wakeups = sum_stat(&stats, wire::STAT_WAKEUPS);
+        let kernel_wakeups = feedback::sum(&stats, wire::STAT_WAKEUPS).unwrap_or_else(|e| {
+            warn!(error = %e, "cannot read sensor counters");
+            0
+        });
         let pace = pace.usage(clock::now());
         info!(
             records = counts.records,
@@ -306,6 +341,17 @@ struct ConsumerCounts {
     wakeups: u64,
     /// Drains by the follow-up timer.
     follow_ups: u64,
+}
+
+/// A per-CPU counter map of the object, taken out of it.
+fn take_counters(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<PerCpuArray<MapData, u64>, SensorError> {
+    let map = ebpf
+        .take_map(name)
+        .ok_or(SensorError::Missing { what: "map", name })?;
+    PerCpuArray::try_from(map).map_err(|source| SensorError::Map { name, source })
 }
 
 fn sum_stat(stats: &PerCpuArray<MapData, u64>, idx: u32) -> u64 {

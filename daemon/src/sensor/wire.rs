@@ -21,7 +21,8 @@ pub const STRINGS_LEN: usize = STRINGS_SPAN + PATH_MAX;
 pub const EVENT_EXEC: u32 = 1;
 pub const EVENT_FORK: u32 = 2;
 pub const EVENT_EXIT: u32 = 3;
-pub const EVENT_KINDS: u32 = 4;
+pub const EVENT_FILE: u32 = 4;
+pub const EVENT_KINDS: u32 = 5;
 
 pub const EXEC_UPPER_LAYER: u32 = 1 << 0;
 pub const EXEC_MEMFD: u32 = 1 << 1;
@@ -46,7 +47,22 @@ pub const STAT_EXEC_SEEN: u32 = 0;
 pub const STAT_HOST_FILTERED: u32 = 1;
 pub const STAT_READ_ERRORS: u32 = 2;
 pub const STAT_WAKEUPS: u32 = 3;
-pub const STAT_COUNT: u32 = 4;
+pub const STAT_FILE_SEEN: u32 = 4;
+pub const STAT_FILE_REPEATS: u32 = 5;
+pub const STAT_MAP_CLEAN_HITS: u32 = 6;
+pub const STAT_IO_URING: u32 = 7;
+pub const STAT_COUNT: u32 = 8;
+
+/// `enum lg_file_op`.
+pub const FILE_WRITE: u32 = 1;
+pub const FILE_MAP: u32 = 2;
+
+pub const FILE_PATH_TRUNCATED: u32 = 1 << 0;
+pub const FILE_MEMFD: u32 = 1 << 1;
+pub const FILE_DELETED: u32 = 1 << 2;
+pub const FILE_NO_NAME: u32 = 1 << 3;
+
+pub const FILE_NAMES_LEN: usize = PATH_MAX + NAME_MAX;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -115,6 +131,40 @@ pub struct ExitEvent {
     pub _pad: u32,
 }
 
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct FileEvent {
+    pub hdr: EventHeader,
+    pub op: u32,
+    pub flags: u32,
+    pub file: FileId,
+    pub ctime_sec: i64,
+    pub ctime_nsec: u32,
+    pub mode: u32,
+    pub size: u64,
+    pub nlink: u32,
+    pub dirty_flags: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub names_len: u16,
+    pub _pad: [u16; 3],
+    pub comm: [u8; COMM_LEN],
+}
+
+/// `struct lg_file_record`: a [`FileEvent`] and `names_len` bytes of names after it
+/// (leaf first, each NUL-terminated); the ring carries only the bytes in use.
+pub const FILE_RECORD_MAX: usize = std::mem::size_of::<FileEvent>() + FILE_NAMES_LEN;
+
+/// `struct lg_clean_inode`: the value of `lg_clean`, keyed by [`FileId`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CleanInode {
+    pub ctime_sec: i64,
+    pub ctime_nsec: u32,
+    pub _pad: u32,
+    pub hits: u64,
+}
+
 /// Marks the wire structs as plain bytes: any bit pattern is a valid value.
 ///
 /// # Safety
@@ -124,6 +174,7 @@ unsafe impl Pod for EventHeader {}
 unsafe impl Pod for ExecEvent {}
 unsafe impl Pod for ForkEvent {}
 unsafe impl Pod for ExitEvent {}
+unsafe impl Pod for FileEvent {}
 
 /// The shortest exec record: the fixed part alone. The lengths in it say how much of the
 /// strings after it is meant; the decoder checks them against the record's length.
@@ -218,6 +269,25 @@ mod tests {
             size_of::<ExitEvent>(),
             fields!(ExitEvent: hdr, exit_code, _pad),
         );
+        check(
+            &l,
+            "lg_file_event",
+            size_of::<FileEvent>(),
+            fields!(FileEvent: hdr, op, flags, file, ctime_sec, ctime_nsec, mode, size, nlink,
+                dirty_flags, uid, gid, names_len, _pad, comm),
+        );
+        check(
+            &l,
+            "lg_file_record",
+            FILE_RECORD_MAX,
+            &[("event", 0), ("names", size_of::<FileEvent>())],
+        );
+        check(
+            &l,
+            "lg_clean_inode",
+            size_of::<CleanInode>(),
+            fields!(CleanInode: ctime_sec, ctime_nsec, _pad, hits),
+        );
     }
 
     #[test]
@@ -242,6 +312,7 @@ mod tests {
                 ("LG_EVENT_EXEC", EVENT_EXEC.into()),
                 ("LG_EVENT_FORK", EVENT_FORK.into()),
                 ("LG_EVENT_EXIT", EVENT_EXIT.into()),
+                ("LG_EVENT_FILE", EVENT_FILE.into()),
                 ("LG_EVENT_KINDS", EVENT_KINDS.into()),
             ],
         );
@@ -252,7 +323,18 @@ mod tests {
                 ("LG_STAT_HOST_FILTERED", STAT_HOST_FILTERED.into()),
                 ("LG_STAT_READ_ERRORS", STAT_READ_ERRORS.into()),
                 ("LG_STAT_WAKEUPS", STAT_WAKEUPS.into()),
+                ("LG_STAT_FILE_SEEN", STAT_FILE_SEEN.into()),
+                ("LG_STAT_FILE_REPEATS", STAT_FILE_REPEATS.into()),
+                ("LG_STAT_MAP_CLEAN_HITS", STAT_MAP_CLEAN_HITS.into()),
+                ("LG_STAT_IO_URING", STAT_IO_URING.into()),
                 ("LG_STAT_COUNT", STAT_COUNT.into()),
+            ],
+        );
+        check(
+            "lg_file_op",
+            &[
+                ("LG_FILE_WRITE", FILE_WRITE.into()),
+                ("LG_FILE_MAP", FILE_MAP.into()),
             ],
         );
         check(

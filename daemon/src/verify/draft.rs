@@ -9,7 +9,7 @@ use super::allowlist;
 use super::images::ImageEntry;
 use super::verdict::{ExecVerdict, ImageRecord};
 use super::{ExecJob, Shared};
-use crate::alert::{AlertContainer, AlertDraft, AlertKind, AlertProcess, Evidence, Loss};
+use crate::alert::{AlertDraft, AlertKind, AlertProcess, Evidence, Loss};
 use crate::identity::{Attribution, ContainerInfo};
 use crate::logging;
 use crate::metrics::Verdict;
@@ -122,18 +122,10 @@ pub(super) async fn finish_with(
     let reason = reason_sentence(&verdict, path, c);
     let ancestry = crate::process::complete_ancestry(job.ancestry.clone());
     let draft = AlertDraft {
+        severity: None,
         kind,
         summary: format!("{}: {} {}", kind.as_str(), path, where_it_ran(c, &job.exec)),
-        container: (!c.id.is_empty()).then(|| AlertContainer {
-            namespace: c.namespace.clone(),
-            id: c.id.clone(),
-            image: c.image.clone(),
-            manifest_digest: manifest,
-            pod_name: c.pod_name.clone(),
-            pod_namespace: c.pod_namespace.clone(),
-            pod_uid: c.pod_uid.clone(),
-            container_name: c.container_name.clone(),
-        }),
+        container: c.alert_container(manifest),
         process: Some(AlertProcess {
             pid: job.exec.process.tgid,
             ppid: job.exec.ppid,
@@ -154,6 +146,7 @@ pub(super) async fn finish_with(
             interpreter: ctx.interpreter,
             interpreter_verdict: ctx.interpreter_verdict,
             reason,
+            ..Default::default()
         }),
         loss: None,
     };
@@ -241,11 +234,14 @@ pub(super) fn log_exec(
 }
 
 pub(super) fn loss_draft(lost: &LossCounts) -> AlertDraft {
+    // The process kinds always (the figures operators know), other kinds when they lost any.
     let by_kind: Vec<String> = EventKind::ALL
         .iter()
+        .filter(|&&k| k != EventKind::File || lost.kernel(k) > 0)
         .map(|&k| format!("{} {}", k.name(), lost.kernel(k)))
         .collect();
     AlertDraft {
+        severity: None,
         kind: AlertKind::SensorEventsLost,
         summary: format!(
             "{} sensor events lost ({}, undecodable {})",

@@ -92,7 +92,7 @@ impl RuntimeDigests {
 
 pub(crate) struct Shared {
     config: VerifyConfig,
-    catalog: ImageCatalog,
+    catalog: Arc<ImageCatalog>,
     hashes: Mutex<HashCache>,
     runtime: RuntimeDigests,
     timed_out: AtomicU64,
@@ -143,7 +143,7 @@ impl Drop for SlotGuard {
 impl VerifyStage {
     /// `metrics`: where verdicts per container and hash cache figures are counted (the
     /// API's status and container listing).
-    pub fn new(config: &VerifyConfig, catalog: ImageCatalog, metrics: Arc<Metrics>) -> Self {
+    pub fn new(config: &VerifyConfig, catalog: Arc<ImageCatalog>, metrics: Arc<Metrics>) -> Self {
         let runtime = RuntimeDigests::load(&config.runtime_binaries, config.max_file_bytes);
         Self {
             shared: Arc::new(Shared {

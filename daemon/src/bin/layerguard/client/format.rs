@@ -145,6 +145,13 @@ pub fn status_json(s: &pb::GetStatusResponse) -> serde_json::Value {
         "alerts": s.alerts, "last_alert_seq": s.last_alert_seq,
         "journal": {"enabled": j.enabled, "dir": j.dir, "bytes": j.bytes,
             "segments": j.segments, "first_seq": j.first_seq, "last_seq": j.last_seq},
+        "files": s.files.as_ref().map(|f| serde_json::json!({
+            "hooks": f.hooks, "kernel_seen": f.kernel_seen, "kernel_repeats": f.kernel_repeats,
+            "kernel_clean_hits": f.kernel_clean_hits, "io_uring_requests": f.io_uring_requests,
+            "writes": f.writes, "mappings": f.mappings, "inspected": f.inspected,
+            "marked_clean": f.marked_clean, "unjudged": f.unjudged,
+            "outside_layers": f.outside_layers,
+        })),
     })
 }
 
@@ -209,6 +216,26 @@ pub fn status_text(s: &pb::GetStatusResponse) -> String {
             "{} ({} lagged since start)",
             s.subscribers, s.subscriber_lags
         ),
+    );
+    line(
+        "files",
+        match &s.files {
+            Some(f) => format!(
+                "{} hooks: {} writes and {} mappings received, {} files read, {} inodes \
+                 marked clean; kernel: {} seen, {} repeats and {} clean mappings not sent, \
+                 {} io_uring requests not inspected",
+                f.hooks,
+                f.writes,
+                f.mappings,
+                f.inspected,
+                f.marked_clean,
+                f.kernel_seen,
+                f.kernel_repeats,
+                f.kernel_clean_hits,
+                f.io_uring_requests
+            ),
+            None => "off (files.enabled = false)".into(),
+        },
     );
     line(
         "journal",

@@ -1,0 +1,134 @@
+//! `[files]`: file integrity (writes to image files, new executables, sensitive files,
+//! executable mappings). The keys, their defaults and what a value must be; judging is
+//! `files/`'s.
+
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// The sensitive paths every node watches unless `files.sensitive` says otherwise
+/// (globs: `*` matches within one path component).
+pub const DEFAULT_SENSITIVE: [&str; 15] = [
+    "/etc/ld.so.preload",
+    "/etc/ld.so.conf",
+    "/etc/ld.so.conf.d/*",
+    "/etc/passwd",
+    "/etc/shadow",
+    "/etc/group",
+    "/etc/sudoers",
+    "/etc/sudoers.d/*",
+    "/root/.ssh/*",
+    "/home/*/.ssh/*",
+    "/etc/crontab",
+    "/etc/cron.d/*",
+    "/var/spool/cron/*",
+    "/var/spool/cron/crontabs/*",
+    "/etc/profile.d/*",
+];
+
+/// The sensitive paths whose change is critical, not high: a line in `/etc/ld.so.preload`
+/// loads code into every dynamically linked process of the container.
+pub const DEFAULT_CRITICAL: [&str; 1] = ["/etc/ld.so.preload"];
+
+/// `[files]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesConfig {
+    /// Attach the file programs (writes and mappings) and run the files analyzer.
+    pub enabled: bool,
+    /// Paths whose create or write is `file_sensitive_write` (globs). Replaces the
+    /// defaults when set; `sensitive_extra` adds to them instead.
+    pub sensitive: Vec<String>,
+    /// Added to `sensitive`.
+    pub sensitive_extra: Vec<String>,
+    /// Of the sensitive paths, those whose alert is critical.
+    pub critical: Vec<String>,
+    /// Image files, besides executables and shared libraries, whose changed content is
+    /// `file_image_modified` (globs), e.g. an app's config.
+    pub protect: Vec<String>,
+    /// How long a written file must stay unchanged (size and mtime) before it is hashed:
+    /// the writer is done. Short, because a write's alert should be prompt.
+    pub settle_ms: u64,
+    /// A file still changing after this long is hashed as it is (a writer that keeps it
+    /// open and busy), and the alert says so.
+    pub max_wait_ms: u64,
+    /// Syscall tracepoints for rename, unlink and open-for-write (full coverage, at a
+    /// node-wide cost per syscall). Not in this build: `true` is refused at start.
+    pub syscall_hooks: bool,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            sensitive: DEFAULT_SENSITIVE.iter().map(|s| s.to_string()).collect(),
+            sensitive_extra: Vec::new(),
+            critical: DEFAULT_CRITICAL.iter().map(|s| s.to_string()).collect(),
+            protect: Vec::new(),
+            settle_ms: 3,
+            max_wait_ms: 2000,
+            syscall_hooks: false,
+        }
+    }
+}
+
+impl FilesConfig {
+    /// `settle_ms` as a duration.
+    pub fn settle(&self) -> Duration {
+        Duration::from_millis(self.settle_ms)
+    }
+
+    /// `max_wait_ms` as a duration.
+    pub fn max_wait(&self) -> Duration {
+        Duration::from_millis(self.max_wait_ms)
+    }
+
+    /// Every sensitive glob: `sensitive` and `sensitive_extra`.
+    pub fn sensitive_globs(&self) -> impl Iterator<Item = &str> {
+        self.sensitive
+            .iter()
+            .chain(&self.sensitive_extra)
+            .map(String::as_str)
+    }
+
+    pub(super) fn validate(&self) -> Result<(), (String, String)> {
+        let bad = |key: &str, problem: String| Err((format!("files.{key}"), problem));
+        if self.syscall_hooks {
+            return bad(
+                "syscall_hooks",
+                "syscall hooks are not in this build (README, Known gaps): the default \
+                 tracepoints are the only file hooks"
+                    .into(),
+            );
+        }
+        if self.settle_ms > 1000 {
+            return bad(
+                "settle_ms",
+                format!("must be at most 1000, not {}", self.settle_ms),
+            );
+        }
+        if self.max_wait_ms < self.settle_ms || self.max_wait_ms > 60_000 {
+            return bad(
+                "max_wait_ms",
+                format!(
+                    "must be between files.settle_ms ({}) and 60000, not {}",
+                    self.settle_ms, self.max_wait_ms
+                ),
+            );
+        }
+        let globs = [
+            ("sensitive", &self.sensitive),
+            ("sensitive_extra", &self.sensitive_extra),
+            ("critical", &self.critical),
+            ("protect", &self.protect),
+        ];
+        for (key, list) in globs {
+            if let Some((i, g)) = list.iter().enumerate().find(|(_, g)| !g.starts_with('/')) {
+                return bad(
+                    &format!("{key}[{i}]"),
+                    format!("{g:?} must be an absolute path inside the container"),
+                );
+            }
+        }
+        Ok(())
+    }
+}

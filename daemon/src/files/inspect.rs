@@ -1,0 +1,190 @@
+//! Reading the files the analyzer judges, on the blocking pool: waiting for a writer to
+//! finish, hashing, telling code from data, and finding a process's mapping of an inode.
+//!
+//! Owns the I/O and nothing else; what the results mean is `judge`'s. Every function
+//! here is bounded: sizes by `verify.max_file_bytes`, waits by `files.max_wait_ms`.
+
+use crate::image::digest::{Digest, Hasher};
+use crate::procfs::{self, MapsLine};
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const READ_CHUNK: usize = 256 * 1024;
+const ELF_MAGIC: [u8; 4] = [0x7f, b'E', b'L', b'F'];
+
+/// A file's content as far as a verdict needs it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Content {
+    /// `None` when the file is over the limit.
+    pub digest: Option<Digest>,
+    pub elf: bool,
+    pub size: u64,
+    pub ino: u64,
+    /// Still changing when `max_wait` ran out: hashed as it was then.
+    pub still_changing: bool,
+}
+
+fn fingerprint(m: &std::fs::Metadata) -> (u64, i64, i64, u64) {
+    (m.size(), m.mtime(), m.mtime_nsec(), m.ino())
+}
+
+/// Waits until `path` has kept its size and mtime for `settle` (the writer is done), at
+/// most `max_wait`, then hashes it, refusing more than `limit` bytes.
+pub fn settled_content(
+    path: &Path,
+    settle: Duration,
+    max_wait: Duration,
+    limit: u64,
+) -> io::Result<Content> {
+    let started = Instant::now();
+    let mut last = fingerprint(&std::fs::metadata(path)?);
+    let mut still_changing = false;
+    loop {
+        std::thread::sleep(settle);
+        let now = fingerprint(&std::fs::metadata(path)?);
+        if now == last {
+            break;
+        }
+        last = now;
+        if started.elapsed() >= max_wait {
+            still_changing = true;
+            break;
+        }
+    }
+    let mut c = content(File::open(path)?, limit, false)?;
+    // Changed while it was read: once more, so that the digest is of one version.
+    if !still_changing && fingerprint(&std::fs::metadata(path)?) != last {
+        c = content(File::open(path)?, limit, false)?;
+    }
+    c.still_changing = still_changing;
+    Ok(c)
+}
+
+/// The content of `f`: whether it is ELF, and its digest (with `code_only`, files that are
+/// not ELF are not hashed at all: a mapped data file says nothing).
+pub fn content(mut f: File, limit: u64, code_only: bool) -> io::Result<Content> {
+    let meta = f.metadata()?;
+    let mut out = Content {
+        size: meta.size(),
+        ino: meta.ino(),
+        ..Content::default()
+    };
+    let mut hasher = Hasher::new();
+    let mut buf = vec![0u8; READ_CHUNK];
+    let mut total = 0u64;
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if total == 0 {
+            out.elf = n >= 4 && buf[..4] == ELF_MAGIC;
+            if code_only && !out.elf {
+                return Ok(out);
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        total += n as u64;
+        if total > limit {
+            return Ok(out);
+        }
+        hasher.update(&buf[..n]);
+    }
+    out.digest = Some(hasher.finish());
+    Ok(out)
+}
+
+/// How a live process maps an inode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    /// Some mapping of it is executable.
+    pub exec: bool,
+    /// A mapping to read it through (`/proc/PID/map_files/...`), when it has one.
+    pub file: Option<PathBuf>,
+}
+
+/// `None` when the process is gone; `Some` with `file: None` when it does not map `ino`.
+pub fn mapping_of(tgid: u32, ino: u64) -> Option<Mapping> {
+    let lines: Vec<MapsLine> = procfs::maps(tgid)?;
+    let of_ino: Vec<&MapsLine> = lines.iter().filter(|l| l.ino == ino).collect();
+    Some(Mapping {
+        exec: of_ino.iter().any(|l| l.exec),
+        file: of_ino
+            .iter()
+            .find(|l| l.exec)
+            .or(of_ino.first())
+            .map(|l| PathBuf::from(format!("/proc/{tgid}/map_files/{}", l.range))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn content_tells_code_from_data_and_hashes_within_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let elf = dir.path().join("lib.so");
+        std::fs::write(&elf, b"\x7fELF rest of it").unwrap();
+        let c = content(File::open(&elf).unwrap(), 1 << 20, true).unwrap();
+        assert!(c.elf);
+        assert_eq!(c.digest, Some(Digest::of(b"\x7fELF rest of it")));
+        let data = dir.path().join("data");
+        std::fs::write(&data, b"just text").unwrap();
+        let c = content(File::open(&data).unwrap(), 1 << 20, true).unwrap();
+        assert!(!c.elf);
+        assert_eq!(c.digest, None, "data is not hashed for a mapping");
+        let c = content(File::open(&data).unwrap(), 4, false).unwrap();
+        assert_eq!(c.digest, None, "over the limit");
+    }
+
+    #[test]
+    fn a_settled_file_is_hashed_once_its_writer_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("f");
+        let mut f = File::create(&p).unwrap();
+        f.write_all(b"part").unwrap();
+        let writer = {
+            let p = p.clone();
+            std::thread::spawn(move || {
+                for _ in 0..5 {
+                    std::thread::sleep(Duration::from_millis(4));
+                    let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+                    f.write_all(b"more").unwrap();
+                }
+            })
+        };
+        let c = settled_content(
+            &p,
+            Duration::from_millis(20),
+            Duration::from_secs(5),
+            1 << 20,
+        )
+        .unwrap();
+        writer.join().unwrap();
+        assert!(!c.still_changing);
+        assert_eq!(c.digest, Some(Digest::of(b"partmoremoremoremoremore")));
+    }
+
+    #[test]
+    fn this_process_maps_its_own_executable() {
+        let exe = std::fs::metadata("/proc/self/exe").unwrap();
+        let m = mapping_of(std::process::id(), exe.ino()).unwrap();
+        assert!(m.exec);
+        assert!(m.file.is_some());
+        assert_eq!(
+            mapping_of(std::process::id(), u64::MAX).unwrap(),
+            Mapping {
+                exec: false,
+                file: None
+            }
+        );
+    }
+}

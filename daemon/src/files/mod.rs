@@ -1,0 +1,725 @@
+//! The files analyzer: writes to a container's files and executable mappings, judged
+//! against the container's verified image index and the content the file has once its
+//! writer is done (issue 14's alert kinds: `file_image_modified`, `file_executable_created`,
+//! `file_sensitive_write`, `library_modified`, `library_not_in_image`, `library_fileless`).
+//!
+//! Owns its state: each container's layer directories (from its root mount), the inodes
+//! already judged for mappings (and, through the sensor's feedback handle, the kernel's map
+//! of clean inodes, so that a library every process maps is judged once and its mappings
+//! stop reaching userspace), the judgements in flight and the alerts already raised. It
+//! reads the image catalog the verify stage fills, never verify's verdicts; execs it sees
+//! only to leave the mapping of an executed file to verify.
+//!
+//! Most writes are data files: they are dropped on the pipeline thread from path and mode
+//! alone ([`judge::write_concern`]). The rest, and new mappings, are judged in tasks (the
+//! I/O on the blocking pool, a few at once), which report back here.
+
+pub mod draft;
+pub mod inspect;
+pub mod judge;
+pub mod layers;
+
+use crate::alert::AlertDraft;
+use crate::config::{AllowRule, FilesConfig};
+use crate::identity::{Attribution, ContainerInfo};
+use crate::image::digest::Digest;
+use crate::metrics::{FileMetrics, Metrics};
+use crate::process::{Batch, Forebear, Tracked};
+use crate::sensor::{FileEvent, FileFeedback, FileIdentity, FileOp, Observation, ProcessEvent};
+use crate::verify::allowlist::Subject as AllowSubject;
+use crate::verify::images::{ImageCatalog, ImageEntry};
+use crate::verify::verdict::ImageState;
+use judge::{Concern, Finding, MapVerdict, Rules};
+use layers::{ContainerLayers, Layer, Located};
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{debug, error, info, warn};
+
+/// Judgements that read files at once (the blocking pool does the reading).
+const CONCURRENT_INSPECTIONS: usize = 4;
+/// Containers whose layers are remembered, inodes judged, executed inodes, alerts raised.
+const REMEMBERED: usize = 16 * 1024;
+/// How often the kernel's file counters are copied into the metrics.
+const COUNTERS_EVERY: Duration = Duration::from_secs(1);
+
+/// A map that forgets its oldest entries past a bound.
+struct Bounded<K, V> {
+    map: HashMap<K, V>,
+    order: VecDeque<K>,
+    cap: usize,
+}
+
+impl<K: Hash + Eq + Clone, V> Bounded<K, V> {
+    fn new(cap: usize) -> Self {
+        Self {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            cap,
+        }
+    }
+
+    fn get(&self, k: &K) -> Option<&V> {
+        self.map.get(k)
+    }
+
+    fn insert(&mut self, k: K, v: V) {
+        if self.map.insert(k.clone(), v).is_none() {
+            self.order.push_back(k);
+            if self.order.len() > self.cap {
+                if let Some(old) = self.order.pop_front() {
+                    self.map.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// One version of an inode: a new ctime is a new version, judged again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct InodeVersion {
+    file: FileIdentity,
+    ctime: (i64, u32),
+}
+
+impl InodeVersion {
+    fn of(e: &FileEvent) -> Self {
+        Self {
+            file: e.file,
+            ctime: (e.ctime_sec, e.ctime_nsec),
+        }
+    }
+}
+
+/// What a judgement task found.
+enum Outcome {
+    /// Nothing to say, and nothing to remember.
+    Quiet,
+    /// The mapped inode is the image's or not code: the kernel stops sending it.
+    Clean,
+    /// Could not be judged; the reason is logged at debug and counted.
+    Unjudged(String),
+    Alert {
+        finding: Finding,
+        note: Option<String>,
+        manifest: Option<String>,
+    },
+}
+
+/// What a task hands back to the stage.
+struct Done {
+    /// The in-flight key it held.
+    key: JobKey,
+    event: Arc<FileEvent>,
+    container: Arc<ContainerInfo>,
+    ancestry: Vec<Forebear>,
+    located: Option<Located>,
+    outcome: Outcome,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum JobKey {
+    /// A write, by container mount namespace and host path.
+    Write(u32, std::path::PathBuf),
+    Map(InodeVersion),
+}
+
+/// A write that came again while its judgement ran.
+type Again = (Arc<FileEvent>, Arc<ContainerInfo>, Vec<Forebear>);
+
+/// What every task reads.
+struct Shared {
+    config: FilesConfig,
+    rules: Rules,
+    catalog: Arc<ImageCatalog>,
+    max_file_bytes: u64,
+    permits: Semaphore,
+    metrics: Arc<Metrics>,
+}
+
+/// Figures for the stop line.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct FilesStats {
+    pub alerts: u64,
+    pub marked_clean: u64,
+    pub unjudged: u64,
+}
+
+pub struct FilesStage {
+    shared: Arc<Shared>,
+    allow: Vec<AllowRule>,
+    feedback: Option<FileFeedback>,
+    metrics: Arc<Metrics>,
+    layers: Bounded<u32, Option<Arc<ContainerLayers>>>,
+    executed: Bounded<FileIdentity, ()>,
+    /// Inode versions judged clean for mappings.
+    clean: Bounded<InodeVersion, ()>,
+    /// Inode versions judged for a container's mappings and found wanting (an alert was
+    /// raised, or was verify's to raise): not read again for that container.
+    wanting: Bounded<(u32, InodeVersion), ()>,
+    inflight: HashSet<JobKey>,
+    /// Writes that came again while their judgement ran: judged once more after it.
+    again: HashMap<JobKey, Again>,
+    alerted: Bounded<(u32, String, crate::alert::AlertKind), Option<Digest>>,
+    stats: FilesStats,
+}
+
+impl FilesStage {
+    /// `feedback`: the kernel's clean map and file counters (`None` in tests without a
+    /// sensor); `allow`: `[[verify.allow]]`, which covers file kinds too.
+    pub fn new(
+        config: &FilesConfig,
+        catalog: Arc<ImageCatalog>,
+        max_file_bytes: u64,
+        allow: Vec<AllowRule>,
+        feedback: Option<FileFeedback>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                config: config.clone(),
+                rules: Rules::new(config),
+                catalog,
+                max_file_bytes,
+                permits: Semaphore::new(CONCURRENT_INSPECTIONS),
+                metrics: metrics.clone(),
+            }),
+            allow,
+            feedback,
+            metrics,
+            layers: Bounded::new(REMEMBERED),
+            executed: Bounded::new(REMEMBERED),
+            clean: Bounded::new(REMEMBERED),
+            wanting: Bounded::new(REMEMBERED),
+            inflight: HashSet::new(),
+            again: HashMap::new(),
+            alerted: Bounded::new(REMEMBERED),
+            stats: FilesStats::default(),
+        }
+    }
+
+    fn file_metrics(&self) -> Option<&FileMetrics> {
+        self.metrics.files.as_ref()
+    }
+
+    /// Judges the file events of every batch from `events` until it closes and every
+    /// judgement started has ended.
+    pub async fn run(
+        mut self,
+        mut events: mpsc::Receiver<Batch>,
+        alerts: mpsc::Sender<AlertDraft>,
+    ) -> FilesStats {
+        let mut jobs: JoinSet<Done> = JoinSet::new();
+        let mut counters = tokio::time::interval(COUNTERS_EVERY);
+        counters.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut open = true;
+        loop {
+            if !open && jobs.is_empty() {
+                break;
+            }
+            tokio::select! {
+                Some(done) = jobs.join_next(), if !jobs.is_empty() => match done {
+                    Ok(done) => self.finish(done, &alerts, &mut jobs).await,
+                    Err(e) => error!(error = %e, "file judgement task failed"),
+                },
+                batch = events.recv(), if open => {
+                    let Some(batch) = batch else {
+                        open = false;
+                        continue;
+                    };
+                    self.on_batch(&batch, &mut jobs);
+                }
+                _ = counters.tick() => self.copy_counters(),
+            }
+        }
+        self.copy_counters();
+        self.stats
+    }
+
+    fn copy_counters(&self) {
+        let (Some(feedback), Some(m)) = (&self.feedback, self.file_metrics()) else {
+            return;
+        };
+        match feedback.counters() {
+            Ok(c) => {
+                m.kernel_seen.set(c.seen);
+                m.kernel_repeats.set(c.repeats);
+                m.kernel_clean_hits.set(c.clean_hits);
+                m.io_uring_requests.set(c.io_uring);
+            }
+            Err(e) => debug!(error = %e, "cannot read the kernel's file counters"),
+        }
+    }
+
+    fn on_batch(&mut self, batch: &Batch, jobs: &mut JoinSet<Done>) {
+        // Executed files first: the kernel may report an exec's own mapping (the ELF
+        // loader touching the new image) before the exec itself.
+        for t in batch.iter() {
+            if let Tracked::Observed {
+                event: Observation::Process(ProcessEvent::Exec(e)),
+                ..
+            } = t
+            {
+                self.executed.insert(e.real_file, ());
+            }
+        }
+        for t in batch.iter() {
+            let Tracked::Observed {
+                event: Observation::File(file),
+                attribution,
+                process,
+            } = t
+            else {
+                continue;
+            };
+            let Attribution::Container(container) = attribution else {
+                continue;
+            };
+            if let Some(m) = self.file_metrics() {
+                match file.op {
+                    FileOp::Write => m.writes.inc(),
+                    FileOp::Map => m.mappings.inc(),
+                }
+            }
+            let ancestry = process.ancestry.clone();
+            match file.op {
+                FileOp::Write => self.on_write(file, container, ancestry, &process.roots, jobs),
+                FileOp::Map => self.on_map(file, container, ancestry, &process.roots, jobs),
+            }
+        }
+    }
+
+    /// The container's layers, read from the root mount of one of its live processes.
+    fn layers_of(&mut self, mnt_ns: u32, roots: &[u32]) -> Option<Arc<ContainerLayers>> {
+        if let Some(l) = self.layers.get(&mnt_ns) {
+            return l.clone();
+        }
+        let found = roots.iter().find_map(|pid| {
+            let m = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;
+            // A pid reused outside the namespace must not lend its mounts.
+            (crate::procfs::mnt_ns_of(*pid).ok()? == mnt_ns)
+                .then(|| ContainerLayers::from_mountinfo(&m))
+        });
+        match found {
+            Some(layers) => {
+                let layers = layers.map(Arc::new);
+                if layers.is_none() {
+                    info!(
+                        mnt_ns,
+                        "container root is not an overlay: its files are not judged"
+                    );
+                }
+                self.layers.insert(mnt_ns, layers.clone());
+                layers
+            }
+            // No live process to read it from: try again with the next event.
+            None => None,
+        }
+    }
+
+    fn locate(&mut self, file: &FileEvent, roots: &[u32]) -> Option<Located> {
+        let path = file.host_path.as_deref()?;
+        let located = self.layers_of(file.process.mnt_ns, roots)?.locate(path);
+        if located.is_none() {
+            if let Some(m) = self.file_metrics() {
+                m.outside_layers.inc();
+            }
+        }
+        located
+    }
+
+    fn on_write(
+        &mut self,
+        file: &Arc<FileEvent>,
+        container: &Arc<ContainerInfo>,
+        ancestry: Vec<Forebear>,
+        roots: &[u32],
+        jobs: &mut JoinSet<Done>,
+    ) {
+        let Some(located) = self.locate(file, roots) else {
+            return;
+        };
+        // Image layers change only on the host; a container's process dirtying one is
+        // an access-time update.
+        if located.layer != Layer::Upper {
+            return;
+        }
+        let Some(concern) = judge::write_concern(&self.shared.rules, &located.path, file.mode)
+        else {
+            return;
+        };
+        let key = JobKey::Write(file.process.mnt_ns, located.host.clone());
+        if self.inflight.contains(&key) {
+            self.again
+                .insert(key, (file.clone(), container.clone(), ancestry));
+            return;
+        }
+        self.inflight.insert(key.clone());
+        let shared = self.shared.clone();
+        let (event, container) = (file.clone(), container.clone());
+        jobs.spawn(async move {
+            let outcome = judge_write(&shared, &event, &container, &located, concern).await;
+            Done {
+                key,
+                event,
+                container,
+                ancestry,
+                located: Some(located),
+                outcome,
+            }
+        });
+    }
+
+    fn on_map(
+        &mut self,
+        file: &Arc<FileEvent>,
+        container: &Arc<ContainerInfo>,
+        ancestry: Vec<Forebear>,
+        roots: &[u32],
+        jobs: &mut JoinSet<Done>,
+    ) {
+        let version = InodeVersion::of(file);
+        if self.clean.get(&version).is_some() {
+            // Judged clean, but the kernel's map forgot it (bounded): tell it again.
+            return self.mark_clean(file);
+        }
+        if self.wanting.get(&(file.process.mnt_ns, version)).is_some() {
+            return;
+        }
+        let key = JobKey::Map(version);
+        if self.inflight.contains(&key) {
+            return;
+        }
+        let fileless = file.memfd || file.deleted;
+        let located = if fileless {
+            None
+        } else {
+            match self.locate(file, roots) {
+                Some(l) => Some(l),
+                None => return,
+            }
+        };
+        self.inflight.insert(key.clone());
+        // While it is judged, the kernel holds back this inode's other mappings too: a
+        // library that a storm of new processes maps is sent a few times, not once per
+        // process (the judgement waits for CPU behind that storm). Forgotten again
+        // unless it is clean.
+        self.mark_clean(file);
+        let shared = self.shared.clone();
+        let (event, container) = (file.clone(), container.clone());
+        jobs.spawn(async move {
+            let outcome = match &located {
+                Some(l) => judge_mapping(&shared, &event, &container, l).await,
+                None => judge_fileless(&shared, &event).await,
+            };
+            Done {
+                key,
+                event,
+                container,
+                ancestry,
+                located,
+                outcome,
+            }
+        });
+    }
+
+    fn mark_clean(&mut self, file: &FileEvent) {
+        let Some(feedback) = &mut self.feedback else {
+            return;
+        };
+        let ctime = (file.ctime_sec, file.ctime_nsec);
+        if let Err(e) = feedback.mark_clean(file.kernel_dev, file.file.ino, ctime) {
+            warn!(error = %e, ino = file.file.ino, "cannot mark an inode clean in the kernel");
+        }
+    }
+
+    fn forget(&mut self, file: &FileEvent) {
+        let Some(feedback) = &mut self.feedback else {
+            return;
+        };
+        if let Err(e) = feedback.forget(file.kernel_dev, file.file.ino) {
+            warn!(error = %e, ino = file.file.ino, "cannot unmark an inode in the kernel");
+        }
+    }
+
+    async fn finish(
+        &mut self,
+        done: Done,
+        alerts: &mpsc::Sender<AlertDraft>,
+        jobs: &mut JoinSet<Done>,
+    ) {
+        self.inflight.remove(&done.key);
+        if done.event.op == FileOp::Map && !matches!(done.outcome, Outcome::Clean) {
+            self.forget(&done.event);
+        }
+        match done.outcome {
+            Outcome::Quiet => {}
+            Outcome::Clean => {
+                self.clean.insert(InodeVersion::of(&done.event), ());
+                self.stats.marked_clean += 1;
+                if let Some(m) = self.file_metrics() {
+                    m.marked_clean.inc();
+                }
+            }
+            Outcome::Unjudged(ref reason) => {
+                self.stats.unjudged += 1;
+                if let Some(m) = self.file_metrics() {
+                    m.unjudged.inc();
+                }
+                debug!(reason, ino = done.event.file.ino, "file event not judged");
+            }
+            Outcome::Alert {
+                ref finding,
+                ref note,
+                ref manifest,
+            } => {
+                if done.event.op == FileOp::Map {
+                    let version = InodeVersion::of(&done.event);
+                    self.wanting
+                        .insert((done.event.process.mnt_ns, version), ());
+                }
+                // An executed file's own mapping is the exec's, which verify judges.
+                let executed = self.executed.get(&done.event.file).is_some();
+                if !(done.event.op == FileOp::Map && executed) {
+                    self.alert(&done, finding, note.clone(), manifest.clone(), alerts)
+                        .await
+                }
+            }
+        }
+        if let Some((event, container, ancestry)) = self.again.remove(&done.key) {
+            let roots = [event.process.tgid];
+            self.on_write(&event, &container, ancestry, &roots, jobs);
+        }
+    }
+
+    async fn alert(
+        &mut self,
+        done: &Done,
+        finding: &Finding,
+        note: Option<String>,
+        manifest: Option<String>,
+        alerts: &mpsc::Sender<AlertDraft>,
+    ) {
+        let kind = draft::kind_of(finding);
+        let path = done
+            .located
+            .as_ref()
+            .map(|l| l.path.clone())
+            .or_else(|| done.event.host_path.clone())
+            .unwrap_or_default();
+        let c = &done.container;
+        let subject = AllowSubject {
+            image: c.image.as_deref(),
+            manifest_digest: manifest.as_deref().or(c.manifest_digest.as_deref()),
+            namespace: &c.namespace,
+            pod_namespace: c.pod_namespace.as_deref(),
+            container_id: &c.id,
+            container_name: c.container_name.as_deref(),
+            path: &path,
+            kind,
+        };
+        if self.allow.iter().any(|r| r.matches(&subject)) {
+            debug!(
+                kind = kind.as_str(),
+                path, "file alert allowed by a verify.allow rule"
+            );
+            return;
+        }
+        // Once per container, path, kind and content.
+        let actual = draft::actual_of(finding);
+        let key = (done.event.process.mnt_ns, path, kind);
+        if self.alerted.get(&key) == Some(&actual) {
+            return;
+        }
+        // Remembers this content: another version is another alert.
+        self.alerted.insert(key, actual);
+        let draft = draft::draft(
+            finding,
+            draft::Subject {
+                event: &done.event,
+                container: c,
+                manifest,
+                ancestry: done.ancestry.clone(),
+                located: done.located.as_ref(),
+                note,
+            },
+        );
+        self.stats.alerts += 1;
+        if alerts.send(draft).await.is_err() {
+            error!("alert stage stopped; a file alert could not be delivered");
+        }
+    }
+}
+
+/// The container's image, if it is verified and indexed; else why the event cannot be
+/// judged.
+async fn verified_image(
+    shared: &Shared,
+    container: &ContainerInfo,
+) -> Result<Arc<ImageEntry>, String> {
+    let image = shared.catalog.for_container(container).await;
+    match (&image.state, &image.index) {
+        (ImageState::Verified, Some(_)) => Ok(image),
+        (state, _) => Err(format!("image {}", state.name())),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    shared: &Shared,
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    let _permit = shared.permits.acquire().await;
+    if let Some(m) = &shared.metrics.files {
+        m.inspected.inc();
+    }
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+}
+
+async fn judge_write(
+    shared: &Arc<Shared>,
+    event: &FileEvent,
+    container: &ContainerInfo,
+    located: &Located,
+    concern: Concern,
+) -> Outcome {
+    let image = match verified_image(shared, container).await {
+        Ok(i) => i,
+        Err(reason) => return Outcome::Unjudged(reason),
+    };
+    let record = image.record(&located.path);
+    let image_mode = image
+        .index
+        .as_ref()
+        .and_then(|i| i.lookup(&located.path))
+        .map(|e| e.mode);
+    let (host, limit) = (located.host.clone(), shared.max_file_bytes);
+    let (settle, max_wait) = (shared.config.settle(), shared.config.max_wait());
+    let content = match blocking(shared, move || {
+        inspect::settled_content(&host, settle, max_wait, limit)
+    })
+    .await
+    {
+        Ok(c) => c,
+        // Gone again (a temporary file, renamed or deleted): nothing is there to judge.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Outcome::Quiet,
+        Err(e) => return Outcome::Unjudged(format!("{}: {e}", located.host.display())),
+    };
+    let mode = std::fs::metadata(&located.host)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))
+        .unwrap_or(event.mode);
+    let finding = judge::judge_write(
+        &shared.rules,
+        concern,
+        &located.path,
+        mode,
+        &record,
+        image_mode,
+        content.digest,
+    );
+    let mut notes = Vec::new();
+    if content.digest.is_none() {
+        notes.push(format!(
+            "{} bytes, over the hashing limit verify.max_file_bytes",
+            content.size
+        ));
+    }
+    if content.still_changing {
+        notes.push(format!(
+            "still being written after files.max_wait_ms ({} ms): hashed as it was then",
+            shared.config.max_wait_ms
+        ));
+    }
+    match finding {
+        Some(finding) => Outcome::Alert {
+            finding,
+            note: (!notes.is_empty()).then(|| notes.join("; ")),
+            manifest: image.manifest.clone(),
+        },
+        None => Outcome::Quiet,
+    }
+}
+
+async fn judge_mapping(
+    shared: &Arc<Shared>,
+    event: &FileEvent,
+    container: &ContainerInfo,
+    located: &Located,
+) -> Outcome {
+    let (host, limit) = (located.host.clone(), shared.max_file_bytes);
+    let content = match blocking(shared, move || {
+        inspect::content(std::fs::File::open(&host)?, limit, true)
+    })
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => return Outcome::Unjudged(format!("{}: {e}", located.host.display())),
+    };
+    if !content.elf {
+        return Outcome::Clean;
+    }
+    let Some(actual) = content.digest else {
+        return Outcome::Unjudged(format!(
+            "{}: {} bytes, over verify.max_file_bytes",
+            located.host.display(),
+            content.size
+        ));
+    };
+    let image = match verified_image(shared, container).await {
+        Ok(i) => i,
+        Err(reason) => return Outcome::Unjudged(reason),
+    };
+    match judge::judge_map(&image.record(&located.path), located.layer, actual, true) {
+        MapVerdict::Clean => Outcome::Clean,
+        MapVerdict::Alert(finding) => {
+            let tgid = event.process.tgid;
+            let note = match inspect::mapping_of(tgid, event.file.ino) {
+                // Read as data (a checksum, a copy): not code that runs.
+                Some(m) if !m.exec && m.file.is_some() => return Outcome::Quiet,
+                Some(_) => None,
+                None => Some(format!(
+                    "process {tgid} exited before its mappings could be read"
+                )),
+            };
+            Outcome::Alert {
+                finding,
+                note,
+                manifest: image.manifest.clone(),
+            }
+        }
+    }
+}
+
+async fn judge_fileless(shared: &Arc<Shared>, event: &FileEvent) -> Outcome {
+    let (tgid, ino, limit) = (event.process.tgid, event.file.ino, shared.max_file_bytes);
+    let found = blocking(shared, move || {
+        let Some(mapping) = inspect::mapping_of(tgid, ino) else {
+            return Ok(None);
+        };
+        let content = match &mapping.file {
+            Some(f) => Some(inspect::content(std::fs::File::open(f)?, limit, true)?),
+            None => None,
+        };
+        Ok(Some((mapping, content)))
+    })
+    .await;
+    match found {
+        Ok(Some((mapping, Some(content)))) if mapping.exec && content.elf => Outcome::Alert {
+            finding: Finding::LibraryFileless {
+                actual: content.digest,
+                memfd: event.memfd,
+            },
+            note: None,
+            manifest: None,
+        },
+        Ok(Some(_)) => Outcome::Quiet,
+        Ok(None) => Outcome::Unjudged(format!(
+            "process {tgid} exited before its memfd or deleted mapping could be read"
+        )),
+        Err(e) => Outcome::Unjudged(format!("mapping of process {tgid}: {e}")),
+    }
+}

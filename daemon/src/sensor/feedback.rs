@@ -1,0 +1,92 @@
+//! What analyzers tell the kernel, and the kernel's file counters they report: the
+//! `lg_clean` map of inodes judged clean for mappings, and the counters of file events
+//! the kernel did not send.
+//!
+//! Owns the map handles, taken out of the loaded object. Deciding what is clean is the
+//! files analyzer's; this only writes what it is told and reads what the kernel counted.
+
+use super::wire;
+use aya::maps::{HashMap, MapData, MapError, PerCpuArray};
+use std::sync::{Arc, Mutex};
+
+// SAFETY: plain #[repr(C)] integer structs (see wire::Pod), valid for any bit pattern.
+unsafe impl aya::Pod for wire::FileId {}
+unsafe impl aya::Pod for wire::CleanInode {}
+
+/// The sensor's per-CPU counters (`lg_stats`), shared by the consumer and this handle.
+pub type SharedStats = Arc<Mutex<PerCpuArray<MapData, u64>>>;
+
+/// Sums one per-CPU counter; 0 when it cannot be read (said once by the caller's log).
+pub fn sum(stats: &SharedStats, index: u32) -> Result<u64, MapError> {
+    let stats = stats.lock().unwrap_or_else(|e| e.into_inner());
+    Ok(stats.get(&index, 0)?.iter().sum())
+}
+
+/// What the kernel counted of file events (cumulative since load).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileCounters {
+    /// Write and mapping tracepoint hits of container processes on regular files.
+    pub seen: u64,
+    /// Not sent: the same file (and parent and mode, or process) was sent within a second.
+    pub repeats: u64,
+    /// Not sent: mappings of inodes judged clean.
+    pub clean_hits: u64,
+    /// io_uring requests submitted in containers.
+    pub io_uring: u64,
+}
+
+pub struct FileFeedback {
+    clean: HashMap<MapData, wire::FileId, wire::CleanInode>,
+    stats: SharedStats,
+}
+
+impl FileFeedback {
+    pub(super) fn new(
+        clean: HashMap<MapData, wire::FileId, wire::CleanInode>,
+        stats: SharedStats,
+    ) -> Self {
+        Self { clean, stats }
+    }
+
+    /// The kernel stops sending mappings of this inode while its ctime stays the same.
+    pub fn mark_clean(
+        &mut self,
+        kernel_dev: u32,
+        ino: u64,
+        ctime: (i64, u32),
+    ) -> Result<(), MapError> {
+        let key = wire::FileId {
+            ino,
+            dev: kernel_dev,
+            _pad: 0,
+        };
+        let value = wire::CleanInode {
+            ctime_sec: ctime.0,
+            ctime_nsec: ctime.1,
+            ..Default::default()
+        };
+        self.clean.insert(key, value, 0)
+    }
+
+    /// The kernel sends mappings of this inode again.
+    pub fn forget(&mut self, kernel_dev: u32, ino: u64) -> Result<(), MapError> {
+        let key = wire::FileId {
+            ino,
+            dev: kernel_dev,
+            _pad: 0,
+        };
+        match self.clean.remove(&key) {
+            Err(MapError::KeyNotFound) => Ok(()),
+            other => other,
+        }
+    }
+
+    pub fn counters(&self) -> Result<FileCounters, MapError> {
+        Ok(FileCounters {
+            seen: sum(&self.stats, wire::STAT_FILE_SEEN)?,
+            repeats: sum(&self.stats, wire::STAT_FILE_REPEATS)?,
+            clean_hits: sum(&self.stats, wire::STAT_MAP_CLEAN_HITS)?,
+            io_uring: sum(&self.stats, wire::STAT_IO_URING)?,
+        })
+    }
+}
