@@ -75,10 +75,24 @@ pub fn build_static_c(name: &str, source: &str) -> Result<PathBuf> {
 
 /// [`build_static_c`] with extra gcc flags (e.g. `-lpthread`, `-DN=4`).
 pub fn build_static_c_with_flags(name: &str, source: &str, flags: &[&str]) -> Result<PathBuf> {
+    build_c(name, source, &["-static"], flags)
+}
+
+/// A dynamically linked C build (`gcc -O2 -Wall SOURCE FLAGS`, `-shared -fPIC` for a
+/// library), cached like [`build_static_c`]. Flags may name other built files (`-L`).
+pub fn build_dynamic_c(name: &str, source: &str, flags: &[&str]) -> Result<PathBuf> {
+    build_c(name, source, &[], flags)
+}
+
+fn build_c(name: &str, source: &str, link: &[&str], flags: &[&str]) -> Result<PathBuf> {
     if name.is_empty() || name.contains('/') {
         bail!("binary name {name:?} must be a plain file name");
     }
-    let key = format!("{name}\0{source}\0{}", flags.join("\0"));
+    let key = format!(
+        "{name}\0{source}\0{}\0{}",
+        link.join("\0"),
+        flags.join("\0")
+    );
     let hash = util::sha256_hex(key.as_bytes());
     let dir = std::env::temp_dir()
         .join("layerguard-tests-cbin")
@@ -93,7 +107,8 @@ pub fn build_static_c_with_flags(name: &str, source: &str, flags: &[&str]) -> Re
     let tmp_bin = dir.join(format!("{name}.{unique}.tmp"));
     fs::write(&src, source).with_context(|| format!("writing {}", src.display()))?;
     let mut cmd = Command::new("gcc");
-    cmd.args(["-static", "-O2", "-Wall", "-o"])
+    cmd.args(link)
+        .args(["-O2", "-Wall", "-o"])
         .arg(&tmp_bin)
         .arg(&src)
         .args(flags);
@@ -104,7 +119,8 @@ pub fn build_static_c_with_flags(name: &str, source: &str, flags: &[&str]) -> Re
     if !output.status.success() {
         let _ = fs::remove_file(&tmp_bin);
         bail!(
-            "gcc -static failed for {name}:\n{}",
+            "gcc {} failed for {name}:\n{}",
+            link.join(" "),
             String::from_utf8_lossy(&output.stderr)
         );
     }

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use crate::{build_static_c, build_static_c_with_flags, Layer};
+use crate::{build_dynamic_c, build_static_c, build_static_c_with_flags, Layer};
 
 /// `memfd_exec PROG ARGS...`: copies PROG into a memfd and `fexecve`s it (a fileless exec).
 pub const MEMFD_EXEC_C: &str = include_str!("../c/memfd_exec.c");
@@ -46,4 +46,81 @@ pub fn programs_layer() -> Layer {
     Layer::new()
         .file_from_host(MEMFD_EXEC, memfd_exec(), 0o755)
         .file_from_host(TINY, tiny(), 0o755)
+}
+
+/// `libhelper.so` (see `tests/c/libhelper.c`); `-DTAG=...` for a tampered copy.
+pub const LIBHELPER_C: &str = include_str!("../c/libhelper.c");
+/// `dyn_hello [LIB]`: dynamically linked against libc and libhelper.so.
+pub const DYN_HELLO_C: &str = include_str!("../c/dyn_hello.c");
+/// `memfd_dlopen LIB [SECONDS]`: maps LIB's code from a memfd.
+pub const MEMFD_DLOPEN_C: &str = include_str!("../c/memfd_dlopen.c");
+
+/// Where [`dynamic_layer`] puts things in the image.
+pub const DYN_HELLO: &str = "/usr/bin/dyn_hello";
+pub const LIBHELPER: &str = "/usr/lib/x86_64-linux-gnu/libhelper.so";
+pub const MEMFD_DLOPEN: &str = "/usr/local/bin/memfd_dlopen";
+/// A tampered libhelper.so the image carries as plain data (mode 0644, off the library
+/// path), for tests to copy where it does harm.
+pub const EVIL_LIBHELPER: &str = "/opt/payload/libhelper-evil.so";
+
+/// The built `libhelper.so` (`tag`: what it prints; another tag, other bytes).
+pub fn libhelper(tag: &str) -> PathBuf {
+    let name = format!("libhelper-{tag}");
+    let lib = build_dynamic_c(
+        &format!("{name}.so"),
+        LIBHELPER_C,
+        &["-shared", "-fPIC", &format!("-DTAG=\"{tag}\"")],
+    )
+    .expect("build libhelper.so");
+    // The link name the program is built against.
+    let dir = lib.parent().unwrap().join("link");
+    std::fs::create_dir_all(&dir).expect("libhelper link dir");
+    let link = dir.join("libhelper.so");
+    if !link.exists() {
+        let _ = std::fs::copy(&lib, &link);
+    }
+    lib
+}
+
+/// The built `dyn_hello`, linked against [`libhelper`]`("helper")`.
+pub fn dyn_hello() -> PathBuf {
+    let lib = libhelper("helper");
+    let dir = lib.parent().unwrap().join("link");
+    build_dynamic_c(
+        "dyn_hello",
+        DYN_HELLO_C,
+        &[&format!("-L{}", dir.display()), "-lhelper"],
+    )
+    .expect("build dyn_hello")
+}
+
+/// The built `memfd_dlopen`.
+pub fn memfd_dlopen() -> PathBuf {
+    build_dynamic_c("memfd_dlopen", MEMFD_DLOPEN_C, &[]).expect("build memfd_dlopen")
+}
+
+/// The host's dynamic loader and libc, at the paths the programs look for them.
+fn loader_and_libc(layer: Layer) -> Layer {
+    let real = |p: &str| std::fs::canonicalize(p).unwrap_or_else(|e| panic!("{p}: {e}"));
+    layer
+        .file_from_host(
+            "/lib64/ld-linux-x86-64.so.2",
+            real("/lib64/ld-linux-x86-64.so.2"),
+            0o755,
+        )
+        .file_from_host(
+            "/usr/lib/x86_64-linux-gnu/libc.so.6",
+            real("/lib/x86_64-linux-gnu/libc.so.6"),
+            0o755,
+        )
+}
+
+/// A layer with dynamically linked programs: [`DYN_HELLO`] and [`MEMFD_DLOPEN`] with the
+/// host's ld.so and libc, [`LIBHELPER`], and [`EVIL_LIBHELPER`] as data.
+pub fn dynamic_layer() -> Layer {
+    loader_and_libc(Layer::new())
+        .file_from_host(DYN_HELLO, dyn_hello(), 0o755)
+        .file_from_host(MEMFD_DLOPEN, memfd_dlopen(), 0o755)
+        .file_from_host(LIBHELPER, libhelper("helper"), 0o755)
+        .file_from_host(EVIL_LIBHELPER, libhelper("evil"), 0o644)
 }

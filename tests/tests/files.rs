@@ -1,0 +1,251 @@
+//! File integrity, end to end: the real daemon watching real containers write files and
+//! map code, judged against the verified image.
+//!
+//! User story: an incident responder gets an alert, with the image's digest and layer and
+//! what the file holds now, when a container changes an image binary or library, drops a
+//! new executable, touches a sensitive file, or runs code the image does not have, even
+//! without an exec of it; and no alert for the writes and mappings of normal work.
+
+use std::ops::Deref;
+use std::time::Duration;
+
+use layerguard_tests::node::{run_ok, TestNode};
+use layerguard_tests::programs::{self, DYN_HELLO, EVIL_LIBHELPER, LIBHELPER, MEMFD_DLOPEN};
+use layerguard_tests::util::sha256_hex;
+use serde_json::Value;
+
+const NS: &str = "lg-files";
+
+/// Where the image keeps an executable the tests overwrite.
+const TOOL: &str = "/usr/bin/tool";
+
+struct Node {
+    node: TestNode,
+    tiny: Vec<u8>,
+    tiny_other: Vec<u8>,
+}
+
+impl Deref for Node {
+    type Target = TestNode;
+    fn deref(&self) -> &TestNode {
+        &self.node
+    }
+}
+
+fn start_node() -> Node {
+    let node = TestNode::builder(NS)
+        .layer(
+            programs::programs_layer()
+                .file_from_host(TOOL, programs::tiny(), 0o755)
+                .file_from_host("/opt/tiny_other", programs::tiny_other(), 0o755)
+                .file("/var/lib/dpkg/status", "Package: base\n", 0o644)
+                .dir("/var/log", 0o755)
+                .file("/etc/profile", "export PATH=/bin\n", 0o644),
+        )
+        .layer(programs::dynamic_layer())
+        .build();
+    Node {
+        node,
+        tiny: std::fs::read(programs::tiny()).unwrap(),
+        tiny_other: std::fs::read(programs::tiny_other()).unwrap(),
+    }
+}
+
+fn kind_is(kind: &'static str) -> impl Fn(&Value) -> bool {
+    move |a: &Value| a["kind"] == kind
+}
+
+fn with_path(kind: &'static str, path: &'static str) -> impl Fn(&Value) -> bool {
+    move |a: &Value| a["kind"] == kind && a["evidence"]["path"] == path
+}
+
+fn sh(c: &layerguard_tests::Container, script: &str) {
+    run_ok(c, &["/bin/sh", "-c", script]);
+}
+
+#[test]
+fn a_changed_image_binary_is_reported_with_both_digests_and_the_writer() {
+    let node = start_node();
+    let c = node.container();
+    sh(&c, &format!("cat /opt/tiny_other > {TOOL}"));
+    let a = node.wait_alert(&c, with_path("file_image_modified", TOOL));
+    assert_eq!(a["severity"], "critical", "{a}");
+    let e = &a["evidence"];
+    assert_eq!(e["expected_sha256"], sha256_hex(&node.tiny), "{a}");
+    assert_eq!(e["actual_sha256"], sha256_hex(&node.tiny_other), "{a}");
+    assert!(
+        e["expected_layer"].as_str().unwrap().starts_with("sha256:"),
+        "{a}"
+    );
+    assert_eq!(e["upper_layer"], true, "{a}");
+    assert_eq!(e["file_op"], "write", "{a}");
+    assert!(
+        e["host_path"]
+            .as_str()
+            .unwrap()
+            .ends_with("/fs/usr/bin/tool"),
+        "{a}"
+    );
+    // The writer: the shell (busybox runs `cat` in the shell's own process).
+    let p = &a["process"];
+    assert_eq!(p["exe"], "/bin/sh", "{a}");
+    assert!(
+        p["ancestry"].as_array().is_some_and(|a| !a.is_empty()),
+        "{a}"
+    );
+}
+
+#[test]
+fn new_executables_are_reported_before_they_run_wherever_they_are_dropped() {
+    let node = start_node();
+    let c = node.container();
+    for dir in ["/tmp", "/usr/bin", "/usr/lib"] {
+        sh(&c, &format!("cp /opt/tiny_other {dir}/dropped"));
+    }
+    for path in ["/tmp/dropped", "/usr/bin/dropped", "/usr/lib/dropped"] {
+        let a = node.wait_alert(&c, move |a| {
+            a["kind"] == "file_executable_created" && a["evidence"]["path"] == path
+        });
+        assert_eq!(a["severity"], "high", "{a}");
+        assert_eq!(
+            a["evidence"]["actual_sha256"],
+            sha256_hex(&node.tiny_other),
+            "{a}"
+        );
+        assert_eq!(a["evidence"]["file_mode"], "0755", "{a}");
+    }
+    // A script written, then made executable.
+    sh(
+        &c,
+        "printf '#!/bin/sh\\necho hi\\n' > /tmp/s.sh; sleep 0.2; chmod +x /tmp/s.sh",
+    );
+    let a = node.wait_alert(&c, with_path("file_executable_created", "/tmp/s.sh"));
+    assert_eq!(
+        a["evidence"]["actual_sha256"],
+        sha256_hex(b"#!/bin/sh\necho hi\n"),
+        "{a}"
+    );
+    // None of them ran: no exec alert.
+    assert!(
+        node.alerts_for(&c)
+            .iter()
+            .all(|a| !a["kind"].as_str().unwrap().starts_with("exec_")),
+        "{:?}",
+        node.alerts_for(&c)
+    );
+}
+
+#[test]
+fn sensitive_files_are_reported_and_ld_so_preload_is_critical() {
+    let node = start_node();
+    let c = node.container();
+    sh(&c, "echo /tmp/x.so > /etc/ld.so.preload");
+    let a = node.wait_alert(&c, with_path("file_sensitive_write", "/etc/ld.so.preload"));
+    assert_eq!(a["severity"], "critical", "{a}");
+    assert_eq!(
+        a["evidence"]["actual_sha256"],
+        sha256_hex(b"/tmp/x.so\n"),
+        "{a}"
+    );
+    sh(&c, "echo 'evil:x:0:0::/:/bin/sh' >> /etc/passwd");
+    let a = node.wait_alert(&c, with_path("file_sensitive_write", "/etc/passwd"));
+    assert_eq!(a["severity"], "high", "{a}");
+    assert!(
+        a["evidence"]["expected_sha256"].is_string(),
+        "the image has one: {a}"
+    );
+    sh(
+        &c,
+        "mkdir -p /root/.ssh; echo 'ssh-ed25519 AAAA x' > /root/.ssh/authorized_keys",
+    );
+    node.wait_alert(
+        &c,
+        with_path("file_sensitive_write", "/root/.ssh/authorized_keys"),
+    );
+}
+
+#[test]
+fn code_the_image_does_not_have_is_reported_when_mapped() {
+    let node = start_node();
+    let c = node.container();
+    // A preloaded library dropped in /tmp.
+    sh(&c, &format!("cp {EVIL_LIBHELPER} /tmp/x.so"));
+    sh(&c, &format!("LD_PRELOAD=/tmp/x.so {DYN_HELLO}"));
+    let a = node.wait_alert(&c, with_path("library_not_in_image", "/tmp/x.so"));
+    assert_eq!(a["severity"], "high", "{a}");
+    assert_eq!(a["evidence"]["file_op"], "map", "{a}");
+    let evil = std::fs::read(programs::libhelper("evil")).unwrap();
+    assert_eq!(a["evidence"]["actual_sha256"], sha256_hex(&evil), "{a}");
+    // The image's library replaced in the container, then loaded by an image binary.
+    sh(&c, &format!("cat {EVIL_LIBHELPER} > {LIBHELPER}"));
+    node.wait_alert(&c, with_path("file_image_modified", LIBHELPER));
+    run_ok(&c, &[DYN_HELLO]);
+    let a = node.wait_alert(&c, with_path("library_modified", LIBHELPER));
+    assert_eq!(a["severity"], "critical", "{a}");
+    let good = std::fs::read(programs::libhelper("helper")).unwrap();
+    assert_eq!(a["evidence"]["expected_sha256"], sha256_hex(&good), "{a}");
+    assert_eq!(a["evidence"]["actual_sha256"], sha256_hex(&evil), "{a}");
+    // Code from a memfd.
+    run_ok(&c, &[MEMFD_DLOPEN, LIBHELPER, "2"]);
+    let a = node.wait_alert(&c, kind_is("library_fileless"));
+    assert_eq!(a["severity"], "critical", "{a}");
+    assert_eq!(a["evidence"]["actual_sha256"], sha256_hex(&evil), "{a}");
+}
+
+#[test]
+fn normal_work_raises_no_file_alert() {
+    let node = start_node();
+    let c = node.container();
+    // Data files, a package database, image binaries and libraries run and mapped,
+    // touch and chmod of an image binary.
+    sh(
+        &c,
+        &format!(
+            "echo data > /tmp/data; i=0; while [ $i -lt 50 ]; do echo line $i >> /var/log/app.log; \
+             i=$((i+1)); done; echo 'Package: more' >> /var/lib/dpkg/status; \
+             {DYN_HELLO}; {DYN_HELLO} {LIBHELPER}; touch {TOOL}; chmod 700 {TOOL}; chmod 755 {TOOL}; \
+             {TOOL}; cp /tmp/data /tmp/data2; sleep 1"
+        ),
+    );
+    // A marker alert afterwards proves the daemon was judging all along.
+    sh(&c, "cp /opt/tiny_other /tmp/marker");
+    node.wait_alert(&c, with_path("file_executable_created", "/tmp/marker"));
+    let alerts = node.alerts_for(&c);
+    assert_eq!(alerts.len(), 1, "only the marker: {alerts:#?}");
+}
+
+#[test]
+fn a_library_mapped_by_a_thousand_processes_is_hashed_once() {
+    let node = start_node();
+    let c = node.container();
+    run_ok(&c, &[DYN_HELLO]);
+    std::thread::sleep(Duration::from_secs(1));
+    let before = node.status();
+    sh(
+        &c,
+        &format!("i=0; while [ $i -lt 1000 ]; do {DYN_HELLO} >/dev/null; i=$((i+1)); done"),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let after = node.status();
+    let f = |s: &Value, k: &str| s["files"][k].as_u64().unwrap_or_else(|| panic!("{k}: {s}"));
+    // Each run maps ld.so, libc and libhelper: thousands of mappings, counted in the
+    // kernel and not sent.
+    let hits = f(&after, "kernel_clean_hits") - f(&before, "kernel_clean_hits");
+    assert!(hits >= 3000, "clean hits {hits}: {after}");
+    for l in node.daemon().json_lines() {
+        if l["message"] == "DEBUGMAP" {
+            eprintln!(
+                "DBG {} {} {} {} {} {} {}",
+                l["path"], l["judged"], l["ino"], l["dev"], l["cs"], l["cn"], l["inflight"]
+            );
+        }
+    }
+    let received = f(&after, "mappings") - f(&before, "mappings");
+    assert!(
+        received < 100,
+        "{received} mapping records reached the daemon: {after}"
+    );
+    let inspected = f(&after, "inspected") - f(&before, "inspected");
+    assert!(inspected < 10, "{inspected} files read: {after}");
+    assert!(node.alerts_for(&c).is_empty(), "{:?}", node.alerts_for(&c));
+}
