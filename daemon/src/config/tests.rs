@@ -167,6 +167,42 @@ mod general {
     }
 
     #[test]
+    fn files_errors_name_the_key_and_defaults_cover_the_sensitive_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none.toml");
+        for (set, key) in [
+            ("files.syscall_hooks=true", "files.syscall_hooks"),
+            ("files.settle_ms=5000", "files.settle_ms"),
+            ("files.max_wait_ms=1", "files.max_wait_ms"),
+        ] {
+            let err = Config::load(&missing, false, &[Override::parse_set(set).unwrap()])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains(&format!("--set {set}")) && err.contains(key),
+                "{err}"
+            );
+        }
+        let path = dir.path().join("f.toml");
+        std::fs::write(&path, "[files]\nprotect = [\"app/config\"]\n").unwrap();
+        let err = Config::load(&path, true, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("files.protect[0]") && err.contains("absolute"),
+            "{err}"
+        );
+        let c = Config::load(&missing, false, &[]).unwrap();
+        for p in [
+            "/etc/ld.so.preload",
+            "/etc/shadow",
+            "/etc/sudoers.d/*",
+            "/root/.ssh/*",
+        ] {
+            assert!(c.files.sensitive.iter().any(|s| s == p), "{p}");
+        }
+        assert!(c.files.enabled);
+    }
+
+    #[test]
     fn errors_in_tables_and_arrays_of_tables_name_their_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");

@@ -31,20 +31,35 @@ fn fingerprint(m: &std::fs::Metadata) -> (u64, i64, i64, u64) {
     (m.size(), m.mtime(), m.mtime_nsec(), m.ino())
 }
 
-/// Waits until `path` has kept its size and mtime for `settle` (the writer is done), at
-/// most `max_wait`, then hashes it, refusing more than `limit` bytes.
+/// Opens the regular file `rel` beneath the layer directory `dir`, following no symlink
+/// and running no FIFO's or device's open (a container may swap the path for one between
+/// the event and the read).
+pub fn open_in_layer(dir: &Path, rel: &str) -> io::Result<File> {
+    use crate::verify::verdict::Unreadable;
+    match crate::verify::target::open_regular_beneath(dir, rel) {
+        Ok(opened) => Ok(opened.file),
+        Err(Unreadable::Missing(m)) => Err(io::Error::new(io::ErrorKind::NotFound, m)),
+        Err(other) => Err(io::Error::other(other.to_string())),
+    }
+}
+
+/// Waits until `rel` beneath `dir` has kept its size and mtime for `settle` (the writer
+/// is done), at most `max_wait`, then hashes it, refusing more than `limit` bytes.
 pub fn settled_content(
-    path: &Path,
+    dir: &Path,
+    rel: &str,
     settle: Duration,
     max_wait: Duration,
     limit: u64,
 ) -> io::Result<Content> {
     let started = Instant::now();
-    let mut last = fingerprint(&std::fs::metadata(path)?);
+    let path = dir.join(rel.trim_start_matches('/'));
+    let path = path.as_path();
+    let mut last = fingerprint(&std::fs::symlink_metadata(path)?);
     let mut still_changing = false;
     loop {
         std::thread::sleep(settle);
-        let now = fingerprint(&std::fs::metadata(path)?);
+        let now = fingerprint(&std::fs::symlink_metadata(path)?);
         if now == last {
             break;
         }
@@ -54,10 +69,10 @@ pub fn settled_content(
             break;
         }
     }
-    let mut c = content(File::open(path)?, limit, false)?;
+    let mut c = content(open_in_layer(dir, rel)?, limit, false)?;
     // Changed while it was read: once more, so that the digest is of one version.
-    if !still_changing && fingerprint(&std::fs::metadata(path)?) != last {
-        c = content(File::open(path)?, limit, false)?;
+    if !still_changing && fingerprint(&std::fs::symlink_metadata(path)?) != last {
+        c = content(open_in_layer(dir, rel)?, limit, false)?;
     }
     c.still_changing = still_changing;
     Ok(c)
@@ -162,7 +177,8 @@ mod tests {
             })
         };
         let c = settled_content(
-            &p,
+            dir.path(),
+            "f",
             Duration::from_millis(20),
             Duration::from_secs(5),
             1 << 20,
@@ -171,6 +187,26 @@ mod tests {
         writer.join().unwrap();
         assert!(!c.still_changing);
         assert_eq!(c.digest, Some(Digest::of(b"partmoremoremoremoremore")));
+    }
+
+    #[test]
+    fn layer_files_are_read_without_following_symlinks_or_opening_fifos() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("real"), b"x").unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", dir.path().join("link")).unwrap();
+        let fifo = std::ffi::CString::new(dir.path().join("fifo").to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        assert!(open_in_layer(dir.path(), "/real").is_ok());
+        assert!(open_in_layer(dir.path(), "/link").is_err(), "a symlink out");
+        assert!(
+            open_in_layer(dir.path(), "/fifo").is_err(),
+            "a FIFO, refused at once"
+        );
+        assert_eq!(
+            open_in_layer(dir.path(), "/gone").unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
     }
 
     #[test]

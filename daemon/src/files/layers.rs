@@ -25,8 +25,10 @@ pub struct Located {
     pub layer: Layer,
     /// The path inside the container (`/etc/passwd`).
     pub path: String,
-    /// The file on the host, to read.
+    /// The file on the host (for evidence).
     pub host: PathBuf,
+    /// The layer directory it is in: what it is read beneath.
+    pub layer_dir: PathBuf,
 }
 
 /// The layers of one container's root filesystem.
@@ -61,7 +63,12 @@ impl ContainerLayers {
             if let Some(rest) = strip_layer(dir, &names) {
                 let path = format!("/{}", rest.join("/"));
                 let host = rest.iter().fold(dir.clone(), |p, c| p.join(c));
-                return Some(Located { layer, path, host });
+                return Some(Located {
+                    layer,
+                    path,
+                    host,
+                    layer_dir: dir.clone(),
+                });
             }
         }
         None

@@ -141,6 +141,37 @@ fn reopen_regular(handle: &File, via: String) -> Result<Opened, Unreadable> {
     Ok(Opened { file, via })
 }
 
+/// Opens the regular file at `rel` under the host directory `dir` (a container's layer
+/// directory) for reading, without following any symlink or leaving `dir`
+/// (`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`: the kernel named a real file, so a symlink on
+/// the way is a container swapping the path) and without running any open but a regular
+/// file's (`O_PATH` first, as [`open_in_root`]).
+pub fn open_regular_beneath(dir: &std::path::Path, rel: &str) -> Result<Opened, Unreadable> {
+    let via = format!("{}/{}", dir.display(), rel.trim_start_matches('/'));
+    let failed = |e: std::io::Error| {
+        if e.raw_os_error() == Some(libc::ENOENT) {
+            Unreadable::Missing(format!("{via}: {e}"))
+        } else {
+            Unreadable::Failed(format!("{via}: {e}"))
+        }
+    };
+    let base = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)
+        .map_err(failed)?;
+    let cpath = CString::new(rel.trim_start_matches('/'))
+        .map_err(|_| Unreadable::Failed(format!("{via}: path contains a NUL byte")))?;
+    let handle = openat2(
+        &base,
+        &cpath,
+        libc::O_PATH | libc::O_CLOEXEC,
+        libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+    )
+    .map_err(failed)?;
+    reopen_regular(&handle, via)
+}
+
 /// A descriptor of a live process (`/proc/PID/fd/N`): the file a `/dev/fd/N` name opens,
 /// and its path inside the container.
 pub fn open_fd_of(pid: u32, fd: u32) -> Result<(Opened, String), Unreadable> {

@@ -1,0 +1,191 @@
+//! The judgement tasks of the files analyzer: for one write or one mapping, the image
+//! record at its path, the file read on the blocking pool (a few at once), and the verdict
+//! from `judge`. They return an [`Outcome`]; what the stage remembers, marks in the kernel
+//! and alerts on is the stage's.
+
+use super::judge::{self, Concern, Finding, MapVerdict};
+use super::layers::Located;
+use super::{inspect, Outcome, Shared};
+use crate::identity::ContainerInfo;
+use crate::sensor::FileEvent;
+use crate::verify::images::ImageEntry;
+use crate::verify::verdict::ImageState;
+use std::sync::Arc;
+
+/// The container's image, if it is verified and indexed; else why the event cannot be
+/// judged.
+async fn verified_image(
+    shared: &Shared,
+    container: &ContainerInfo,
+) -> Result<Arc<ImageEntry>, String> {
+    let image = shared.catalog.for_container(container).await;
+    match (&image.state, &image.index) {
+        (ImageState::Verified, Some(_)) => Ok(image),
+        (state, _) => Err(format!("image {}", state.name())),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    shared: &Shared,
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    let _permit = shared.permits.acquire().await;
+    if let Some(m) = &shared.metrics.files {
+        m.inspected.inc();
+    }
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())))
+}
+
+pub(super) async fn judge_write(
+    shared: &Arc<Shared>,
+    event: &FileEvent,
+    container: &ContainerInfo,
+    located: &Located,
+    concern: Concern,
+) -> Outcome {
+    let image = match verified_image(shared, container).await {
+        Ok(i) => i,
+        Err(reason) => return Outcome::Unjudged(reason),
+    };
+    let record = image.record(&located.path);
+    let image_mode = image
+        .index
+        .as_ref()
+        .and_then(|i| i.lookup(&located.path))
+        .map(|e| e.mode);
+    let (dir, rel, limit) = (
+        located.layer_dir.clone(),
+        located.path.clone(),
+        shared.max_file_bytes,
+    );
+    let (settle, max_wait) = (shared.config.settle(), shared.config.max_wait());
+    let content = match blocking(shared, move || {
+        inspect::settled_content(&dir, &rel, settle, max_wait, limit)
+    })
+    .await
+    {
+        Ok(c) => c,
+        // Gone again (a temporary file, renamed or deleted): nothing is there to judge.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Outcome::Quiet,
+        Err(e) => return Outcome::Unjudged(format!("{}: {e}", located.host.display())),
+    };
+    let mode = std::fs::symlink_metadata(&located.host)
+        .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))
+        .unwrap_or(event.mode);
+    let finding = judge::judge_write(
+        &shared.rules,
+        concern,
+        &located.path,
+        mode,
+        &record,
+        image_mode,
+        content.digest,
+    );
+    let mut notes = Vec::new();
+    if content.digest.is_none() {
+        notes.push(format!(
+            "{} bytes, over the hashing limit verify.max_file_bytes",
+            content.size
+        ));
+    }
+    if content.still_changing {
+        notes.push(format!(
+            "still being written after files.max_wait_ms ({} ms): hashed as it was then",
+            shared.config.max_wait_ms
+        ));
+    }
+    match finding {
+        Some(finding) => Outcome::Alert {
+            finding,
+            note: (!notes.is_empty()).then(|| notes.join("; ")),
+            manifest: image.manifest.clone(),
+        },
+        None => Outcome::Quiet,
+    }
+}
+
+pub(super) async fn judge_mapping(
+    shared: &Arc<Shared>,
+    event: &FileEvent,
+    container: &ContainerInfo,
+    located: &Located,
+) -> Outcome {
+    let (dir, rel, limit) = (
+        located.layer_dir.clone(),
+        located.path.clone(),
+        shared.max_file_bytes,
+    );
+    let content = match blocking(shared, move || {
+        inspect::content(inspect::open_in_layer(&dir, &rel)?, limit, true)
+    })
+    .await
+    {
+        Ok(c) => c,
+        Err(e) => return Outcome::Unjudged(format!("{}: {e}", located.host.display())),
+    };
+    if !content.elf {
+        return Outcome::Clean;
+    }
+    let Some(actual) = content.digest else {
+        return Outcome::Unjudged(format!(
+            "{}: {} bytes, over verify.max_file_bytes",
+            located.host.display(),
+            content.size
+        ));
+    };
+    let image = match verified_image(shared, container).await {
+        Ok(i) => i,
+        Err(reason) => return Outcome::Unjudged(reason),
+    };
+    match judge::judge_map(&image.record(&located.path), located.layer, actual, true) {
+        MapVerdict::Clean => Outcome::Clean,
+        MapVerdict::Alert(finding) => {
+            let tgid = event.process.tgid;
+            let note = match inspect::mapping_of(tgid, event.file.ino) {
+                // Read as data (a checksum, a copy): not code that runs.
+                Some(m) if !m.exec && m.file.is_some() => return Outcome::Quiet,
+                Some(_) => None,
+                None => Some(format!(
+                    "process {tgid} exited before its mappings could be read"
+                )),
+            };
+            Outcome::Alert {
+                finding,
+                note,
+                manifest: image.manifest.clone(),
+            }
+        }
+    }
+}
+
+pub(super) async fn judge_fileless(shared: &Arc<Shared>, event: &FileEvent) -> Outcome {
+    let (tgid, ino, limit) = (event.process.tgid, event.file.ino, shared.max_file_bytes);
+    let found = blocking(shared, move || {
+        let Some(mapping) = inspect::mapping_of(tgid, ino) else {
+            return Ok(None);
+        };
+        let content = match &mapping.file {
+            Some(f) => Some(inspect::content(std::fs::File::open(f)?, limit, true)?),
+            None => None,
+        };
+        Ok(Some((mapping, content)))
+    })
+    .await;
+    match found {
+        Ok(Some((mapping, Some(content)))) if mapping.exec && content.elf => Outcome::Alert {
+            finding: Finding::LibraryFileless {
+                actual: content.digest,
+                memfd: event.memfd,
+            },
+            note: None,
+            manifest: None,
+        },
+        Ok(Some(_)) => Outcome::Quiet,
+        Ok(None) => Outcome::Unjudged(format!(
+            "process {tgid} exited before its memfd or deleted mapping could be read"
+        )),
+        Err(e) => Outcome::Unjudged(format!("mapping of process {tgid}: {e}")),
+    }
+}
