@@ -9,7 +9,13 @@
 
 __attribute__((constructor)) static void loaded(void)
 {
-	fprintf(stderr, "%s loaded\n", TAG);
+	if (TAG[0] != 'h')	/* the tampered copies announce themselves */
+		fprintf(stderr, "%s loaded\n", TAG);
+}
+
+int helper_quiet(void)
+{
+	return 42;
 }
 
 void helper(void)

@@ -41,9 +41,15 @@ impl DerefMut for Node {
     }
 }
 
+/// The API is tested with exec alerts alone: the dropped binary these tests run would
+/// also be a `file_executable_created` alert, arriving whenever its write is judged, and
+/// the tests count alerts exactly (file alerts through the API: `files.rs`).
 fn start_node(extra: &[&str]) -> Node {
     Node {
-        node: TestNode::builder(NS).args(extra).build(),
+        node: TestNode::builder(NS)
+            .args(&["--set", "files.enabled=false"])
+            .args(extra)
+            .build(),
     }
 }
 
