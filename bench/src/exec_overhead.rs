@@ -39,7 +39,7 @@ const SETTLE: Duration = Duration::from_millis(200);
 
 /// A daemon started for one "on" round, its output going to a file as it would go to
 /// journald; the bench process itself does not parse it while measuring.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     log: std::path::PathBuf,
 }
@@ -47,9 +47,9 @@ struct Daemon {
 /// CPU the daemon used and how often its threads were scheduled in, from every thread's
 /// `/proc/PID/task/TID/schedstat` (nanoseconds, unlike the 10 ms ticks of `/proc/PID/stat`).
 #[derive(Clone, Copy, Default)]
-struct SchedStat {
-    cpu_ns: u64,
-    switches_in: u64,
+pub(crate) struct SchedStat {
+    pub(crate) cpu_ns: u64,
+    pub(crate) switches_in: u64,
 }
 
 impl std::ops::Sub for SchedStat {
@@ -64,7 +64,7 @@ impl std::ops::Sub for SchedStat {
 
 /// What the daemon said about its sensor when it stopped (`sensor detached`).
 #[derive(Default)]
-struct SensorCounts {
+pub(crate) struct SensorCounts {
     records: u64,
     wakeups: u64,
     follow_ups: u64,
@@ -74,7 +74,7 @@ struct SensorCounts {
 }
 
 impl Daemon {
-    fn start(
+    pub(crate) fn start(
         bin: &std::path::Path,
         socket: &std::path::Path,
         dir: &std::path::Path,
@@ -106,7 +106,7 @@ impl Daemon {
 
     /// Summed over the daemon's live threads. Threads that exit in between take their time
     /// with them; on the measured path (cached verdicts) no thread is started or stopped.
-    fn sched(&self) -> Result<SchedStat> {
+    pub(crate) fn sched(&self) -> Result<SchedStat> {
         let mut total = SchedStat::default();
         let dir = format!("/proc/{}/task", self.child.id());
         for task in std::fs::read_dir(&dir).with_context(|| dir.clone())? {
@@ -126,7 +126,7 @@ impl Daemon {
 
     /// Run time (ns) summed over the eBPF programs the daemon holds (its `bpf-prog` file
     /// descriptors' `run_time_ns`, counted while `kernel.bpf_stats_enabled` is on).
-    fn programs_run_ns(&self) -> Result<u64> {
+    pub(crate) fn programs_run_ns(&self) -> Result<u64> {
         let dir = format!("/proc/{}/fdinfo", self.child.id());
         let mut total = 0;
         for fd in std::fs::read_dir(&dir).with_context(|| dir.clone())? {
@@ -147,7 +147,7 @@ impl Daemon {
 
     /// SIGTERM, wait, and read back from its log: the exec records of `filename` (only
     /// written with `verify.log_execs`; `None` then) and the sensor's own counts.
-    fn stop(mut self, filename: &str) -> Result<(Option<usize>, SensorCounts)> {
+    pub(crate) fn stop(mut self, filename: &str) -> Result<(Option<usize>, SensorCounts)> {
         // SAFETY: kill(2) on our own child, which has not been reaped yet.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         self.child.wait()?;
@@ -238,13 +238,13 @@ fn parse_block(text: &str, n: u32) -> Result<Block> {
     })
 }
 
-fn sorted(v: &[f64]) -> Vec<f64> {
+pub(crate) fn sorted(v: &[f64]) -> Vec<f64> {
     let mut v = v.to_vec();
     v.sort_by(|a, b| a.total_cmp(b));
     v
 }
 
-fn median(v: &[f64]) -> f64 {
+pub(crate) fn median(v: &[f64]) -> f64 {
     let v = sorted(v);
     let n = v.len();
     if n % 2 == 1 {
@@ -257,7 +257,7 @@ fn median(v: &[f64]) -> f64 {
 /// A distribution-free confidence interval for the median of `v`: the order statistics
 /// x(k) and x(n+1-k) with the largest k for which P(Binomial(n, 1/2) < k) <= (1-level)/2.
 /// Returns the interval and its exact coverage; `None` when n is too small for `level`.
-fn median_ci(v: &[f64], level: f64) -> Option<(f64, f64, f64)> {
+pub(crate) fn median_ci(v: &[f64], level: f64) -> Option<(f64, f64, f64)> {
     let v = sorted(v);
     let n = v.len();
     let tail = (1.0 - level) / 2.0;
@@ -288,14 +288,14 @@ fn median_ci(v: &[f64], level: f64) -> Option<(f64, f64, f64)> {
 /// `kernel.bpf_stats_enabled` on while the bench runs, and back as it was after (also when
 /// the bench fails). The accounting costs two clock reads per program run, on the "on"
 /// side only (the "off" side has no programs), well under 0.1 % of an exec.
-struct BpfStats {
+pub(crate) struct BpfStats {
     previous: String,
 }
 
 const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 impl BpfStats {
-    fn enable() -> Result<Self> {
+    pub(crate) fn enable() -> Result<Self> {
         let previous = std::fs::read_to_string(BPF_STATS).with_context(|| BPF_STATS)?;
         std::fs::write(BPF_STATS, "1").with_context(|| format!("writing 1 to {BPF_STATS}"))?;
         Ok(Self { previous })

@@ -6,11 +6,14 @@
 //! - `exec`: fork+exec+wait of a tiny static binary inside a container, daemon off and on,
 //!   interleaved in rounds so that drift hits both sides alike.
 //! - `latency`: exec-to-alert time of a dropped binary, first seen and cached.
+//! - `files`: file workloads (small files, a tar, opens, a dynamic exec loop, syscalls
+//!   in a container and on the host) off and on; write-to-alert latency.
 //! - `index`: `layerguard image verify` of a large image (layers made from host
 //!   directories) against `gzip -dc | sha256sum` of its blobs; warm re-index; peak RSS.
 
 mod alert_latency;
 mod exec_overhead;
+mod file_overhead;
 mod image_index;
 
 use clap::Parser;
@@ -37,6 +40,9 @@ pub struct Args {
     /// e.g. `--daemon-arg=--set --daemon-arg=sensor.scheduling=batch`.
     #[arg(long = "daemon-arg", allow_hyphen_values = true)]
     daemon_args: Vec<String>,
+    /// `files`: rounds of every file workload per side (6 or more give an interval).
+    #[arg(long, default_value_t = 6)]
+    file_rounds: u32,
     /// `index`: host directories made into the large image, one layer each.
     #[arg(
         long,
@@ -84,6 +90,9 @@ fn main() -> anyhow::Result<()> {
     }
     if wants("latency") {
         alert_latency::run(&args)?;
+    }
+    if wants("files") {
+        file_overhead::run(&args)?;
     }
     if wants("index") {
         image_index::run(&args)?;
