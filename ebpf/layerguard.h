@@ -82,7 +82,8 @@ enum lg_stat {
 	LG_STAT_FILE_REPEATS = 5,	/* not sent: the same file, parent and mode sent lately */
 	LG_STAT_MAP_CLEAN_HITS = 6,	/* not sent: a mapping of an inode the daemon judged clean */
 	LG_STAT_IO_URING = 7,	/* io_uring requests submitted in containers (not inspected) */
-	LG_STAT_COUNT = 8,
+	LG_STAT_FILE_DATA = 8,	/* writes not sent: no exec bit, no library name, no watched directory */
+	LG_STAT_COUNT = 9,
 };
 
 struct lg_event_header {
@@ -203,14 +204,16 @@ struct lg_file_record {
 
 /*
  * An inode the daemon judged clean for mappings (its content is what the image records,
- * or not code at all): the kernel sends no more mapping events for it while its ctime is
- * unchanged, and counts each one it did not send in hits. Key: struct lg_file_id.
+ * or not code at all), or is judging: the kernel sends no more mapping events for it
+ * while its ctime is unchanged (counted in LG_STAT_MAP_CLEAN_HITS). Key: struct lg_file_id.
  */
 struct lg_clean_inode {
 	__s64 ctime_sec;
 	__u32 ctime_nsec;
 	__u32 _pad;
-	__u64 hits;
 };
+
+/* Bytes of a directory name in lg_watch_dirs (names are cut there, NUL included). */
+#define LG_WATCH_NAME_LEN 32
 
 #endif

@@ -155,6 +155,8 @@ static __always_inline int in_storm(__u64 now)
 
 /* Submit flags for an exec record at time `now`: a wake-up unless in a storm, if the
  * bucket has a token. A storm is also marked in the record's `flags`. */
+static __always_inline __u64 bucket_flags(__u64 now);
+
 static __always_inline __u64 exec_flags(__u64 now, __u32 *flags)
 {
 	int storm = in_storm(now);
@@ -164,6 +166,22 @@ static __always_inline __u64 exec_flags(__u64 now, __u32 *flags)
 		return BPF_RB_FORCE_WAKEUP;
 	if (storm)
 		return BPF_RB_NO_WAKEUP;
+	return bucket_flags(now);
+}
+
+/* Flags for a record that may be an alert, outside the exec storm accounting. */
+static __always_inline __u64 exec_wake(__u64 now)
+{
+	if (quiet_flags() == BPF_RB_FORCE_WAKEUP)
+		return BPF_RB_FORCE_WAKEUP;
+	if (storm_window_execs > LG_STORM_EXECS || storm_last_window_execs > LG_STORM_EXECS)
+		return BPF_RB_NO_WAKEUP;
+	return bucket_flags(now);
+}
+
+/* A wake-up if the bucket has a token (see wake_tat). */
+static __always_inline __u64 bucket_flags(__u64 now)
+{
 	__u64 tat = wake_tat;
 	__u64 tolerance = (__u64)WAKE_REFILL_NS * (WAKE_BURST - 1);
 	if (tat > now + tolerance)
@@ -651,6 +669,55 @@ static long file_walk_step(__u64 index, void *unused)
 	return 0;
 }
 
+/*
+ * The names of the directories that hold a sensitive or protected path (`etc` for
+ * /etc/passwd, `.ssh` for /root/.ssh/ files), filled by the daemon from `[files]` before it
+ * attaches the programs. A write is only sent when it may matter: an exec bit, a
+ * library's name (`*.so`, `*.so.*`), or a parent directory named here. Every other write
+ * (data files: most of them) costs the node a map lookup and no record. With
+ * watch_every_write set (a glob whose directory is a wildcard) every write is sent.
+ */
+struct lg_dir_name {
+	char name[LG_WATCH_NAME_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct lg_dir_name);
+	__type(value, __u8);
+} lg_watch_dirs SEC(".maps");
+
+const volatile __u32 watch_every_write = 0;
+
+/* True when the name (up to its first LG_WATCH_NAME_LEN bytes) has ".so" followed by
+ * its end or a dot. */
+static __always_inline int library_name(const char *n)
+{
+	for (int i = 0; i + 3 < LG_WATCH_NAME_LEN; i++) {
+		if (n[i] == 0)
+			return 0;
+		if (n[i] == '.' && n[i + 1] == 's' && n[i + 2] == 'o' && (n[i + 3] == 0 || n[i + 3] == '.'))
+			return 1;
+	}
+	return 0;
+}
+
+static __always_inline int write_may_matter(__u32 mode, struct dentry *d, struct dentry *parent)
+{
+	if (watch_every_write || (mode & 0111))
+		return 1;
+	struct lg_dir_name key = {};
+	bpf_probe_read_kernel_str(key.name, sizeof(key.name), BPF_CORE_READ(d, d_name.name));
+	if (library_name(key.name))
+		return 1;
+	__builtin_memset(&key, 0, sizeof(key));
+	if (!parent)
+		return 0;
+	bpf_probe_read_kernel_str(key.name, sizeof(key.name), BPF_CORE_READ(parent, d_name.name));
+	return bpf_map_lookup_elem(&lg_watch_dirs, &key) != 0;
+}
+
 /* Sends a file record for `inode`; `other` is the caller's repeat-key part. */
 static __always_inline void send_file(struct task_struct *task, __u32 mnt_ns, struct inode *inode,
 				      __u32 op, __u32 dirty_flags)
@@ -721,7 +788,10 @@ static __always_inline void send_file(struct task_struct *task, __u32 mnt_ns, st
 		size = sizeof(*r);
 	if (size > sizeof(*r))
 		size = sizeof(*r);
-	if (bpf_ringbuf_output(&lg_events, r, size, quiet_flags()) != 0)
+	/* A write that got here may be an alert (see write_may_matter): like an exec, it
+	 * may wake the daemon (the same bucket); mappings wait for the next drain. */
+	__u64 wake = op == LG_FILE_WRITE ? exec_wake(e->hdr.ktime_ns) : quiet_flags();
+	if (bpf_ringbuf_output(&lg_events, r, size, wake) != 0)
 		count_lost(LG_EVENT_FILE);
 }
 
@@ -758,17 +828,20 @@ int BPF_PROG(lg_file_dirty, struct inode *inode, int flags)
 	if ((mode & S_IFMT) != S_IFREG)
 		return 0;
 	count(LG_STAT_FILE_SEEN);
-	struct hlist_node *alias = BPF_CORE_READ(inode, i_dentry.first);
-	__u64 parent = 0;
-	if (alias) {
-		struct dentry *d = (void *)alias - bpf_core_field_offset(struct dentry, d_u.d_alias);
-		parent = (__u64)BPF_CORE_READ(d, d_parent);
-	}
-	if (repeated(inode, parent, LG_FILE_WRITE, mode))
-		return 0;
 	/* A changed file is judged again when it is next mapped. */
 	struct lg_file_id id = { .ino = inode->i_ino, .dev = inode->i_sb->s_dev };
 	bpf_map_delete_elem(&lg_clean, &id);
+	struct hlist_node *alias = BPF_CORE_READ(inode, i_dentry.first);
+	if (!alias)
+		return 0;
+	struct dentry *d = (void *)alias - bpf_core_field_offset(struct dentry, d_u.d_alias);
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	if (!write_may_matter(mode, d, parent)) {
+		count(LG_STAT_FILE_DATA);
+		return 0;
+	}
+	if (repeated(inode, (__u64)parent, LG_FILE_WRITE, mode))
+		return 0;
 	send_file(task, mnt_ns, inode, LG_FILE_WRITE, flags);
 	return 0;
 }
@@ -799,7 +872,8 @@ static __always_inline void on_map_fault(struct address_space *mapping)
 			nsec = BPF_CORE_READ(inode, __i_ctime.tv_nsec);
 		}
 		if (clean->ctime_sec == sec && clean->ctime_nsec == nsec) {
-			__sync_fetch_and_add(&clean->hits, 1);
+			/* Per CPU only: a shared counter in the entry would bounce its cache line
+			 * between CPUs on every fault of a library that all processes map. */
 			count(LG_STAT_MAP_CLEAN_HITS);
 			return;
 		}

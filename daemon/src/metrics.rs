@@ -161,6 +161,7 @@ pub struct FileMetrics {
     pub kernel_repeats: Gauge,
     pub kernel_clean_hits: Gauge,
     pub io_uring_requests: Gauge,
+    pub kernel_data_writes: Gauge,
     pub writes: Counter,
     pub mappings: Counter,
     pub inspected: Counter,

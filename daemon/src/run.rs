@@ -94,7 +94,10 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         source,
     })?;
 
-    let mut sensor = Sensor::load(&config.sensor, config.files.enabled)?;
+    let watched = config.files.enabled.then(|| {
+        crate::files::judge::watched_dirs(&config.files, crate::sensor::wire::WATCH_NAME_LEN)
+    });
+    let mut sensor = Sensor::load(&config.sensor, watched.as_ref())?;
     let file_feedback = sensor.file_feedback()?;
     let containerd = Containerd::new(&config.containerd_socket, config.containerd.timeouts());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

@@ -212,6 +212,10 @@ fn normal_work_raises_no_file_alert() {
     node.wait_alert(&c, with_path("file_executable_created", "/tmp/marker"));
     let alerts = node.alerts_for(&c);
     assert_eq!(alerts.len(), 1, "only the marker: {alerts:#?}");
+    // The data writes stopped in the kernel: no record reached the daemon for them.
+    let status = node.status();
+    let data = status["files"]["kernel_data_writes"].as_u64().unwrap();
+    assert!(data >= 5, "{status}");
 }
 
 #[test]

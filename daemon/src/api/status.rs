@@ -90,6 +90,7 @@ impl StatusApi {
                 marked_clean: f.marked_clean.get(),
                 unjudged: f.unjudged.get(),
                 outside_layers: f.outside_layers.get(),
+                kernel_data_writes: f.kernel_data_writes.get(),
             }),
         }
     }

@@ -6,6 +6,7 @@
 use super::layers::Layer;
 use crate::config::FilesConfig;
 use crate::image::digest::Digest;
+use crate::sensor::WatchedDirs;
 use crate::verify::allowlist::glob;
 use crate::verify::verdict::ImageRecord;
 
@@ -35,6 +36,35 @@ impl Rules {
     pub fn guarded(&self, path: &str, image_mode: u32) -> bool {
         image_mode & 0o111 != 0 || is_library_name(path) || Self::matches(&self.protect, path)
     }
+}
+
+/// The [`WatchedDirs`] of `config`: the names of the directories that hold a sensitive or
+/// protected path (`etc`, `.ssh`; `fs` for a path at the container's root, whose directory
+/// is the layer's own), cut to `max_name` (the kernel's key length, NUL included); `every`
+/// when a glob's directory is itself a wildcard, so that no name can do.
+pub fn watched_dirs(config: &FilesConfig, max_name: usize) -> WatchedDirs {
+    let mut out = WatchedDirs::default();
+    for glob in config
+        .sensitive_globs()
+        .chain(config.protect.iter().map(String::as_str))
+    {
+        let dir = glob.rsplit_once('/').map_or("", |(d, _)| d);
+        let name = dir.rsplit('/').next().unwrap_or("");
+        if name.contains(['*', '?']) {
+            out.every = true;
+            continue;
+        }
+        // The container's root is the layer directory, `.../snapshots/N/fs`.
+        let name = if name.is_empty() { "fs" } else { name };
+        let mut cut = name.to_string();
+        while cut.len() > max_name - 1 {
+            cut.pop();
+        }
+        if !out.names.contains(&cut) {
+            out.names.push(cut);
+        }
+    }
+    out
 }
 
 /// `libc.so.6`, `x.so`: the names the dynamic loader maps.
@@ -215,6 +245,36 @@ mod tests {
             write_concern(&r, "/home/app/.ssh/authorized_keys", 0o100600),
             Some(Concern::Sensitive { critical: false })
         );
+    }
+
+    #[test]
+    fn the_kernel_watches_the_directories_of_sensitive_and_protected_paths() {
+        let w = watched_dirs(&FilesConfig::default(), 32);
+        for name in [
+            "etc",
+            ".ssh",
+            "ld.so.conf.d",
+            "sudoers.d",
+            "cron.d",
+            "cron",
+            "crontabs",
+            "profile.d",
+        ] {
+            assert!(w.names.iter().any(|n| n == name), "{name}: {w:?}");
+        }
+        assert!(!w.every, "{w:?}");
+        let c = FilesConfig {
+            protect: vec!["/app.yaml".into(), "/srv/*/config".into()],
+            ..Default::default()
+        };
+        let w = watched_dirs(&c, 32);
+        assert!(w.names.iter().any(|n| n == "fs"), "{w:?}");
+        assert!(w.every, "a wildcard directory watches every write");
+        let c = FilesConfig {
+            protect: vec![format!("/{}/x", "d".repeat(40))],
+            ..Default::default()
+        };
+        assert!(watched_dirs(&c, 32).names.iter().any(|n| n.len() == 31));
     }
 
     #[test]

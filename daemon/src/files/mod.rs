@@ -250,6 +250,7 @@ impl FilesStage {
                 m.kernel_repeats.set(c.repeats);
                 m.kernel_clean_hits.set(c.clean_hits);
                 m.io_uring_requests.set(c.io_uring);
+                m.kernel_data_writes.set(c.data_writes);
             }
             Err(e) => debug!(error = %e, "cannot read the kernel's file counters"),
         }

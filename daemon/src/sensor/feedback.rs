@@ -13,6 +13,15 @@ use std::sync::{Arc, Mutex};
 unsafe impl aya::Pod for wire::FileId {}
 unsafe impl aya::Pod for wire::CleanInode {}
 
+/// Which writes the kernel sends (`lg_watch_dirs`): besides those with an exec bit or a
+/// library's name, writes in directories of these names; all writes with `every`. The
+/// files analyzer decides them from its config (`files::judge::watched_dirs`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WatchedDirs {
+    pub names: Vec<String>,
+    pub every: bool,
+}
+
 /// The sensor's per-CPU counters (`lg_stats`), shared by the consumer and this handle.
 pub type SharedStats = Arc<Mutex<PerCpuArray<MapData, u64>>>;
 
@@ -33,6 +42,8 @@ pub struct FileCounters {
     pub clean_hits: u64,
     /// io_uring requests submitted in containers.
     pub io_uring: u64,
+    /// Not sent: writes that cannot alert (data files).
+    pub data_writes: u64,
 }
 
 pub struct FileFeedback {
@@ -87,6 +98,7 @@ impl FileFeedback {
             repeats: sum(&self.stats, wire::STAT_FILE_REPEATS)?,
             clean_hits: sum(&self.stats, wire::STAT_MAP_CLEAN_HITS)?,
             io_uring: sum(&self.stats, wire::STAT_IO_URING)?,
+            data_writes: sum(&self.stats, wire::STAT_FILE_DATA)?,
         })
     }
 }

@@ -18,7 +18,7 @@ pub use event::{
     EventKind, ExecEvent, FileEvent, FileIdentity, FileOp, LossCounts, Observation, ProcessEvent,
     SensorEvent,
 };
-pub use feedback::FileFeedback;
+pub use feedback::{FileFeedback, WatchedDirs};
 pub use pace::Pace;
 pub use preflight::KernelFeatures;
 
@@ -126,8 +126,9 @@ pub fn host_mount_namespace() -> Result<u32, SensorError> {
 
 impl Sensor {
     /// Checks the host, loads the object with the config baked into its globals, and
-    /// attaches the process programs, and the file programs when `files` is true.
-    pub fn load(config: &SensorConfig, files: bool) -> Result<Self, SensorError> {
+    /// attaches the process programs, and the file programs when `files` is given (with
+    /// the directory names whose writes the kernel sends, see `lg_watch_dirs`).
+    pub fn load(config: &SensorConfig, files: Option<&WatchedDirs>) -> Result<Self, SensorError> {
         let features = preflight::check()?;
         let btf = Btf::from_sys_fs().map_err(|source| SensorError::Btf {
             path: preflight::VMLINUX_BTF,
@@ -135,16 +136,19 @@ impl Sensor {
         })?;
         let host_mnt_ns = host_mount_namespace()?;
         let monitor_host = u32::from(config.monitor_host);
+        let every_write = u32::from(files.is_some_and(|f| f.every));
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .override_global("host_mnt_ns", &host_mnt_ns, true)
             .override_global("monitor_host", &monitor_host, true)
             .override_global("wakeup_bytes", &config.wakeup_bytes, true)
+            .override_global("watch_every_write", &every_write, true)
             .map_max_entries("lg_events", config.ring_buffer_bytes)
             .load(SENSOR_OBJECT)
             .map_err(SensorError::Load)?;
         let mut attached = PROCESS_PROGRAMS.to_vec();
-        if files {
+        if let Some(watched) = files {
+            fill_watched_dirs(&mut ebpf, watched)?;
             attached.extend(FILE_PROGRAMS);
         }
         for &(program, tracepoint) in &attached {
@@ -341,6 +345,24 @@ struct ConsumerCounts {
     wakeups: u64,
     /// Drains by the follow-up timer.
     follow_ups: u64,
+}
+
+/// Writes the watched directory names into `lg_watch_dirs`, before any program runs.
+fn fill_watched_dirs(ebpf: &mut Ebpf, watched: &WatchedDirs) -> Result<(), SensorError> {
+    let name = "lg_watch_dirs";
+    let map = ebpf
+        .map_mut(name)
+        .ok_or(SensorError::Missing { what: "map", name })?;
+    let mut dirs: HashMap<_, [u8; wire::WATCH_NAME_LEN], u8> =
+        HashMap::try_from(map).map_err(|source| SensorError::Map { name, source })?;
+    for dir in &watched.names {
+        let mut key = [0u8; wire::WATCH_NAME_LEN];
+        let n = dir.len().min(wire::WATCH_NAME_LEN - 1);
+        key[..n].copy_from_slice(&dir.as_bytes()[..n]);
+        dirs.insert(key, 1, 0)
+            .map_err(|source| SensorError::Map { name, source })?;
+    }
+    Ok(())
 }
 
 /// A per-CPU counter map of the object, taken out of it.

@@ -51,7 +51,11 @@ pub const STAT_FILE_SEEN: u32 = 4;
 pub const STAT_FILE_REPEATS: u32 = 5;
 pub const STAT_MAP_CLEAN_HITS: u32 = 6;
 pub const STAT_IO_URING: u32 = 7;
-pub const STAT_COUNT: u32 = 8;
+pub const STAT_FILE_DATA: u32 = 8;
+pub const STAT_COUNT: u32 = 9;
+
+/// Bytes of a directory name key of `lg_watch_dirs`.
+pub const WATCH_NAME_LEN: usize = 32;
 
 /// `enum lg_file_op`.
 pub const FILE_WRITE: u32 = 1;
@@ -162,7 +166,6 @@ pub struct CleanInode {
     pub ctime_sec: i64,
     pub ctime_nsec: u32,
     pub _pad: u32,
-    pub hits: u64,
 }
 
 /// Marks the wire structs as plain bytes: any bit pattern is a valid value.
@@ -286,7 +289,7 @@ mod tests {
             &l,
             "lg_clean_inode",
             size_of::<CleanInode>(),
-            fields!(CleanInode: ctime_sec, ctime_nsec, _pad, hits),
+            fields!(CleanInode: ctime_sec, ctime_nsec, _pad),
         );
     }
 
@@ -327,6 +330,7 @@ mod tests {
                 ("LG_STAT_FILE_REPEATS", STAT_FILE_REPEATS.into()),
                 ("LG_STAT_MAP_CLEAN_HITS", STAT_MAP_CLEAN_HITS.into()),
                 ("LG_STAT_IO_URING", STAT_IO_URING.into()),
+                ("LG_STAT_FILE_DATA", STAT_FILE_DATA.into()),
                 ("LG_STAT_COUNT", STAT_COUNT.into()),
             ],
         );

@@ -150,7 +150,7 @@ pub fn status_json(s: &pb::GetStatusResponse) -> serde_json::Value {
             "kernel_clean_hits": f.kernel_clean_hits, "io_uring_requests": f.io_uring_requests,
             "writes": f.writes, "mappings": f.mappings, "inspected": f.inspected,
             "marked_clean": f.marked_clean, "unjudged": f.unjudged,
-            "outside_layers": f.outside_layers,
+            "outside_layers": f.outside_layers, "kernel_data_writes": f.kernel_data_writes,
         })),
     })
 }
@@ -222,14 +222,15 @@ pub fn status_text(s: &pb::GetStatusResponse) -> String {
         match &s.files {
             Some(f) => format!(
                 "{} hooks: {} writes and {} mappings received, {} files read, {} inodes \
-                 marked clean; kernel: {} seen, {} repeats and {} clean mappings not sent, \
-                 {} io_uring requests not inspected",
+                 marked clean; kernel: {} seen, {} data writes, {} repeats and {} clean \
+                 mappings not sent, {} io_uring requests not inspected",
                 f.hooks,
                 f.writes,
                 f.mappings,
                 f.inspected,
                 f.marked_clean,
                 f.kernel_seen,
+                f.kernel_data_writes,
                 f.kernel_repeats,
                 f.kernel_clean_hits,
                 f.io_uring_requests
