@@ -78,7 +78,7 @@ enum lg_stat {
 	LG_STAT_HOST_FILTERED = 1,	/* dropped in the kernel: host mount namespace */
 	LG_STAT_READ_ERRORS = 2,	/* a kernel read failed; the event went out incomplete */
 	LG_STAT_WAKEUPS = 3,	/* submits that woke the daemon (BPF_RB_FORCE_WAKEUP) */
-	LG_STAT_FILE_SEEN = 4,	/* write or mapping-fault tracepoint hits in containers */
+	LG_STAT_FILE_SEEN = 4,	/* writes, and mappings not judged clean, of regular files in containers */
 	LG_STAT_FILE_REPEATS = 5,	/* not sent: the same file, parent and mode sent lately */
 	LG_STAT_MAP_CLEAN_HITS = 6,	/* not sent: a mapping of an inode the daemon judged clean */
 	LG_STAT_IO_URING = 7,	/* io_uring requests submitted in containers (not inspected) */

@@ -6,7 +6,8 @@
  *   open N PATH      N read-only open + close of PATH
  *   syscalls N       N times: getppid, and a 1-byte write and read through a pipe
  *   write_stamped DIR SRC   (N ignored) copies SRC to DIR/w<CLOCK_REALTIME ns>, mode 0755,
- *                    and prints that path: the write-to-alert latency probe
+ *                    and prints that path and the CLOCK_REALTIME ns after its close: the
+ *                    write-to-alert latency probe
  * Static, so it runs in a busybox-only image and on the host alike. */
 #include <fcntl.h>
 #include <stdio.h>
@@ -106,7 +107,9 @@ int main(int argc, char **argv)
 			if (write(out, buf, r) != r)
 				return 1;
 		close(out);
-		puts(path);
+		struct timespec done;
+		clock_gettime(CLOCK_REALTIME, &done);
+		printf("%s\n%lld%09ld\n", path, (long long)done.tv_sec, done.tv_nsec);
 		return 0;
 	}
 	fprintf(stderr, "file_loop: bad mode or arguments\n");

@@ -145,6 +145,48 @@ impl Daemon {
         Ok(total)
     }
 
+    /// Per program the daemon holds, in load order (the order of the ready line's
+    /// `programs`): its id, runs and run time (ns).
+    pub(crate) fn programs(&self) -> Result<Vec<(u64, u64, u64)>> {
+        let dir = format!("/proc/{}/fdinfo", self.child.id());
+        let mut out = Vec::new();
+        for fd in std::fs::read_dir(&dir).with_context(|| dir.clone())? {
+            let Ok(text) = std::fs::read_to_string(fd?.path()) else {
+                continue;
+            };
+            let field = |k: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(k))
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            };
+            if let (Some(id), Some(cnt), Some(ns)) =
+                (field("prog_id:"), field("run_cnt:"), field("run_time_ns:"))
+            {
+                out.push((id, cnt, ns));
+            }
+        }
+        out.sort_unstable();
+        out.dedup_by_key(|p| p.0);
+        Ok(out)
+    }
+
+    /// The attached programs' names, from the ready line, in load order.
+    pub(crate) fn program_names(&self) -> Vec<String> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .find(|l| l.contains("\"message\":\"layerguard ready\""))
+            .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .and_then(|v| {
+                v["programs"].as_array().map(|a| {
+                    a.iter()
+                        .filter_map(|p| p.as_str())
+                        .map(|p| p.split(' ').next().unwrap_or(p).to_string())
+                        .collect()
+                })
+            })
+            .unwrap_or_default()
+    }
+
     /// SIGTERM, wait, and read back from its log: the exec records of `filename` (only
     /// written with `verify.log_execs`; `None` then) and the sensor's own counts.
     pub(crate) fn stop(mut self, filename: &str) -> Result<(Option<usize>, SensorCounts)> {

@@ -40,7 +40,8 @@ pub struct Args {
     /// e.g. `--daemon-arg=--set --daemon-arg=sensor.scheduling=batch`.
     #[arg(long = "daemon-arg", allow_hyphen_values = true)]
     daemon_args: Vec<String>,
-    /// `files`: rounds of every file workload per side (6 or more give an interval).
+    /// `files`: rounds of every file workload per side (6 or more give an interval; 0: only
+    /// the write-to-alert latency).
     #[arg(long, default_value_t = 6)]
     file_rounds: u32,
     /// `index`: host directories made into the large image, one layer each.

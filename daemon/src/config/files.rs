@@ -46,7 +46,9 @@ pub struct FilesConfig {
     /// `file_image_modified` (globs), e.g. an app's config.
     pub protect: Vec<String>,
     /// How long a written file must stay unchanged (size and mtime) before it is hashed:
-    /// the writer is done. Short, because a write's alert should be prompt.
+    /// the writer is done. Short, because a write's alert should be prompt: a file that
+    /// changes while it is read is settled and read again, and a writer that goes on after
+    /// a pause is sent again by the kernel (within a second) and judged again.
     pub settle_ms: u64,
     /// A file still changing after this long is hashed as it is (a writer that keeps it
     /// open and busy), and the alert says so.
@@ -64,7 +66,7 @@ impl Default for FilesConfig {
             sensitive_extra: Vec::new(),
             critical: DEFAULT_CRITICAL.iter().map(|s| s.to_string()).collect(),
             protect: Vec::new(),
-            settle_ms: 3,
+            settle_ms: 1,
             max_wait_ms: 2000,
             syscall_hooks: false,
         }

@@ -27,8 +27,53 @@ pub struct Content {
     pub still_changing: bool,
 }
 
-fn fingerprint(m: &std::fs::Metadata) -> (u64, i64, i64, u64) {
+/// What says a file changed: size, mtime and inode.
+pub type Fingerprint = (u64, i64, i64, u64);
+
+fn fingerprint(m: &std::fs::Metadata) -> Fingerprint {
     (m.size(), m.mtime(), m.mtime_nsec(), m.ino())
+}
+
+/// The fingerprint of `path`, not following a symlink (`lstat` is cheap and cannot block
+/// on a layer directory: it is the host's own filesystem).
+pub fn fingerprint_of(path: &Path) -> io::Result<Fingerprint> {
+    Ok(fingerprint(&std::fs::symlink_metadata(path)?))
+}
+
+/// Waits, on the runtime (not on a blocking thread: those are SCHED_BATCH and wake late),
+/// until `path` has kept its fingerprint for `settle` (the writer is done), at most
+/// `max_wait`. Returns the fingerprint, and true when it was still changing then.
+pub async fn settle(
+    path: &Path,
+    settle: Duration,
+    max_wait: Duration,
+) -> io::Result<(Fingerprint, bool)> {
+    let started = Instant::now();
+    let mut last = fingerprint_of(path)?;
+    loop {
+        tokio::time::sleep(settle).await;
+        let now = fingerprint_of(path)?;
+        if now == last {
+            return Ok((now, false));
+        }
+        last = now;
+        if started.elapsed() >= max_wait {
+            return Ok((now, true));
+        }
+    }
+}
+
+/// The content of `rel` beneath `dir` (see [`content`]), and whether the file's
+/// fingerprint moved from `seen` by the time it was read: then the digest may mix versions.
+pub fn content_since(
+    dir: &Path,
+    rel: &str,
+    limit: u64,
+    seen: Fingerprint,
+) -> io::Result<(Content, bool)> {
+    let c = content(open_in_layer(dir, rel)?, limit, false)?;
+    let moved = fingerprint_of(&dir.join(rel.trim_start_matches('/')))? != seen;
+    Ok((c, moved))
 }
 
 /// Opens the regular file `rel` beneath the layer directory `dir`, following no symlink
@@ -41,41 +86,6 @@ pub fn open_in_layer(dir: &Path, rel: &str) -> io::Result<File> {
         Err(Unreadable::Missing(m)) => Err(io::Error::new(io::ErrorKind::NotFound, m)),
         Err(other) => Err(io::Error::other(other.to_string())),
     }
-}
-
-/// Waits until `rel` beneath `dir` has kept its size and mtime for `settle` (the writer
-/// is done), at most `max_wait`, then hashes it, refusing more than `limit` bytes.
-pub fn settled_content(
-    dir: &Path,
-    rel: &str,
-    settle: Duration,
-    max_wait: Duration,
-    limit: u64,
-) -> io::Result<Content> {
-    let started = Instant::now();
-    let path = dir.join(rel.trim_start_matches('/'));
-    let path = path.as_path();
-    let mut last = fingerprint(&std::fs::symlink_metadata(path)?);
-    let mut still_changing = false;
-    loop {
-        std::thread::sleep(settle);
-        let now = fingerprint(&std::fs::symlink_metadata(path)?);
-        if now == last {
-            break;
-        }
-        last = now;
-        if started.elapsed() >= max_wait {
-            still_changing = true;
-            break;
-        }
-    }
-    let mut c = content(open_in_layer(dir, rel)?, limit, false)?;
-    // Changed while it was read: once more, so that the digest is of one version.
-    if !still_changing && fingerprint(&std::fs::symlink_metadata(path)?) != last {
-        c = content(open_in_layer(dir, rel)?, limit, false)?;
-    }
-    c.still_changing = still_changing;
-    Ok(c)
 }
 
 /// The content of `f`: whether it is ELF, and its digest (with `code_only`, files that are
@@ -160,8 +170,8 @@ mod tests {
         assert_eq!(c.digest, None, "over the limit");
     }
 
-    #[test]
-    fn a_settled_file_is_hashed_once_its_writer_stops() {
+    #[tokio::test]
+    async fn a_file_settles_once_its_writer_stops() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
         let mut f = File::create(&p).unwrap();
@@ -176,17 +186,19 @@ mod tests {
                 }
             })
         };
-        let c = settled_content(
-            dir.path(),
-            "f",
-            Duration::from_millis(20),
-            Duration::from_secs(5),
-            1 << 20,
-        )
-        .unwrap();
+        let (seen, still) = settle(&p, Duration::from_millis(20), Duration::from_secs(5))
+            .await
+            .unwrap();
         writer.join().unwrap();
-        assert!(!c.still_changing);
+        assert!(!still);
+        let (c, moved) = content_since(dir.path(), "f", 1 << 20, seen).unwrap();
+        assert!(!moved);
         assert_eq!(c.digest, Some(Digest::of(b"partmoremoremoremoremore")));
+        std::fs::write(&p, b"other").unwrap();
+        assert!(
+            content_since(dir.path(), "f", 1 << 20, seen).unwrap().1,
+            "moved"
+        );
     }
 
     #[test]

@@ -55,21 +55,36 @@ pub(super) async fn judge_write(
         .as_ref()
         .and_then(|i| i.lookup(&located.path))
         .map(|e| e.mode);
-    let (dir, rel, limit) = (
-        located.layer_dir.clone(),
-        located.path.clone(),
-        shared.max_file_bytes,
-    );
     let (settle, max_wait) = (shared.config.settle(), shared.config.max_wait());
-    let content = match blocking(shared, move || {
-        inspect::settled_content(&dir, &rel, settle, max_wait, limit)
-    })
-    .await
-    {
-        Ok(c) => c,
+    let started = std::time::Instant::now();
+    let content = loop {
         // Gone again (a temporary file, renamed or deleted): nothing is there to judge.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Outcome::Quiet,
-        Err(e) => return Outcome::Unjudged(format!("{}: {e}", located.host.display())),
+        let (seen, still_changing) = match inspect::settle(&located.host, settle, max_wait).await {
+            Ok(s) => s,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Outcome::Quiet,
+            Err(e) => return Outcome::Unjudged(format!("{}: {e}", located.host.display())),
+        };
+        let (dir, rel, limit) = (
+            located.layer_dir.clone(),
+            located.path.clone(),
+            shared.max_file_bytes,
+        );
+        match blocking(shared, move || {
+            inspect::content_since(&dir, &rel, limit, seen)
+        })
+        .await
+        {
+            Ok((mut c, moved)) => {
+                // Written again while it was read: settle and read once more.
+                if moved && !still_changing && started.elapsed() < max_wait {
+                    continue;
+                }
+                c.still_changing = still_changing || moved;
+                break c;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Outcome::Quiet,
+            Err(e) => return Outcome::Unjudged(format!("{}: {e}", located.host.display())),
+        }
     };
     let mode = std::fs::symlink_metadata(&located.host)
         .map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()))
