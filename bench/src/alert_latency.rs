@@ -57,7 +57,14 @@ fn one(daemon: &DaemonProcess, c: &Container, path: &str) -> Result<Sample> {
     let alert = daemon
         .wait_for_line_after(
             cursor,
-            |v| v["message"] == "alert" && v["alert"]["evidence"]["path"] == path,
+            // The exec's alert (a new file is also a `file_executable_created` alert).
+            |v| {
+                v["message"] == "alert"
+                    && v["alert"]["evidence"]["path"] == path
+                    && v["alert"]["kind"]
+                        .as_str()
+                        .is_some_and(|k| k.starts_with("exec_"))
+            },
             WAIT,
         )
         .with_context(|| format!("no alert for {path}"))?;

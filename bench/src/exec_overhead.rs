@@ -394,6 +394,7 @@ pub fn run(args: &Args) -> Result<()> {
     let (mut cpu_us, mut switches) = (Vec::new(), Vec::new());
     let (mut cpu_off, mut cpu_on) = (Vec::<f64>::new(), Vec::<CpuOn>::new());
     let mut sensor = SensorCounts::default();
+    let mut by_program: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
     for round in 0..args.rounds {
         // off,on then on,off: a steady drift adds the same to both sides over two rounds.
         let sides = if round % 2 == 0 {
@@ -414,9 +415,24 @@ pub fn run(args: &Args) -> Result<()> {
                 std::thread::sleep(SETTLE);
                 let before = d.sched()?;
                 let programs_before = d.programs_run_ns()?;
+                let by_program_before = d.programs()?;
                 on_b = exec_loop(&c, n)?;
                 let used = d.sched()? - before;
                 let programs_ns = d.programs_run_ns()? - programs_before;
+                let names = d.program_names();
+                for (k, (id, cnt, ns)) in d.programs()?.into_iter().enumerate() {
+                    let (c0, n0) = by_program_before
+                        .iter()
+                        .find(|p| p.0 == id)
+                        .map_or((0, 0), |p| (p.1, p.2));
+                    let name = names
+                        .get(k)
+                        .cloned()
+                        .unwrap_or_else(|| format!("prog {id}"));
+                    let e = by_program.entry(name).or_insert((0u64, 0u64));
+                    e.0 += cnt - c0;
+                    e.1 += ns - n0;
+                }
                 let (seen, counts) = d.stop("/bench/tiny")?;
                 if let Some(seen) = seen {
                     // The warm-up's execs are logged too.
@@ -554,6 +570,19 @@ pub fn run(args: &Args) -> Result<()> {
         sensor.batch_ms as f64 / f64::from(args.rounds),
     );
     report_cpu(&cpu_off, &cpu_on);
+    let measured = execs;
+    println!(
+        "  sensor programs per exec (all rounds): {}",
+        by_program
+            .iter()
+            .map(|(name, (cnt, ns))| format!(
+                "{name} {:.2} runs {:.2} us",
+                *cnt as f64 / measured,
+                *ns as f64 / 1e3 / measured
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     println!("load average (1/5/15 min) at the end: {}", load_average());
     Ok(())
 }

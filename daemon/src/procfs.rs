@@ -45,6 +45,15 @@ pub fn exe_path(pid: u32) -> Option<String> {
     Some(s.strip_suffix(DELETED_SUFFIX).unwrap_or(&s).to_string())
 }
 
+/// The inode number of a live process's executable (`stat` through `/proc/PID/exe`; on
+/// overlayfs the overlay keeps the real file's inode number).
+pub fn exe_ino(pid: u32) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}/exe"))
+        .ok()
+        .map(|m| m.ino())
+}
+
 /// The working directory of a live process, inside its container.
 pub fn cwd(pid: u32) -> Option<String> {
     let target = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;

@@ -17,7 +17,7 @@ use crate::files::{FilesStage, FilesStats};
 use crate::image::IndexerConfig;
 use crate::logging;
 use crate::metrics::Metrics;
-use crate::process::ProcessStage;
+use crate::process::{Analyzer, ProcessStage, Wants};
 use crate::sensor::{Pace, Sensor, SensorError};
 use crate::verify::images::ImageCatalog;
 use crate::verify::{VerifyStage, VerifyStats};
@@ -177,9 +177,15 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let analyzer_queue = (config.sensor.event_queue / crate::process::EVENT_BATCH).max(2);
     let (to_verify, verify_rx) = mpsc::channel(analyzer_queue);
     let (to_files, files_rx) = mpsc::channel(analyzer_queue);
-    let mut analyzers = vec![to_verify];
+    let mut analyzers = vec![Analyzer {
+        tx: to_verify,
+        wants: Wants::Everything,
+    }];
     if files.is_some() {
-        analyzers.push(to_files);
+        analyzers.push(Analyzer {
+            tx: to_files,
+            wants: Wants::Files,
+        });
     }
     let mut sinks = alert_sinks(&config.alerts);
     // Last: the journal publishes to live subscribers after the log line is out.

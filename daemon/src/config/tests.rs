@@ -173,7 +173,7 @@ mod general {
         for (set, key) in [
             ("files.syscall_hooks=true", "files.syscall_hooks"),
             ("files.settle_ms=5000", "files.settle_ms"),
-            ("files.max_wait_ms=1", "files.max_wait_ms"),
+            ("files.max_wait_ms=0", "files.max_wait_ms"),
         ] {
             let err = Config::load(&missing, false, &[Override::parse_set(set).unwrap()])
                 .unwrap_err()

@@ -7,8 +7,8 @@
 //! already judged for mappings (and, through the sensor's feedback handle, the kernel's map
 //! of clean inodes, so that a library every process maps is judged once and its mappings
 //! stop reaching userspace), the judgements in flight and the alerts already raised. It
-//! reads the image catalog the verify stage fills, never verify's verdicts; execs it sees
-//! only to leave the mapping of an executed file to verify.
+//! reads the image catalog the verify stage fills, never verify's verdicts; a process's
+//! mapping of its own executable is left to verify (the exec's verdict).
 //!
 //! Most writes are data files: they are dropped on the pipeline thread from path and mode
 //! alone ([`judge::write_concern`]). The rest, and new mappings, are judged in tasks (the
@@ -26,7 +26,7 @@ use crate::identity::{Attribution, ContainerInfo};
 use crate::image::digest::Digest;
 use crate::metrics::{FileMetrics, Metrics};
 use crate::process::{Batch, Forebear, Tracked};
-use crate::sensor::{FileEvent, FileFeedback, FileIdentity, FileOp, Observation, ProcessEvent};
+use crate::sensor::{FileEvent, FileFeedback, FileIdentity, FileOp, Observation};
 use crate::verify::allowlist::Subject as AllowSubject;
 use crate::verify::images::ImageCatalog;
 use judge::{Finding, Rules};
@@ -42,7 +42,7 @@ use tracing::{debug, error, info, warn};
 
 /// Judgements that read files at once (the blocking pool does the reading).
 const CONCURRENT_INSPECTIONS: usize = 4;
-/// Containers whose layers are remembered, inodes judged, executed inodes, alerts raised.
+/// Containers whose layers are remembered, inodes judged, alerts raised.
 const REMEMBERED: usize = 16 * 1024;
 /// How often the kernel's file counters are copied into the metrics.
 const COUNTERS_EVERY: Duration = Duration::from_secs(1);
@@ -118,6 +118,8 @@ struct Done {
     container: Arc<ContainerInfo>,
     ancestry: Vec<Forebear>,
     located: Option<Located>,
+    /// A mapping of the acting process's own executable, as the process table knows it.
+    own_exe: bool,
     outcome: Outcome,
 }
 
@@ -155,7 +157,6 @@ pub struct FilesStage {
     feedback: Option<FileFeedback>,
     metrics: Arc<Metrics>,
     layers: Bounded<u32, Option<Arc<ContainerLayers>>>,
-    executed: Bounded<FileIdentity, ()>,
     /// Inode versions judged clean for mappings.
     clean: Bounded<InodeVersion, ()>,
     /// Inode versions judged for a container's mappings and found wanting (an alert was
@@ -192,7 +193,6 @@ impl FilesStage {
             feedback,
             metrics,
             layers: Bounded::new(REMEMBERED),
-            executed: Bounded::new(REMEMBERED),
             clean: Bounded::new(REMEMBERED),
             wanting: Bounded::new(REMEMBERED),
             inflight: HashSet::new(),
@@ -257,17 +257,6 @@ impl FilesStage {
     }
 
     fn on_batch(&mut self, batch: &Batch, jobs: &mut JoinSet<Done>) {
-        // Executed files first: the kernel may report an exec's own mapping (the ELF
-        // loader touching the new image) before the exec itself.
-        for t in batch.iter() {
-            if let Tracked::Observed {
-                event: Observation::Process(ProcessEvent::Exec(e)),
-                ..
-            } = t
-            {
-                self.executed.insert(e.real_file, ());
-            }
-        }
         for t in batch.iter() {
             let Tracked::Observed {
                 event: Observation::File(file),
@@ -289,7 +278,10 @@ impl FilesStage {
             let ancestry = process.ancestry.clone();
             match file.op {
                 FileOp::Write => self.on_write(file, container, ancestry, &process.roots, jobs),
-                FileOp::Map => self.on_map(file, container, ancestry, &process.roots, jobs),
+                FileOp::Map => {
+                    let own_exe = process.exe_file == Some(file.file);
+                    self.on_map(file, container, ancestry, &process.roots, own_exe, jobs)
+                }
             }
         }
     }
@@ -370,6 +362,7 @@ impl FilesStage {
                 container,
                 ancestry,
                 located: Some(located),
+                own_exe: false,
                 outcome,
             }
         });
@@ -381,6 +374,7 @@ impl FilesStage {
         container: &Arc<ContainerInfo>,
         ancestry: Vec<Forebear>,
         roots: &[u32],
+        own_exe: bool,
         jobs: &mut JoinSet<Done>,
     ) {
         let version = InodeVersion::of(file);
@@ -423,6 +417,7 @@ impl FilesStage {
                 container,
                 ancestry,
                 located,
+                own_exe,
                 outcome,
             }
         });
@@ -483,9 +478,12 @@ impl FilesStage {
                     self.wanting
                         .insert((done.event.process.mnt_ns, version), ());
                 }
-                // An executed file's own mapping is the exec's, which verify judges.
-                let executed = self.executed.get(&done.event.file).is_some();
-                if !(done.event.op == FileOp::Map && executed) {
+                // A process's mapping of its own executable is the exec's, which verify
+                // judges. (The ELF loader may touch the new image before the exec event
+                // told the process table: /proc says it then.)
+                let own_exe = done.own_exe
+                    || crate::procfs::exe_ino(done.event.process.tgid) == Some(done.event.file.ino);
+                if !(done.event.op == FileOp::Map && own_exe) {
                     self.alert(&done, finding, note.clone(), manifest.clone(), alerts)
                         .await
                 }

@@ -35,6 +35,9 @@ pub struct ProcessContext {
     /// Live pids of the event's mount namespace to open the container's files through:
     /// the process itself, its parents, then the others the tracker saw there.
     pub roots: Vec<u32>,
+    /// For a file event: the real inode the acting process is running (its own
+    /// executable's mapping is its exec's business, judged by verify).
+    pub exe_file: Option<crate::sensor::FileIdentity>,
 }
 
 /// An event as analyzers get it.
@@ -52,6 +55,21 @@ pub enum Tracked {
 
 /// One drain's worth of events, shared by every analyzer.
 pub type Batch = Arc<Vec<Tracked>>;
+
+/// Which events an analyzer is handed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wants {
+    /// Every event and loss report (verify: execs, and it reports losses).
+    Everything,
+    /// File events only, and only batches that have one.
+    Files,
+}
+
+/// An analyzer as the process stage sees it: its channel and what it wants.
+pub struct Analyzer {
+    pub tx: mpsc::Sender<Batch>,
+    pub wants: Wants,
+}
 
 /// Makes `path` absolute against `cwd` (both container paths), without `.` components or
 /// repeated slashes (`./x.sh` in /tmp is `/tmp/x.sh`, as an alert shows it). `..` is left
@@ -111,15 +129,38 @@ impl ProcessStage {
     pub async fn run(
         mut self,
         mut events: mpsc::Receiver<ContainerEvent>,
-        analyzers: Vec<mpsc::Sender<Batch>>,
+        analyzers: Vec<Analyzer>,
     ) -> usize {
         let mut input = Vec::with_capacity(EVENT_BATCH);
         while events.recv_many(&mut input, EVENT_BATCH).await > 0 {
             let batch: Vec<Tracked> = input.drain(..).map(|e| self.track(e)).collect();
             let batch = Arc::new(batch);
             for analyzer in &analyzers {
+                let own = match analyzer.wants {
+                    Wants::Everything => batch.clone(),
+                    Wants::Files => {
+                        let files: Vec<Tracked> = batch
+                            .iter()
+                            .filter(|t| {
+                                matches!(
+                                    t,
+                                    Tracked::Observed {
+                                        event: Observation::File(_),
+                                        ..
+                                    }
+                                )
+                            })
+                            .cloned()
+                            .collect();
+                        // No wake-up of an analyzer for a batch with nothing for it.
+                        if files.is_empty() {
+                            continue;
+                        }
+                        Arc::new(files)
+                    }
+                };
                 // An analyzer that is gone stops getting events; the others go on.
-                let _ = analyzer.send(batch.clone()).await;
+                let _ = analyzer.tx.send(own).await;
             }
         }
         self.table.len()
@@ -150,6 +191,7 @@ impl ProcessStage {
                 roots.dedup();
                 process.roots = roots;
                 self.table.on_exec(tgid, exec.ppid, exe_name(exec).into());
+                self.table.set_exe_file(tgid, exec.real_file);
                 self.table.seen_in(ns, tgid);
             }
             Observation::File(file) => {
@@ -159,6 +201,7 @@ impl ProcessStage {
                 roots.extend(self.table.pids_in(ns));
                 roots.dedup();
                 process.roots = roots;
+                process.exe_file = self.table.exe_file(tgid);
                 self.table.seen_in(ns, tgid);
             }
         }
@@ -214,7 +257,13 @@ mod tests {
         }
         drop(tx);
         stage.table.seen_in(77, 9);
-        let task = tokio::spawn(stage.run(rx, vec![out_tx]));
+        let task = tokio::spawn(stage.run(
+            rx,
+            vec![Analyzer {
+                tx: out_tx,
+                wants: Wants::Everything,
+            }],
+        ));
         let batch = out.recv().await.unwrap();
         assert_eq!(batch.len(), 4);
         let Tracked::Observed { process, .. } = &batch[2] else {

@@ -6,6 +6,7 @@
 //! after its parent exited still gets its ancestry.
 
 use crate::alert::Ancestor;
+use crate::sensor::FileIdentity;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
@@ -47,6 +48,8 @@ pub type ExePath = Arc<str>;
 struct Proc {
     ppid: u32,
     exe: Option<ExePath>,
+    /// The real inode of the executable (from the exec event; unknown when seeded).
+    exe_file: Option<FileIdentity>,
 }
 
 /// One step of an ancestry as the table knows it; it becomes an alert's [`Ancestor`] only
@@ -128,16 +131,33 @@ impl ProcessTable {
     }
 
     pub fn on_fork(&mut self, child: u32, parent: u32) {
-        let inherited = self.procs.get(&parent).and_then(|p| p.exe.clone());
+        let (inherited, file) = self
+            .procs
+            .get(&parent)
+            .map_or((None, None), |p| (p.exe.clone(), p.exe_file));
         let e = self.entry(child);
         e.ppid = parent;
         e.exe = inherited;
+        e.exe_file = file;
     }
 
     pub fn on_exec(&mut self, pid: u32, ppid: u32, exe: ExePath) {
         let e = self.entry(pid);
         e.ppid = ppid;
         e.exe = Some(exe);
+        e.exe_file = None;
+    }
+
+    /// The real inode `pid` exec'd (after [`on_exec`](Self::on_exec)).
+    pub fn set_exe_file(&mut self, pid: u32, file: FileIdentity) {
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.exe_file = Some(file);
+        }
+    }
+
+    /// The real inode of `pid`'s executable, if an exec event told it.
+    pub fn exe_file(&self, pid: u32) -> Option<FileIdentity> {
+        self.procs.get(&pid).and_then(|p| p.exe_file)
     }
 
     /// Every live process outside the host mount namespace, from `/proc`: containers that

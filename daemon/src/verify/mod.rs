@@ -257,7 +257,9 @@ impl VerifyStage {
             // Forks and exits are the process stage's business.
             Tracked::Observed { .. } => return,
         };
-        let ProcessContext { ancestry, roots } = process;
+        let ProcessContext {
+            ancestry, roots, ..
+        } = process;
         let paths = paths::exec_paths(&exec);
         let container = match attribution {
             Attribution::Container(c) => c,
