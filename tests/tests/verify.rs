@@ -307,7 +307,11 @@ fn a_thousand_short_lived_dropped_binaries_give_a_thousand_alerts() {
     let library: Vec<Value> = node
         .alerts_for(&c)
         .into_iter()
-        .filter(|a| a["kind"].as_str().is_some_and(|k| k.starts_with("library_")))
+        .filter(|a| {
+            a["kind"]
+                .as_str()
+                .is_some_and(|k| k.starts_with("library_"))
+        })
         .collect();
     assert!(library.is_empty(), "{library:?}");
     let lost: Vec<Value> = node

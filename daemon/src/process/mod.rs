@@ -133,7 +133,19 @@ impl ProcessStage {
     ) -> usize {
         let mut input = Vec::with_capacity(EVENT_BATCH);
         while events.recv_many(&mut input, EVENT_BATCH).await > 0 {
-            let batch: Vec<Tracked> = input.drain(..).map(|e| self.track(e)).collect();
+            // The ELF loader can fault in a new executable's pages before the exec event
+            // (it comes at the end of the exec): a mapping's process may be running a file
+            // an exec later in the batch names.
+            let execs: Vec<(u32, crate::sensor::FileIdentity)> = input
+                .iter()
+                .filter_map(|e| match e {
+                    ContainerEvent::Observed(o, _) => {
+                        o.as_exec().map(|x| (x.process.tgid, x.real_file))
+                    }
+                    ContainerEvent::Lost(_) => None,
+                })
+                .collect();
+            let batch: Vec<Tracked> = input.drain(..).map(|e| self.track(e, &execs)).collect();
             let batch = Arc::new(batch);
             for analyzer in &analyzers {
                 let own = match analyzer.wants {
@@ -166,7 +178,11 @@ impl ProcessStage {
         self.table.len()
     }
 
-    fn track(&mut self, event: ContainerEvent) -> Tracked {
+    fn track(
+        &mut self,
+        event: ContainerEvent,
+        execs: &[(u32, crate::sensor::FileIdentity)],
+    ) -> Tracked {
         let (event, attribution) = match event {
             ContainerEvent::Lost(lost) => return Tracked::Lost(lost),
             ContainerEvent::Observed(o, a) => (o, a),
@@ -201,7 +217,11 @@ impl ProcessStage {
                 roots.extend(self.table.pids_in(ns));
                 roots.dedup();
                 process.roots = roots;
-                process.exe_file = self.table.exe_file(tgid);
+                process.exe_file = execs
+                    .iter()
+                    .find(|(pid, f)| *pid == tgid && *f == file.file)
+                    .map(|(_, f)| *f)
+                    .or_else(|| self.table.exe_file(tgid));
                 self.table.seen_in(ns, tgid);
             }
         }
