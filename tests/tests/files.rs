@@ -253,3 +253,30 @@ fn a_library_mapped_by_a_thousand_processes_is_hashed_once() {
     assert!(inspected < 10, "{inspected} files read: {after}");
     assert!(node.alerts_for(&c).is_empty(), "{:?}", node.alerts_for(&c));
 }
+
+#[test]
+fn a_library_changed_on_the_host_in_an_image_layer_is_reported_when_mapped() {
+    let node = start_node();
+    let c = node.container();
+    run_ok(&c, &[DYN_HELLO]);
+    // Judged clean and held back in the kernel; now the image's unpacked layer changes
+    // under the container's feet (same inode, new bytes: a new ctime).
+    std::thread::sleep(Duration::from_millis(500));
+    let file = c
+        .lower_dirs()
+        .unwrap()
+        .iter()
+        .map(|d| d.join(LIBHELPER.trim_start_matches('/')))
+        .find(|p| p.exists())
+        .expect("libhelper.so in a lower dir");
+    let evil = std::fs::read(programs::libhelper("evil")).unwrap();
+    std::fs::write(&file, &evil).unwrap();
+    run_ok(&c, &[DYN_HELLO]);
+    let a = node.wait_alert(&c, with_path("library_modified", LIBHELPER));
+    assert_eq!(a["evidence"]["upper_layer"], false, "{a}");
+    assert_eq!(a["evidence"]["actual_sha256"], sha256_hex(&evil), "{a}");
+    assert!(
+        a["evidence"]["reason"].as_str().unwrap().contains("on the host"),
+        "{a}"
+    );
+}
