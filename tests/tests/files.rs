@@ -276,7 +276,10 @@ fn a_library_changed_on_the_host_in_an_image_layer_is_reported_when_mapped() {
     assert_eq!(a["evidence"]["upper_layer"], false, "{a}");
     assert_eq!(a["evidence"]["actual_sha256"], sha256_hex(&evil), "{a}");
     assert!(
-        a["evidence"]["reason"].as_str().unwrap().contains("on the host"),
+        a["evidence"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("on the host"),
         "{a}"
     );
 }
