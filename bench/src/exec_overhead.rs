@@ -170,6 +170,31 @@ impl Daemon {
         Ok(out)
     }
 
+    /// What each program ran since `before` (a [`programs`](Self::programs) reading): its
+    /// name, runs and run time (ns).
+    pub(crate) fn programs_since(
+        &self,
+        before: &[(u64, u64, u64)],
+    ) -> Result<Vec<(String, u64, u64)>> {
+        let names = self.program_names();
+        Ok(self
+            .programs()?
+            .into_iter()
+            .enumerate()
+            .map(|(k, (id, cnt, ns))| {
+                let (c0, n0) = before
+                    .iter()
+                    .find(|p| p.0 == id)
+                    .map_or((0, 0), |p| (p.1, p.2));
+                let name = names
+                    .get(k)
+                    .cloned()
+                    .unwrap_or_else(|| format!("prog {id}"));
+                (name, cnt - c0, ns - n0)
+            })
+            .collect())
+    }
+
     /// The attached programs' names, from the ready line, in load order.
     pub(crate) fn program_names(&self) -> Vec<String> {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
@@ -419,19 +444,10 @@ pub fn run(args: &Args) -> Result<()> {
                 on_b = exec_loop(&c, n)?;
                 let used = d.sched()? - before;
                 let programs_ns = d.programs_run_ns()? - programs_before;
-                let names = d.program_names();
-                for (k, (id, cnt, ns)) in d.programs()?.into_iter().enumerate() {
-                    let (c0, n0) = by_program_before
-                        .iter()
-                        .find(|p| p.0 == id)
-                        .map_or((0, 0), |p| (p.1, p.2));
-                    let name = names
-                        .get(k)
-                        .cloned()
-                        .unwrap_or_else(|| format!("prog {id}"));
+                for (name, runs, ns) in d.programs_since(&by_program_before)? {
                     let e = by_program.entry(name).or_insert((0u64, 0u64));
-                    e.0 += cnt - c0;
-                    e.1 += ns - n0;
+                    e.0 += runs;
+                    e.1 += ns;
                 }
                 let (seen, counts) = d.stop("/bench/tiny")?;
                 if let Some(seen) = seen {

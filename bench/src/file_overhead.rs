@@ -244,26 +244,19 @@ pub fn run(args: &Args) -> Result<()> {
             // The daemon indexes the image and judges the first mappings once.
             run_workload(&c, &loads[3])?;
             std::thread::sleep(Duration::from_millis(500));
-            let names = d.program_names();
             for (i, w) in loads.iter().enumerate() {
                 let (sched, prog) = (d.sched()?, d.programs()?);
                 on[i] = run_workload(&c, w)?;
                 let daemon_us = (d.sched()? - sched).cpu_ns as f64 / 1e3 / w.ops as f64;
-                let after = d.programs()?;
                 let mut prog_us = 0.0;
                 let mut parts = Vec::new();
-                for (k, (id, cnt, ns)) in after.iter().enumerate() {
-                    let (c0, n0) = prog
-                        .iter()
-                        .find(|p| p.0 == *id)
-                        .map_or((0, 0), |p| (p.1, p.2));
-                    let us = (ns - n0) as f64 / 1e3 / w.ops as f64;
+                for (name, runs, ns) in d.programs_since(&prog)? {
+                    let us = ns as f64 / 1e3 / w.ops as f64;
                     prog_us += us;
-                    if cnt > &c0 {
-                        let name = names.get(k).map_or("?", String::as_str);
+                    if runs > 0 {
                         parts.push(format!(
                             "{name} {:.1} runs {us:.3} us",
-                            (cnt - c0) as f64 / w.ops as f64
+                            runs as f64 / w.ops as f64
                         ));
                     }
                 }
