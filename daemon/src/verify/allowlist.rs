@@ -16,6 +16,27 @@ pub struct Subject<'a> {
     pub kind: AlertKind,
 }
 
+impl<'a> Subject<'a> {
+    /// `kind` at `path` in container `c`, whose image the verdict used is `manifest`.
+    pub fn of(
+        c: &'a crate::identity::ContainerInfo,
+        manifest: Option<&'a str>,
+        path: &'a str,
+        kind: AlertKind,
+    ) -> Self {
+        Subject {
+            image: c.image.as_deref(),
+            manifest_digest: manifest,
+            namespace: &c.namespace,
+            pod_namespace: c.pod_namespace.as_deref(),
+            container_id: &c.id,
+            container_name: c.container_name.as_deref(),
+            path,
+            kind,
+        }
+    }
+}
+
 impl AllowRule {
     /// True when every field the rule sets matches the subject.
     pub fn matches(&self, s: &Subject<'_>) -> bool {

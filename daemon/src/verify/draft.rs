@@ -83,16 +83,7 @@ pub(super) async fn finish_with(
             .or_else(|| image.and_then(|i| i.manifest.clone()))
     });
     let allowed_by = kind.and_then(|kind| {
-        let subject = allowlist::Subject {
-            image: c.image.as_deref(),
-            manifest_digest: manifest.as_deref(),
-            namespace: &c.namespace,
-            pod_namespace: c.pod_namespace.as_deref(),
-            container_id: &c.id,
-            container_name: c.container_name.as_deref(),
-            path,
-            kind,
-        };
+        let subject = allowlist::Subject::of(c, manifest.as_deref(), path, kind);
         shared.config.allow.iter().position(|r| r.matches(&subject))
     });
     if shared.config.log_execs || allowed_by.is_some() {
