@@ -4,15 +4,15 @@
 //! Owns the I/O and nothing else; what the results mean is `judge`'s. Every function
 //! here is bounded: sizes by `verify.max_file_bytes`, waits by `files.max_wait_ms`.
 
-use crate::image::digest::{Digest, Hasher};
+use crate::image::digest::Digest;
 use crate::procfs::{self, MapsLine};
+use crate::verify::hash::{digest_of, HashError};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const READ_CHUNK: usize = 256 * 1024;
 const ELF_MAGIC: [u8; 4] = [0x7f, b'E', b'L', b'F'];
 
 /// A file's content as far as a verdict needs it.
@@ -89,7 +89,8 @@ pub fn open_in_layer(dir: &Path, rel: &str) -> io::Result<File> {
 }
 
 /// The content of `f`: whether it is ELF, and its digest (with `code_only`, files that are
-/// not ELF are not hashed at all: a mapped data file says nothing).
+/// not ELF are not hashed at all: a mapped data file says nothing). Hashed by verify's
+/// [`digest_of`], within `limit`.
 pub fn content(mut f: File, limit: u64, code_only: bool) -> io::Result<Content> {
     let meta = f.metadata()?;
     let mut out = Content {
@@ -97,37 +98,22 @@ pub fn content(mut f: File, limit: u64, code_only: bool) -> io::Result<Content> 
         ino: meta.ino(),
         ..Content::default()
     };
+    let mut magic = Vec::with_capacity(ELF_MAGIC.len());
+    (&mut f)
+        .take(ELF_MAGIC.len() as u64)
+        .read_to_end(&mut magic)?;
+    out.elf = magic == ELF_MAGIC;
     // The size says it: a 2 GB sparse file is not read up to the limit first.
-    if out.size > limit {
-        let mut magic = [0u8; 4];
-        out.elf = f.read_exact(&mut magic).is_ok() && magic == ELF_MAGIC;
+    if out.size > limit || (code_only && !out.elf) {
         return Ok(out);
     }
-    let mut hasher = Hasher::new();
-    let mut buf = vec![0u8; READ_CHUNK];
-    let mut total = 0u64;
-    loop {
-        let n = match f.read(&mut buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if total == 0 {
-            out.elf = n >= 4 && buf[..4] == ELF_MAGIC;
-            if code_only && !out.elf {
-                return Ok(out);
-            }
-        }
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        if total > limit {
-            return Ok(out);
-        }
-        hasher.update(&buf[..n]);
+    match digest_of(io::Cursor::new(magic).chain(f), limit, None) {
+        Ok(d) => out.digest = Some(d),
+        // It grew past the limit while it was read: no digest, as for a larger file.
+        Err(HashError::TooLarge { .. }) => {}
+        Err(HashError::Io(e)) => return Err(e),
+        Err(e @ HashError::Deadline { .. }) => return Err(io::Error::other(e.to_string())),
     }
-    out.digest = Some(hasher.finish());
     Ok(out)
 }
 
