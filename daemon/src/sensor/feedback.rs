@@ -25,10 +25,14 @@ pub struct WatchedDirs {
 /// The sensor's per-CPU counters (`lg_stats`), shared by the consumer and this handle.
 pub type SharedStats = Arc<Mutex<PerCpuArray<MapData, u64>>>;
 
-/// Sums one per-CPU counter; 0 when it cannot be read (said once by the caller's log).
+/// One per-CPU counter of a counter map, summed over the CPUs.
+pub fn per_cpu_sum(map: &PerCpuArray<MapData, u64>, index: u32) -> Result<u64, MapError> {
+    Ok(map.get(&index, 0)?.iter().sum())
+}
+
+/// [`per_cpu_sum`] of the shared `lg_stats`.
 pub fn sum(stats: &SharedStats, index: u32) -> Result<u64, MapError> {
-    let stats = stats.lock().unwrap_or_else(|e| e.into_inner());
-    Ok(stats.get(&index, 0)?.iter().sum())
+    per_cpu_sum(&stats.lock().unwrap_or_else(|e| e.into_inner()), index)
 }
 
 /// What the kernel counted of file events (cumulative since load).

@@ -318,10 +318,10 @@ impl Sensor {
         for event in batch.drain(..) {
             let _ = tx.send(event).await;
         }
-        let kernel_wakeups = feedback::sum(&stats, wire::STAT_WAKEUPS).unwrap_or_else(|e| {
-            warn!(error = %e, "cannot read sensor counters");
-            0
-        });
+        let kernel_wakeups = sum_stat(
+            &stats.lock().unwrap_or_else(|e| e.into_inner()),
+            wire::STAT_WAKEUPS,
+        );
         let pace = pace.usage(clock::now());
         info!(
             records = counts.records,
@@ -377,13 +377,10 @@ fn take_counters(
 }
 
 fn sum_stat(stats: &PerCpuArray<MapData, u64>, idx: u32) -> u64 {
-    stats
-        .get(&idx, 0)
-        .map(|v| v.iter().sum())
-        .unwrap_or_else(|e| {
-            warn!(error = %e, index = idx, "cannot read sensor counters");
-            0
-        })
+    feedback::per_cpu_sum(stats, idx).unwrap_or_else(|e| {
+        warn!(error = %e, index = idx, "cannot read sensor counters");
+        0
+    })
 }
 
 /// Decodes up to [`DRAIN_BATCH`] records; returns how many, and true when the ring may
