@@ -62,11 +62,7 @@ pub fn cwd(pid: u32) -> Option<String> {
 
 /// Argument `index` of a live process, from `/proc/PID/cmdline` (whole, however long).
 pub fn argument(pid: u32, index: usize) -> Option<String> {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    raw.split(|&b| b == 0)
-        .nth(index)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
+    argv(pid)?.into_iter().nth(index).filter(|a| !a.is_empty())
 }
 
 /// Every argument of a live process, from `/proc/PID/cmdline`.
