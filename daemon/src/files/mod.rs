@@ -275,12 +275,20 @@ impl FilesStage {
                     FileOp::Map => m.mappings.inc(),
                 }
             }
-            let ancestry = process.ancestry.clone();
             match file.op {
-                FileOp::Write => self.on_write(file, container, ancestry, &process.roots, jobs),
+                FileOp::Write => {
+                    self.on_write(file, container, &process.ancestry, &process.roots, jobs)
+                }
                 FileOp::Map => {
                     let own_exe = process.exe_file == Some(file.file);
-                    self.on_map(file, container, ancestry, &process.roots, own_exe, jobs)
+                    self.on_map(
+                        file,
+                        container,
+                        &process.ancestry,
+                        &process.roots,
+                        own_exe,
+                        jobs,
+                    )
                 }
             }
         }
@@ -329,7 +337,7 @@ impl FilesStage {
         &mut self,
         file: &Arc<FileEvent>,
         container: &Arc<ContainerInfo>,
-        ancestry: Vec<Forebear>,
+        ancestry: &[Forebear],
         roots: &[u32],
         jobs: &mut JoinSet<Done>,
     ) {
@@ -348,12 +356,14 @@ impl FilesStage {
         let key = JobKey::Write(file.process.mnt_ns, located.host.clone());
         if self.inflight.contains(&key) {
             self.again
-                .insert(key, (file.clone(), container.clone(), ancestry));
+                .insert(key, (file.clone(), container.clone(), ancestry.to_vec()));
             return;
         }
         self.inflight.insert(key.clone());
         let shared = self.shared.clone();
         let (event, container) = (file.clone(), container.clone());
+        // Copied only for the writes and mappings that are judged.
+        let ancestry = ancestry.to_vec();
         jobs.spawn(async move {
             let outcome = judge_write(&shared, &event, &container, &located, concern).await;
             Done {
@@ -372,7 +382,7 @@ impl FilesStage {
         &mut self,
         file: &Arc<FileEvent>,
         container: &Arc<ContainerInfo>,
-        ancestry: Vec<Forebear>,
+        ancestry: &[Forebear],
         roots: &[u32],
         own_exe: bool,
         jobs: &mut JoinSet<Done>,
@@ -406,6 +416,7 @@ impl FilesStage {
         self.mark_clean(file);
         let shared = self.shared.clone();
         let (event, container) = (file.clone(), container.clone());
+        let ancestry = ancestry.to_vec();
         jobs.spawn(async move {
             let outcome = match &located {
                 Some(l) => judge_mapping(&shared, &event, &container, l).await,
@@ -491,7 +502,7 @@ impl FilesStage {
         }
         if let Some((event, container, ancestry)) = self.again.remove(&done.key) {
             let roots = [event.process.tgid];
-            self.on_write(&event, &container, ancestry, &roots, jobs);
+            self.on_write(&event, &container, &ancestry, &roots, jobs);
         }
     }
 
@@ -511,16 +522,8 @@ impl FilesStage {
             .or_else(|| done.event.host_path.clone())
             .unwrap_or_default();
         let c = &done.container;
-        let subject = AllowSubject {
-            image: c.image.as_deref(),
-            manifest_digest: manifest.as_deref().or(c.manifest_digest.as_deref()),
-            namespace: &c.namespace,
-            pod_namespace: c.pod_namespace.as_deref(),
-            container_id: &c.id,
-            container_name: c.container_name.as_deref(),
-            path: &path,
-            kind,
-        };
+        let manifest_digest = manifest.as_deref().or(c.manifest_digest.as_deref());
+        let subject = AllowSubject::of(c, manifest_digest, &path, kind);
         if self.allow.iter().any(|r| r.matches(&subject)) {
             debug!(
                 kind = kind.as_str(),
