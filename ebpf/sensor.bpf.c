@@ -219,15 +219,16 @@ static __always_inline int name_starts_with_memfd(struct dentry *d)
 	       name[5] == ':';
 }
 
-static __always_inline void read_ctime(struct inode *inode, struct lg_exec_event *e)
+/* The inode's ctime, into the two fields every record with a file carries. */
+static __always_inline void read_ctime(struct inode *inode, __s64 *sec, __u32 *nsec)
 {
 	if (bpf_core_field_exists(inode->i_ctime_sec)) {
-		e->ctime_sec = BPF_CORE_READ(inode, i_ctime_sec);
+		*sec = BPF_CORE_READ(inode, i_ctime_sec);
 		/* Bit 31 is the multigrain "ctime was queried" flag, not time. */
-		e->ctime_nsec = BPF_CORE_READ(inode, i_ctime_nsec) & 0x7fffffff;
+		*nsec = BPF_CORE_READ(inode, i_ctime_nsec) & 0x7fffffff;
 	} else {
-		e->ctime_sec = BPF_CORE_READ(inode, __i_ctime.tv_sec);
-		e->ctime_nsec = BPF_CORE_READ(inode, __i_ctime.tv_nsec);
+		*sec = BPF_CORE_READ(inode, __i_ctime.tv_sec);
+		*nsec = BPF_CORE_READ(inode, __i_ctime.tv_nsec);
 	}
 }
 
@@ -460,7 +461,7 @@ int BPF_PROG(lg_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 	e->real.dev = BPF_CORE_READ(real, i_sb, s_dev);
 	e->real._pad = 0;
 	e->size = BPF_CORE_READ(real, i_size);
-	read_ctime(real, e);
+	read_ctime(real, &e->ctime_sec, &e->ctime_nsec);
 
 	/* The strings, packed (see struct lg_exec_record). Each offset stays below
 	 * LG_STRINGS_SPAN by the sizes in layerguard.h; the masks only prove it. */
@@ -751,15 +752,7 @@ static __always_inline void send_file(struct task_struct *task, __u32 mnt_ns, st
 	e->nlink = inode->__i_nlink;
 	if (e->nlink == 0)
 		e->flags |= LG_FILE_DELETED;
-	e->ctime_sec = 0;
-	e->ctime_nsec = 0;
-	if (bpf_core_field_exists(inode->i_ctime_sec)) {
-		e->ctime_sec = BPF_CORE_READ(inode, i_ctime_sec);
-		e->ctime_nsec = BPF_CORE_READ(inode, i_ctime_nsec) & 0x7fffffff;
-	} else {
-		e->ctime_sec = BPF_CORE_READ(inode, __i_ctime.tv_sec);
-		e->ctime_nsec = BPF_CORE_READ(inode, __i_ctime.tv_nsec);
-	}
+	read_ctime(inode, &e->ctime_sec, &e->ctime_nsec);
 	e->_pad[0] = e->_pad[1] = e->_pad[2] = 0;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 
