@@ -132,6 +132,16 @@ struct mm_struct {
 	};
 };
 
+/* A task's open files: how a dirfd leads to its struct file (files->fdt->fd[fd]). */
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+};
+
+struct files_struct {
+	struct fdtable *fdt;
+};
+
 struct task_struct {
 	pid_t pid;
 	pid_t tgid;
@@ -140,6 +150,23 @@ struct task_struct {
 	struct nsproxy *nsproxy;
 	struct mm_struct *mm;
 	struct fs_struct *fs;
+	struct files_struct *files;
+};
+
+/* A mapping; on overlayfs vm_file is the layer's real file (ovl_mmap swaps it in). */
+struct vm_area_struct {
+	struct file *vm_file;
+};
+
+/* The user registers saved at syscall entry (x86_64): the syscall's number and arguments
+ * are still there at its exit. */
+struct pt_regs {
+	unsigned long r10;
+	unsigned long r8;
+	unsigned long dx;
+	unsigned long si;
+	unsigned long di;
+	unsigned long orig_ax;
 };
 
 struct linux_binprm {

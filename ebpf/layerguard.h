@@ -83,7 +83,8 @@ enum lg_stat {
 	LG_STAT_MAP_CLEAN_HITS = 6,	/* not sent: a mapping of an inode the daemon judged clean */
 	LG_STAT_IO_URING = 7,	/* io_uring requests submitted in containers (not inspected) */
 	LG_STAT_FILE_DATA = 8,	/* writes not sent: no exec bit, no library name, no watched directory */
-	LG_STAT_COUNT = 9,
+	LG_STAT_SYSCALLS = 9,	/* syscall hooks: renames, links, unlinks and exec mappings seen in containers */
+	LG_STAT_COUNT = 10,
 };
 
 struct lg_event_header {
@@ -160,7 +161,10 @@ struct lg_exit_event {
 /* What happened to the file of an lg_file_event. */
 enum lg_file_op {
 	LG_FILE_WRITE = 1,	/* its inode was dirtied: created, written, truncated, chmod, touch */
-	LG_FILE_MAP = 2,	/* a process faulted in pages of a mapping of it */
+	LG_FILE_MAP = 2,	/* a process faulted in pages of a mapping of it, or mapped it executable */
+	/* Seen by the opt-in syscall hooks only (files.syscall_hooks), named by the caller: */
+	LG_FILE_LINKED = 3,	/* a name now points at a file: a rename's or link's destination */
+	LG_FILE_UNLINKED = 4,	/* a name went away: unlink, or a rename's source */
 };
 
 /* lg_file_event.flags */
@@ -168,6 +172,7 @@ enum lg_file_op {
 #define LG_FILE_MEMFD (1u << 1)		/* a memfd (tmpfs, "memfd:" name) */
 #define LG_FILE_DELETED (1u << 2)	/* no links left */
 #define LG_FILE_NO_NAME (1u << 3)	/* the inode had no dentry to name it */
+#define LG_FILE_CALLER_PATH (1u << 4)	/* names: the caller's path string, then its base directory */
 
 /*
  * A write or a mapping of a regular file by a container process. The file is the real
@@ -175,6 +180,12 @@ enum lg_file_op {
  * see it), named from its own dentries, not from a string the caller passed: the names
  * run leaf first up to the root of the filesystem that holds it (for a container's file,
  * through .../snapshots/N/fs/, which tells the daemon the layer).
+ *
+ * LG_FILE_LINKED and LG_FILE_UNLINKED records (LG_FILE_CALLER_PATH) have no inode (file,
+ * ctime, mode, size and nlink are 0): rename, link and unlink hand the sensor only the
+ * caller's string. Their names are that string (caller_len bytes, NUL included) and, when
+ * it is relative, the names of the directory it starts from (the cwd or the dirfd's file,
+ * leaf first, crossing mounts, up to the task's root: a path inside the container).
  */
 struct lg_file_event {
 	struct lg_event_header hdr;
@@ -190,7 +201,8 @@ struct lg_file_event {
 	__u32 uid;		/* of the acting task */
 	__u32 gid;
 	__u16 names_len;	/* bytes of names, NULs included */
-	__u16 _pad[3];
+	__u16 caller_len;	/* LG_FILE_CALLER_PATH: bytes of the caller's string, NUL included */
+	__u16 _pad[2];
 	char comm[LG_COMM_LEN];
 };
 

@@ -2,7 +2,8 @@
 /*
  * The layerguard kernel sensor: process exec, fork and exit, file writes and file
  * mappings, from BTF tracepoints only (fentry, kprobes and the BPF LSM are not available
- * on the hosts we target, and syscall tracepoints tax every syscall on the node).
+ * on the hosts we target, and syscall tracepoints tax every syscall on the node; the one
+ * syscall hook, lg_sys_exit, is attached only when the operator opts in).
  *
  * What it owns: deciding in the kernel which events leave it (container mount namespaces
  * only, unless host monitoring is on), reading everything about the executed file that
@@ -111,6 +112,13 @@ struct {
 	__type(key, __u32);
 	__type(value, struct lg_exec_record);
 } lg_exec_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct lg_file_record);
+} lg_file_scratch SEC(".maps");
 
 static __always_inline void count(__u32 stat)
 {
@@ -274,6 +282,8 @@ struct path_walk {
 	__u32 end;		/* no name may end past this */
 	__u32 complete;
 	__u32 truncated;
+	__u32 into_file;	/* write names into lg_file_scratch's names, not the exec record */
+	__u32 _pad;
 	/* Field offsets, relocated in the main program: aya 0.14 does not apply CO-RE
 	 * relocations inside a bpf_loop callback (it poisons them). */
 	__u64 off_mnt_root;
@@ -327,8 +337,16 @@ static long walk_step(__u64 index, void *unused)
 		w->truncated = 1;
 		return 1;
 	}
-	long n = bpf_probe_read_kernel_str(&r->strings[off & LG_STRINGS_MASK], LG_NAME_MAX,
-					   (void *)read_ptr(w->d, w->off_d_name_name));
+	const void *name = (void *)read_ptr(w->d, w->off_d_name_name);
+	long n;
+	if (w->into_file) {
+		struct lg_file_record *f = bpf_map_lookup_elem(&lg_file_scratch, &zero);
+		if (!f)
+			return 1;
+		n = bpf_probe_read_kernel_str(&f->names[off & (LG_PATH_MAX - 1)], LG_NAME_MAX, name);
+	} else {
+		n = bpf_probe_read_kernel_str(&r->strings[off & LG_STRINGS_MASK], LG_NAME_MAX, name);
+	}
 	if (n <= 0) {
 		w->truncated = 1;
 		return 1;
@@ -346,12 +364,13 @@ static long walk_step(__u64 index, void *unused)
 
 /*
  * Writes the names of the path from (mnt, dentry) up to the task's root into r->strings
- * at `off`, leaf first, crossing mounts, each NUL-terminated, at most LG_PATH_MAX bytes.
- * Returns the bytes written; sets *truncated when the path did not fit. bpf_loop keeps
- * the verifier's work to one pass over the step, however deep the path.
+ * at `off` (into_file: into lg_file_scratch's names, which end at LG_PATH_MAX), leaf
+ * first, crossing mounts, each NUL-terminated, at most LG_PATH_MAX bytes. Returns the
+ * bytes written; sets *truncated when the path did not fit. bpf_loop keeps the verifier's
+ * work to one pass over the step, however deep the path.
  */
-static __always_inline __u32 walk_path(__u32 off, struct vfsmount *vfs, struct dentry *d,
-				       struct fs_struct *fs, __u32 *truncated)
+static __always_inline __u32 walk_path_into(__u32 off, struct vfsmount *vfs, struct dentry *d,
+					    struct fs_struct *fs, __u32 *truncated, __u32 into_file)
 {
 	__u32 zero = 0;
 	struct path_walk *w = bpf_map_lookup_elem(&lg_walk, &zero);
@@ -364,9 +383,10 @@ static __always_inline __u32 walk_path(__u32 off, struct vfsmount *vfs, struct d
 	w->root = (__u64)BPF_CORE_READ(fs, root.dentry);
 	w->root_mnt = (__u64)BPF_CORE_READ(fs, root.mnt);
 	w->off = off;
-	w->end = off + LG_PATH_MAX;
+	w->end = into_file ? LG_PATH_MAX : off + LG_PATH_MAX;
 	w->complete = 0;
 	w->truncated = 0;
+	w->into_file = into_file;
 	w->off_mnt_root = bpf_core_field_offset(struct vfsmount, mnt_root);
 	w->off_mnt_parent = bpf_core_field_offset(struct mount, mnt_parent);
 	w->off_mnt_mountpoint = bpf_core_field_offset(struct mount, mnt_mountpoint);
@@ -382,6 +402,12 @@ static __always_inline __u32 walk_path(__u32 off, struct vfsmount *vfs, struct d
 		*truncated = 1;
 	__u32 written = w->off - off;
 	return written > LG_PATH_MAX ? LG_PATH_MAX : written;
+}
+
+static __always_inline __u32 walk_path(__u32 off, struct vfsmount *vfs, struct dentry *d,
+				       struct fs_struct *fs, __u32 *truncated)
+{
+	return walk_path_into(off, vfs, d, fs, truncated, 0);
 }
 
 /* True for the names that are magic links to the executed file (fexecve, /proc/self/exe). */
@@ -613,13 +639,6 @@ struct {
 	__type(value, struct lg_clean_inode);
 } lg_clean SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct lg_file_record);
-} lg_file_scratch SEC(".maps");
-
 /* The state of a file's name walk, in a map for the same reasons as struct path_walk. */
 struct file_walk {
 	__u64 d;
@@ -719,15 +738,14 @@ static __always_inline int write_may_matter(__u32 mode, struct dentry *d, struct
 	return bpf_map_lookup_elem(&lg_watch_dirs, &key) != 0;
 }
 
-/* Sends a file record for `inode`; `other` is the caller's repeat-key part. */
-static __always_inline void send_file(struct task_struct *task, __u32 mnt_ns, struct inode *inode,
-				      __u32 op, __u32 dirty_flags)
+/* The scratch file record with its header and acting task filled in, the file zeroed. */
+static __always_inline struct lg_file_record *file_record(struct task_struct *task, __u32 mnt_ns,
+							  __u32 op)
 {
 	__u32 zero = 0;
 	struct lg_file_record *r = bpf_map_lookup_elem(&lg_file_scratch, &zero);
-	struct file_walk *w = bpf_map_lookup_elem(&lg_file_walk, &zero);
-	if (!r || !w)
-		return;
+	if (!r)
+		return 0;
 	struct lg_file_event *e = &r->event;
 	struct nsproxy *ns = task->nsproxy;
 	e->hdr.kind = LG_EVENT_FILE;
@@ -739,30 +757,69 @@ static __always_inline void send_file(struct task_struct *task, __u32 mnt_ns, st
 	e->hdr.pid_ns = ns->pid_ns_for_children->ns.inum;
 	e->op = op;
 	e->flags = 0;
-	e->dirty_flags = dirty_flags;
+	e->dirty_flags = 0;
 	__u64 ugid = bpf_get_current_uid_gid();
 	e->uid = (__u32)ugid;
 	e->gid = ugid >> 32;
-	struct super_block *sb = inode->i_sb;
-	e->file.ino = inode->i_ino;
-	e->file.dev = sb->s_dev;
+	e->file.ino = 0;
+	e->file.dev = 0;
 	e->file._pad = 0;
-	e->mode = inode->i_mode;
-	e->size = inode->i_size;
-	e->nlink = inode->__i_nlink;
+	e->ctime_sec = 0;
+	e->ctime_nsec = 0;
+	e->mode = 0;
+	e->size = 0;
+	e->nlink = 0;
+	e->names_len = 0;
+	e->caller_len = 0;
+	e->_pad[0] = e->_pad[1] = 0;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	return r;
+}
+
+/* Puts the record on the ring: its fixed part and names_len bytes of names. A record that
+ * may be an alert (a write that got past write_may_matter, a rename, a link, an unlink)
+ * may wake the daemon like an exec (the same bucket); mappings wait for the next drain. */
+static __always_inline void submit_file(struct lg_file_record *r)
+{
+	struct lg_file_event *e = &r->event;
+	__u64 size = __builtin_offsetof(struct lg_file_record, names) + (e->names_len & (LG_PATH_MAX - 1));
+	if (e->names_len >= LG_PATH_MAX)
+		size = sizeof(*r);
+	if (size > sizeof(*r))
+		size = sizeof(*r);
+	__u64 wake = e->op == LG_FILE_MAP ? quiet_flags() : exec_wake(e->hdr.ktime_ns);
+	if (bpf_ringbuf_output(&lg_events, r, size, wake) != 0)
+		count_lost(LG_EVENT_FILE);
+}
+
+/* Sends a file record for `inode` (any kernel pointer: read through CO-RE), named from its
+ * own dentries. */
+static __always_inline void send_file(struct task_struct *task, __u32 mnt_ns, struct inode *inode,
+				      __u32 op, __u32 dirty_flags)
+{
+	__u32 zero = 0;
+	struct lg_file_record *r = file_record(task, mnt_ns, op);
+	struct file_walk *w = bpf_map_lookup_elem(&lg_file_walk, &zero);
+	if (!r || !w)
+		return;
+	struct lg_file_event *e = &r->event;
+	e->dirty_flags = dirty_flags;
+	struct super_block *sb = BPF_CORE_READ(inode, i_sb);
+	e->file.ino = BPF_CORE_READ(inode, i_ino);
+	e->file.dev = BPF_CORE_READ(sb, s_dev);
+	e->mode = BPF_CORE_READ(inode, i_mode);
+	e->size = BPF_CORE_READ(inode, i_size);
+	e->nlink = BPF_CORE_READ(inode, __i_nlink);
 	if (e->nlink == 0)
 		e->flags |= LG_FILE_DELETED;
 	read_ctime(inode, &e->ctime_sec, &e->ctime_nsec);
-	e->_pad[0] = e->_pad[1] = e->_pad[2] = 0;
-	bpf_get_current_comm(e->comm, sizeof(e->comm));
 
 	struct hlist_node *alias = BPF_CORE_READ(inode, i_dentry.first);
-	e->names_len = 0;
 	if (!alias) {
 		e->flags |= LG_FILE_NO_NAME;
 	} else {
 		struct dentry *d = (void *)alias - bpf_core_field_offset(struct dentry, d_u.d_alias);
-		unsigned long magic = sb->s_magic;
+		unsigned long magic = BPF_CORE_READ(sb, s_magic);
 		if ((magic == TMPFS_MAGIC || magic == HUGETLBFS_MAGIC) && name_starts_with_memfd(d))
 			e->flags |= LG_FILE_MEMFD;
 		w->d = (__u64)d;
@@ -776,16 +833,7 @@ static __always_inline void send_file(struct task_struct *task, __u32 mnt_ns, st
 			e->flags |= LG_FILE_PATH_TRUNCATED;
 		e->names_len = w->off > LG_PATH_MAX ? LG_PATH_MAX : w->off;
 	}
-	__u64 size = __builtin_offsetof(struct lg_file_record, names) + (e->names_len & (LG_PATH_MAX - 1));
-	if (e->names_len == LG_PATH_MAX)
-		size = sizeof(*r);
-	if (size > sizeof(*r))
-		size = sizeof(*r);
-	/* A write that got here may be an alert (see write_may_matter): like an exec, it
-	 * may wake the daemon (the same bucket); mappings wait for the next drain. */
-	__u64 wake = op == LG_FILE_WRITE ? exec_wake(e->hdr.ktime_ns) : quiet_flags();
-	if (bpf_ringbuf_output(&lg_events, r, size, wake) != 0)
-		count_lost(LG_EVENT_FILE);
+	submit_file(r);
 }
 
 /* True when this (file, other, op) went out less than FILE_REPEAT_NS ago with this mode;
@@ -793,8 +841,8 @@ static __always_inline void send_file(struct task_struct *task, __u32 mnt_ns, st
 static __always_inline int repeated(struct inode *inode, __u64 other, __u32 op, __u32 mode)
 {
 	struct file_repeat_key k = {};
-	k.ino = inode->i_ino;
-	k.dev = inode->i_sb->s_dev;
+	k.ino = BPF_CORE_READ(inode, i_ino);
+	k.dev = BPF_CORE_READ(inode, i_sb, s_dev);
 	k.other = other;
 	k.op = op;
 	__u64 now = bpf_ktime_get_ns();
@@ -901,5 +949,206 @@ int BPF_PROG(lg_io_uring_submit)
 	/* Their file operations pass no tracepoint this sensor uses: counted, so that the
 	 * daemon can say how many went unseen. */
 	count(LG_STAT_IO_URING);
+	return 0;
+}
+
+/*
+ * The opt-in syscall hooks (files.syscall_hooks = true): what the hooks above cannot see.
+ * Rename, link and unlink dirty no inode through writeback, and an mprotect(PROT_EXEC) of
+ * pages already faulted in faults nothing. One program on raw_syscalls:sys_exit, not
+ * per-syscall tracepoints: any syscall tracepoint puts every syscall of every task on the
+ * node on the tracing path (the price the README's bench reports), and one tp_btf program
+ * needs no tracefs. It returns after one compare for every other syscall.
+ *
+ * x86_64 numbers and registers (arguments in di, si, dx, r10, r8; the number in orig_ax).
+ */
+#define NR_mmap 9
+#define NR_mprotect 10
+#define NR_rename 82
+#define NR_link 86
+#define NR_unlink 87
+#define NR_unlinkat 263
+#define NR_renameat 264
+#define NR_linkat 265
+#define NR_renameat2 316
+#define AT_FDCWD -100
+#define AT_REMOVEDIR 0x200
+#define RENAME_EXCHANGE (1 << 1)
+#define PROT_EXEC 0x4
+#define REPEAT_EXEC_MAPPING 0x100	/* or'ed into a repeat key's op */
+
+/* The directory a caller's relative path starts from: its cwd, or the file of dirfd. */
+static __always_inline int base_dir(struct task_struct *task, long dirfd, struct path *out)
+{
+	if (dirfd == AT_FDCWD) {
+		out->mnt = BPF_CORE_READ(task, fs, pwd.mnt);
+		out->dentry = BPF_CORE_READ(task, fs, pwd.dentry);
+		return out->dentry ? 0 : -1;
+	}
+	if (dirfd < 0)
+		return -1;
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt || dirfd >= BPF_CORE_READ(fdt, max_fds))
+		return -1;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = 0;
+	bpf_probe_read_kernel(&f, sizeof(f), (void *)fds + dirfd * sizeof(f));
+	if (!f)
+		return -1;
+	out->mnt = BPF_CORE_READ(f, f_path.mnt);
+	out->dentry = BPF_CORE_READ(f, f_path.dentry);
+	return out->dentry ? 0 : -1;
+}
+
+/* Sends a record for a name the caller passed (dirfd, user_path): op LG_FILE_LINKED or
+ * LG_FILE_UNLINKED. The string is the caller's (another thread may have changed it since
+ * the kernel read it: the daemon says the path is the caller's). */
+static __always_inline void send_named(struct task_struct *task, __u32 mnt_ns, __u32 op, long dirfd,
+				       const char *user_path)
+{
+	struct lg_file_record *r = file_record(task, mnt_ns, op);
+	if (!r)
+		return;
+	struct lg_file_event *e = &r->event;
+	e->flags = LG_FILE_CALLER_PATH;
+	long n = bpf_probe_read_user_str(&r->names[0], LG_PATH_MAX, user_path);
+	if (n <= 0) {
+		count(LG_STAT_READ_ERRORS);
+		return;
+	}
+	e->caller_len = n;
+	__u32 len = n;
+	if (r->names[0] != '/') {
+		struct path base = {};
+		__u32 cut = 0;
+		if (base_dir(task, dirfd, &base) == 0)
+			len += walk_path_into(len, base.mnt, base.dentry, task->fs, &cut, 1);
+		else
+			cut = 1;
+		if (cut)
+			e->flags |= LG_FILE_PATH_TRUNCATED;
+	}
+	e->names_len = len > LG_PATH_MAX ? LG_PATH_MAX : len;
+	submit_file(r);
+}
+
+struct vma_probe {
+	__u64 file;
+	__u64 off_vm_file;	/* relocated in the main program (see struct path_walk) */
+};
+
+static long vma_file(struct task_struct *task, struct vm_area_struct *vma, void *ctx)
+{
+	struct vma_probe *p = ctx;
+	p->file = read_ptr((__u64)vma, p->off_vm_file);
+	return 0;
+}
+
+/* A mapping made executable at `addr` (mmap or mprotect with PROT_EXEC): judged like a
+ * fault in it, before any page of it is touched. */
+static __always_inline void exec_mapping(struct task_struct *task, __u32 mnt_ns, __u64 addr)
+{
+	struct vma_probe p = { .off_vm_file = bpf_core_field_offset(struct vm_area_struct, vm_file) };
+	if (bpf_find_vma(task, addr, vma_file, &p, 0) != 0 || !p.file)
+		return;
+	/* An offset, not BPF_CORE_READ on the number cast back to a pointer: aya 0.14 left
+	 * that relocation poisoned. */
+	struct inode *inode = (void *)read_ptr(p.file, bpf_core_field_offset(struct file, f_inode));
+	if (!inode)
+		return;
+	__u32 mode = BPF_CORE_READ(inode, i_mode);
+	if ((mode & S_IFMT) != S_IFREG)
+		return;
+	struct lg_file_id id = { .ino = BPF_CORE_READ(inode, i_ino), .dev = BPF_CORE_READ(inode, i_sb, s_dev) };
+	struct lg_clean_inode *clean = bpf_map_lookup_elem(&lg_clean, &id);
+	if (clean) {
+		__s64 sec;
+		__u32 nsec;
+		read_ctime(inode, &sec, &nsec);
+		if (clean->ctime_sec == sec && clean->ctime_nsec == nsec) {
+			count(LG_STAT_MAP_CLEAN_HITS);
+			return;
+		}
+	}
+	count(LG_STAT_FILE_SEEN);
+	/* Its own repeat key: the faults that read the pages a moment ago (sent, and judged
+	 * as data) must not hold back the news that they are now code. */
+	if (repeated(inode, task->tgid, LG_FILE_MAP | REPEAT_EXEC_MAPPING, mode))
+		return;
+	send_file(task, mnt_ns, inode, LG_FILE_MAP, 0);
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(lg_sys_exit, struct pt_regs *regs, long ret)
+{
+	long nr = regs->orig_ax;
+	switch (nr) {
+	case NR_mmap:
+	case NR_mprotect:
+	case NR_rename:
+	case NR_link:
+	case NR_unlink:
+	case NR_unlinkat:
+	case NR_renameat:
+	case NR_linkat:
+	case NR_renameat2:
+		break;
+	default:
+		return 0;
+	}
+	if (ret < 0)
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u32 mnt_ns = container_mnt_ns(task);
+	if (!mnt_ns)
+		return 0;
+	count(LG_STAT_SYSCALLS);
+	switch (nr) {
+	case NR_mmap:
+		if (regs->dx & PROT_EXEC)
+			exec_mapping(task, mnt_ns, ret);
+		break;
+	case NR_mprotect:
+		if (regs->dx & PROT_EXEC)
+			exec_mapping(task, mnt_ns, regs->di);
+		break;
+	case NR_rename:
+		send_named(task, mnt_ns, LG_FILE_UNLINKED, AT_FDCWD, (const char *)regs->di);
+		send_named(task, mnt_ns, LG_FILE_LINKED, AT_FDCWD, (const char *)regs->si);
+		break;
+	case NR_renameat:
+	case NR_renameat2: {
+		/* RENAME_EXCHANGE swaps the two: both names point at new content. */
+		__u32 from = nr == NR_renameat2 && (regs->r8 & RENAME_EXCHANGE) ? LG_FILE_LINKED
+										: LG_FILE_UNLINKED;
+		send_named(task, mnt_ns, from, (int)regs->di, (const char *)regs->si);
+		send_named(task, mnt_ns, LG_FILE_LINKED, (int)regs->dx, (const char *)regs->r10);
+		break;
+	}
+	case NR_link:
+		send_named(task, mnt_ns, LG_FILE_LINKED, AT_FDCWD, (const char *)regs->si);
+		break;
+	case NR_linkat:
+		send_named(task, mnt_ns, LG_FILE_LINKED, (int)regs->dx, (const char *)regs->r10);
+		break;
+	case NR_unlink:
+		send_named(task, mnt_ns, LG_FILE_UNLINKED, AT_FDCWD, (const char *)regs->di);
+		break;
+	case NR_unlinkat:
+		if (!(regs->dx & AT_REMOVEDIR))
+			send_named(task, mnt_ns, LG_FILE_UNLINKED, (int)regs->di, (const char *)regs->si);
+		break;
+	}
+	return 0;
+}
+
+/*
+ * Not a sensor: the daemon loads and attaches this at start, then drops it, to learn
+ * whether the kernel allows fentry programs at all (these hosts refuse them with EPERM;
+ * Debian's stock kernels allow them). The status and the ready line report what it found.
+ */
+SEC("fentry/security_file_open")
+int BPF_PROG(lg_probe_fentry)
+{
 	return 0;
 }

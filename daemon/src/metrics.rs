@@ -162,8 +162,11 @@ pub struct FileMetrics {
     pub kernel_clean_hits: Gauge,
     pub io_uring_requests: Gauge,
     pub kernel_data_writes: Gauge,
+    pub kernel_syscalls: Gauge,
     pub writes: Counter,
     pub mappings: Counter,
+    /// Renames, links and unlinks (syscall hooks).
+    pub names: Counter,
     pub inspected: Counter,
     pub marked_clean: Counter,
     pub unjudged: Counter,

@@ -70,6 +70,7 @@ struct Ready<'a> {
     version: &'static str,
     node_name: &'a str,
     programs: Vec<String>,
+    file_hooks: &'static str,
     kernel: &'a crate::sensor::KernelFeatures,
     host_mnt_ns: u32,
     monitor_host: bool,
@@ -94,10 +95,14 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         source,
     })?;
 
-    let watched = config.files.enabled.then(|| {
-        crate::files::judge::watched_dirs(&config.files, crate::sensor::wire::WATCH_NAME_LEN)
+    let file_programs = config.files.enabled.then(|| crate::sensor::FilePrograms {
+        watched: crate::files::judge::watched_dirs(
+            &config.files,
+            crate::sensor::wire::WATCH_NAME_LEN,
+        ),
+        syscall_hooks: config.files.syscall_hooks,
     });
-    let mut sensor = Sensor::load(&config.sensor, watched.as_ref())?;
+    let mut sensor = Sensor::load(&config.sensor, file_programs.as_ref())?;
     let file_feedback = sensor.file_feedback()?;
     let containerd = Containerd::new(&config.containerd_socket, config.containerd.timeouts());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -134,6 +139,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
                 version: env!("CARGO_PKG_VERSION").into(),
                 kernel: sensor.features().clone(),
                 programs: sensor.programs(),
+                file_hooks: sensor.file_hooks().into(),
             },
         };
         Some(ApiServer::bind(&config.api, journal.clone(), sources).await?)
@@ -149,6 +155,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             version: env!("CARGO_PKG_VERSION"),
             node_name: &config.node_name,
             programs: sensor.programs(),
+            file_hooks: sensor.file_hooks(),
             kernel: sensor.features(),
             host_mnt_ns: sensor.host_mnt_ns(),
             monitor_host: config.sensor.monitor_host,

@@ -55,10 +55,15 @@ pub const DYN_HELLO_C: &str = include_str!("../c/dyn_hello.c");
 /// `memfd_dlopen LIB [SECONDS]`: maps LIB's code from a memfd.
 pub const MEMFD_DLOPEN_C: &str = include_str!("../c/memfd_dlopen.c");
 
+/// `read_then_exec FILE [SECONDS]`: maps FILE as data, reads it, then mprotects it
+/// executable.
+pub const READ_THEN_EXEC_C: &str = include_str!("../c/read_then_exec.c");
+
 /// Where [`dynamic_layer`] puts things in the image.
 pub const DYN_HELLO: &str = "/usr/bin/dyn_hello";
 pub const LIBHELPER: &str = "/usr/lib/x86_64-linux-gnu/libhelper.so";
 pub const MEMFD_DLOPEN: &str = "/usr/local/bin/memfd_dlopen";
+pub const READ_THEN_EXEC: &str = "/usr/local/bin/read_then_exec";
 /// A tampered libhelper.so the image carries as plain data (mode 0644, off the library
 /// path), for tests to copy where it does harm.
 pub const EVIL_LIBHELPER: &str = "/opt/payload/libhelper-evil.so";
@@ -99,6 +104,11 @@ pub fn memfd_dlopen() -> PathBuf {
     build_dynamic_c("memfd_dlopen", MEMFD_DLOPEN_C, &[]).expect("build memfd_dlopen")
 }
 
+/// The built `read_then_exec`.
+pub fn read_then_exec() -> PathBuf {
+    build_dynamic_c("read_then_exec", READ_THEN_EXEC_C, &[]).expect("build read_then_exec")
+}
+
 /// The host's dynamic loader and libc, at the paths the programs look for them.
 fn loader_and_libc(layer: Layer) -> Layer {
     let real = |p: &str| std::fs::canonicalize(p).unwrap_or_else(|e| panic!("{p}: {e}"));
@@ -115,12 +125,14 @@ fn loader_and_libc(layer: Layer) -> Layer {
         )
 }
 
-/// A layer with dynamically linked programs: [`DYN_HELLO`] and [`MEMFD_DLOPEN`] with the
-/// host's ld.so and libc, [`LIBHELPER`], and [`EVIL_LIBHELPER`] as data.
+/// A layer with dynamically linked programs: [`DYN_HELLO`], [`MEMFD_DLOPEN`] and
+/// [`READ_THEN_EXEC`] with the host's ld.so and libc, [`LIBHELPER`], and
+/// [`EVIL_LIBHELPER`] as data.
 pub fn dynamic_layer() -> Layer {
     loader_and_libc(Layer::new())
         .file_from_host(DYN_HELLO, dyn_hello(), 0o755)
         .file_from_host(MEMFD_DLOPEN, memfd_dlopen(), 0o755)
+        .file_from_host(READ_THEN_EXEC, read_then_exec(), 0o755)
         .file_from_host(LIBHELPER, libhelper("helper"), 0o755)
         .file_from_host(EVIL_LIBHELPER, libhelper("evil"), 0o644)
 }

@@ -10,7 +10,9 @@ use std::ops::Deref;
 use std::time::Duration;
 
 use layerguard_tests::node::{run_ok, TestNode};
-use layerguard_tests::programs::{self, DYN_HELLO, EVIL_LIBHELPER, LIBHELPER, MEMFD_DLOPEN};
+use layerguard_tests::programs::{
+    self, DYN_HELLO, EVIL_LIBHELPER, LIBHELPER, MEMFD_DLOPEN, READ_THEN_EXEC,
+};
 use layerguard_tests::util::sha256_hex;
 use serde_json::Value;
 
@@ -33,7 +35,13 @@ impl Deref for Node {
 }
 
 fn start_node() -> Node {
+    start_node_with(&[])
+}
+
+/// [`start_node`] with extra `layerguard run` arguments.
+fn start_node_with(args: &[&str]) -> Node {
     let node = TestNode::builder(NS)
+        .args(args)
         .layer(
             programs::programs_layer()
                 .file_from_host(TOOL, programs::tiny(), 0o755)
@@ -236,14 +244,6 @@ fn a_library_mapped_by_a_thousand_processes_is_hashed_once() {
     // kernel and not sent.
     let hits = f(&after, "kernel_clean_hits") - f(&before, "kernel_clean_hits");
     assert!(hits >= 3000, "clean hits {hits}: {after}");
-    for l in node.daemon().json_lines() {
-        if l["message"] == "DEBUGMAP" {
-            eprintln!(
-                "DBG {} {} {} {} {} {} {}",
-                l["path"], l["judged"], l["ino"], l["dev"], l["cs"], l["cn"], l["inflight"]
-            );
-        }
-    }
     let received = f(&after, "mappings") - f(&before, "mappings");
     assert!(
         received < 100,
@@ -282,4 +282,101 @@ fn a_library_changed_on_the_host_in_an_image_layer_is_reported_when_mapped() {
             .contains("on the host"),
         "{a}"
     );
+}
+
+#[test]
+fn with_syscall_hooks_renames_links_unlinks_and_mprotect_are_reported() {
+    let node = start_node_with(&["--set", "files.syscall_hooks=true"]);
+    let status = node.status();
+    assert_eq!(status["files"]["hooks"], "tracepoints+syscalls", "{status}");
+    assert!(
+        status["programs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_str().unwrap().contains("tp_btf/sys_exit")),
+        "{status}"
+    );
+    let c = node.container();
+    // An image binary replaced by a rename: no write to it ever happens.
+    sh(
+        &c,
+        &format!("cp /opt/tiny_other /tmp/new && mv /tmp/new {TOOL}"),
+    );
+    let a = node.wait_alert(&c, with_path("file_image_modified", TOOL));
+    let e = &a["evidence"];
+    assert_eq!(e["file_op"], "linked", "{a}");
+    assert_eq!(e["expected_sha256"], sha256_hex(&node.tiny), "{a}");
+    assert_eq!(e["actual_sha256"], sha256_hex(&node.tiny_other), "{a}");
+    assert!(e["reason"].as_str().unwrap().contains("rename"), "{a}");
+    // Relative names, resolved from the caller's cwd: a cron job moved in, another linked.
+    sh(
+        &c,
+        "mkdir -p /etc/cron.d && cd /etc/cron.d && echo '* * * * * root /tmp/x' > ../../tmp/job          && mv ../../tmp/job ./job && echo '@reboot root /tmp/x' > /tmp/job2 && ln /tmp/job2 hard",
+    );
+    let a = node.wait_alert(&c, with_path("file_sensitive_write", "/etc/cron.d/job"));
+    assert_eq!(a["evidence"]["file_op"], "linked", "{a}");
+    assert_eq!(
+        a["evidence"]["actual_sha256"],
+        sha256_hex(b"* * * * * root /tmp/x\n"),
+        "{a}"
+    );
+    node.wait_alert(&c, with_path("file_sensitive_write", "/etc/cron.d/hard"));
+    // A sensitive file removed.
+    sh(&c, "rm /etc/passwd");
+    let a = node.wait_alert(&c, move |a| {
+        a["kind"] == "file_sensitive_write"
+            && a["evidence"]["path"] == "/etc/passwd"
+            && a["evidence"]["file_op"] == "unlinked"
+    });
+    assert!(a["evidence"]["expected_sha256"].is_string(), "{a}");
+    assert!(a["evidence"]["actual_sha256"].is_null(), "{a}");
+    assert!(
+        a["evidence"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("removed"),
+        "{a}"
+    );
+    // Code read as data, then made executable with mprotect: no fault shows it.
+    sh(&c, &format!("cp {EVIL_LIBHELPER} /tmp/code.bin"));
+    run_ok(&c, &[READ_THEN_EXEC, "/tmp/code.bin", "2"]);
+    let a = node.wait_alert(&c, with_path("library_not_in_image", "/tmp/code.bin"));
+    let evil = std::fs::read(programs::libhelper("evil")).unwrap();
+    assert_eq!(a["evidence"]["actual_sha256"], sha256_hex(&evil), "{a}");
+    let status = node.status();
+    assert!(
+        status["files"]["kernel_syscalls"].as_u64().unwrap() >= 5,
+        "{status}"
+    );
+    assert!(status["files"]["names"].as_u64().unwrap() >= 4, "{status}");
+}
+
+#[test]
+fn without_syscall_hooks_the_status_says_what_the_kernel_offers() {
+    let node = start_node();
+    let s = node.status();
+    assert_eq!(s["files"]["hooks"], "tracepoints", "{s}");
+    assert!(
+        s["programs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| !p.as_str().unwrap().contains("sys_exit")),
+        "{s}"
+    );
+    // Probed at start: these hosts refuse fentry (EPERM); a kernel that allows it says so.
+    let fentry = s["kernel"]["fentry"].as_str().unwrap();
+    assert!(
+        fentry.starts_with("refused: ") || fentry.starts_with("available"),
+        "{s}"
+    );
+    let ready = node
+        .daemon()
+        .json_lines()
+        .into_iter()
+        .find(|l| l["message"] == "layerguard ready")
+        .unwrap();
+    assert_eq!(ready["file_hooks"], "tracepoints", "{ready}");
+    assert_eq!(ready["kernel"]["fentry"], fentry, "{ready}");
 }

@@ -22,6 +22,8 @@ pub struct NodeInfo {
     pub kernel: KernelFeatures,
     /// The eBPF programs attached.
     pub programs: Vec<String>,
+    /// How file events are hooked (`FileIntegrity.hooks`).
+    pub file_hooks: String,
 }
 
 pub struct StatusApi {
@@ -45,6 +47,7 @@ impl StatusApi {
                 btf: self.node.kernel.btf,
                 bpf_lsm: self.node.kernel.bpf_lsm,
                 lockdown: self.node.kernel.lockdown.clone(),
+                fentry: self.node.kernel.fentry.clone(),
             }),
             programs: self.node.programs.clone(),
             events: Some(pb::EventCounts {
@@ -79,7 +82,7 @@ impl StatusApi {
             }),
             subscriber_lags: m.subscriber_lags.get(),
             files: m.files.as_ref().map(|f| pb::FileIntegrity {
-                hooks: "tracepoints".into(),
+                hooks: self.node.file_hooks.clone(),
                 kernel_seen: f.kernel_seen.get(),
                 kernel_repeats: f.kernel_repeats.get(),
                 kernel_clean_hits: f.kernel_clean_hits.get(),
@@ -91,6 +94,8 @@ impl StatusApi {
                 unjudged: f.unjudged.get(),
                 outside_layers: f.outside_layers.get(),
                 kernel_data_writes: f.kernel_data_writes.get(),
+                kernel_syscalls: f.kernel_syscalls.get(),
+                names: f.names.get(),
             }),
         }
     }

@@ -53,8 +53,10 @@ pub struct FilesConfig {
     /// A file still changing after this long is hashed as it is (a writer that keeps it
     /// open and busy), and the alert says so.
     pub max_wait_ms: u64,
-    /// Syscall tracepoints for rename, unlink and open-for-write (full coverage, at a
-    /// node-wide cost per syscall). Not in this build: `true` is refused at start.
+    /// The syscall hook (raw_syscalls:sys_exit) for what the default hooks cannot see:
+    /// rename, link and unlink (named by the caller's path), and mmap/mprotect with
+    /// PROT_EXEC of pages already in memory. Off by default: it costs every syscall of
+    /// every task on the node (the README's bench figure).
     pub syscall_hooks: bool,
 }
 
@@ -94,14 +96,6 @@ impl FilesConfig {
 
     pub(super) fn validate(&self) -> Result<(), (String, String)> {
         let bad = |key: &str, problem: String| Err((format!("files.{key}"), problem));
-        if self.syscall_hooks {
-            return bad(
-                "syscall_hooks",
-                "syscall hooks are not in this build (README, Known gaps): the default \
-                 tracepoints are the only file hooks"
-                    .into(),
-            );
-        }
         if self.settle_ms > 1000 {
             return bad(
                 "settle_ms",

@@ -171,7 +171,6 @@ mod general {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("none.toml");
         for (set, key) in [
-            ("files.syscall_hooks=true", "files.syscall_hooks"),
             ("files.settle_ms=5000", "files.settle_ms"),
             ("files.max_wait_ms=0", "files.max_wait_ms"),
         ] {

@@ -46,8 +46,18 @@ pub struct Subject<'a> {
     pub note: Option<String>,
 }
 
-fn what(f: &Finding, path: &str, image: &str) -> String {
+fn what(f: &Finding, op: FileOp, path: &str, image: &str) -> String {
     match f {
+        Finding::SensitiveWrite { .. } if op == FileOp::Unlinked => {
+            format!("{path}, a sensitive file, was removed or renamed away")
+        }
+        Finding::SensitiveWrite { .. } if op == FileOp::Linked => {
+            format!("{path}, a sensitive file, was replaced by a rename or a link")
+        }
+        Finding::ImageModified { .. } if op == FileOp::Linked => format!(
+            "{path} was replaced in the container by a rename or a link: it no longer has \
+             {image}'s content"
+        ),
         Finding::ImageModified { .. } => {
             format!("{path} was changed in the container: it no longer has {image}'s content")
         }
@@ -105,7 +115,7 @@ pub fn draft(finding: &Finding, s: Subject<'_>) -> AlertDraft {
         } => (Some(d.hex()), Some(l.to_string())),
         _ => (None, None),
     };
-    let mut reason = what(finding, &path, image);
+    let mut reason = what(finding, s.event.op, &path, image);
     if let Some(note) = &s.note {
         reason.push_str(&format!(" ({note})"));
     }
@@ -125,6 +135,8 @@ pub fn draft(finding: &Finding, s: Subject<'_>) -> AlertDraft {
     let op = match s.event.op {
         FileOp::Write => "write",
         FileOp::Map => "map",
+        FileOp::Linked => "linked",
+        FileOp::Unlinked => "unlinked",
     };
     AlertDraft {
         kind,
@@ -157,7 +169,8 @@ pub fn draft(finding: &Finding, s: Subject<'_>) -> AlertDraft {
             actual_sha256: actual_of(finding).map(|d| d.hex()),
             upper_layer: s.located.is_some_and(|l| l.layer == Layer::Upper),
             file_op: Some(op.into()),
-            file_mode: Some(format!("{:04o}", s.event.mode & 0o7777)),
+            // A name that went away has no mode left to show.
+            file_mode: (s.event.mode != 0).then(|| format!("{:04o}", s.event.mode & 0o7777)),
             host_path: s.located.map(|l| l.host.display().to_string()),
             reason,
             ..Default::default()

@@ -94,6 +94,14 @@ pub fn write_concern(rules: &Rules, path: &str, mode: u32) -> Option<Concern> {
         .then_some(Concern::Candidate)
 }
 
+/// What a name going away could be about: only a `files.sensitive` path matters (an
+/// image file removed is not a changed one).
+pub fn unlink_concern(rules: &Rules, path: &str) -> Option<Concern> {
+    Rules::matches(&rules.sensitive, path).then(|| Concern::Sensitive {
+        critical: Rules::matches(&rules.critical, path),
+    })
+}
+
 /// What the files analyzer found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Finding {

@@ -35,7 +35,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
-use task::{judge_fileless, judge_mapping, judge_write};
+use task::{judge_fileless, judge_mapping, judge_unlink, judge_write};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
@@ -251,6 +251,7 @@ impl FilesStage {
                 m.kernel_clean_hits.set(c.clean_hits);
                 m.io_uring_requests.set(c.io_uring);
                 m.kernel_data_writes.set(c.data_writes);
+                m.kernel_syscalls.set(c.syscalls);
             }
             Err(e) => debug!(error = %e, "cannot read the kernel's file counters"),
         }
@@ -273,11 +274,12 @@ impl FilesStage {
                 match file.op {
                     FileOp::Write => m.writes.inc(),
                     FileOp::Map => m.mappings.inc(),
+                    FileOp::Linked | FileOp::Unlinked => m.names.inc(),
                 }
             }
             match file.op {
-                FileOp::Write => {
-                    self.on_write(file, container, &process.ancestry, &process.roots, jobs)
+                FileOp::Write | FileOp::Linked | FileOp::Unlinked => {
+                    self.on_change(file, container, &process.ancestry, &process.roots, jobs)
                 }
                 FileOp::Map => {
                     let own_exe = process.exe_file == Some(file.file);
@@ -333,7 +335,9 @@ impl FilesStage {
         located
     }
 
-    fn on_write(
+    /// A change to a file: a write (named by the kernel), or a rename, link or unlink
+    /// (named by the caller).
+    fn on_change(
         &mut self,
         file: &Arc<FileEvent>,
         container: &Arc<ContainerInfo>,
@@ -341,31 +345,100 @@ impl FilesStage {
         roots: &[u32],
         jobs: &mut JoinSet<Done>,
     ) {
-        let Some(located) = self.locate(file, roots) else {
-            return;
+        let judged = match file.op {
+            FileOp::Write => self.write_to_judge(file, roots),
+            _ => self.name_to_judge(file, roots),
         };
+        if let Some((file, located, concern)) = judged {
+            self.spawn_change(file, container, ancestry, located, concern, jobs);
+        }
+    }
+
+    /// A write that may alert: where it is and what it could mean.
+    fn write_to_judge(
+        &mut self,
+        file: &Arc<FileEvent>,
+        roots: &[u32],
+    ) -> Option<(Arc<FileEvent>, Located, judge::Concern)> {
+        let located = self.locate(file, roots)?;
         // Image layers change only on the host; a container's process dirtying one is
         // an access-time update.
         if located.layer != Layer::Upper {
-            return;
+            return None;
         }
-        let Some(concern) = judge::write_concern(&self.shared.rules, &located.path, file.mode)
-        else {
-            return;
+        let concern = judge::write_concern(&self.shared.rules, &located.path, file.mode)?;
+        Some((file.clone(), located, concern))
+    }
+
+    /// A rename, link or unlink that may alert. The caller's path is looked up in the
+    /// writable layer, where every new name in the container's root lands: what is there
+    /// now is judged (with its mode), not what the caller said.
+    fn name_to_judge(
+        &mut self,
+        file: &Arc<FileEvent>,
+        roots: &[u32],
+    ) -> Option<(Arc<FileEvent>, Located, judge::Concern)> {
+        let Some(path) = file.caller_path.as_deref() else {
+            debug!(
+                tgid = file.process.tgid,
+                "a rename, link or unlink path too long to judge"
+            );
+            return None;
         };
+        let upper = self.layers_of(file.process.mnt_ns, roots)?.upper.clone()?;
+        let located = Located {
+            layer: Layer::Upper,
+            path: path.to_string(),
+            host: upper.join(path.trim_start_matches('/')),
+            layer_dir: upper,
+        };
+        match file.op {
+            FileOp::Unlinked => {
+                let concern = judge::unlink_concern(&self.shared.rules, path)?;
+                Some((file.clone(), located, concern))
+            }
+            _ => {
+                // Gone again, not a regular file, or not in the root's layers (a volume).
+                let meta = std::fs::symlink_metadata(&located.host).ok()?;
+                if !meta.file_type().is_file() {
+                    return None;
+                }
+                let mode = std::os::unix::fs::MetadataExt::mode(&meta);
+                let concern = judge::write_concern(&self.shared.rules, path, mode)?;
+                let file = Arc::new(FileEvent {
+                    mode,
+                    ..(**file).clone()
+                });
+                Some((file, located, concern))
+            }
+        }
+    }
+
+    fn spawn_change(
+        &mut self,
+        file: Arc<FileEvent>,
+        container: &Arc<ContainerInfo>,
+        ancestry: &[Forebear],
+        located: Located,
+        concern: judge::Concern,
+        jobs: &mut JoinSet<Done>,
+    ) {
         let key = JobKey::Write(file.process.mnt_ns, located.host.clone());
         if self.inflight.contains(&key) {
             self.again
-                .insert(key, (file.clone(), container.clone(), ancestry.to_vec()));
+                .insert(key, (file, container.clone(), ancestry.to_vec()));
             return;
         }
         self.inflight.insert(key.clone());
         let shared = self.shared.clone();
-        let (event, container) = (file.clone(), container.clone());
+        let (event, container) = (file, container.clone());
         // Copied only for the writes and mappings that are judged.
         let ancestry = ancestry.to_vec();
         jobs.spawn(async move {
-            let outcome = judge_write(&shared, &event, &container, &located, concern).await;
+            let outcome = match event.op {
+                FileOp::Unlinked => judge_unlink(&shared, &container, &located, concern).await,
+                _ => judge_write(&shared, &event, &container, &located, concern).await,
+            };
             Done {
                 key,
                 event,
@@ -502,7 +575,7 @@ impl FilesStage {
         }
         if let Some((event, container, ancestry)) = self.again.remove(&done.key) {
             let roots = [event.process.tgid];
-            self.on_write(&event, &container, &ancestry, &roots, jobs);
+            self.on_change(&event, &container, &ancestry, &roots, jobs);
         }
     }
 

@@ -121,6 +121,35 @@ pub(super) async fn judge_write(
     }
 }
 
+/// A sensitive path that lost its name (unlinked, or renamed away): nothing to read.
+pub(super) async fn judge_unlink(
+    shared: &Arc<Shared>,
+    container: &ContainerInfo,
+    located: &Located,
+    concern: Concern,
+) -> Outcome {
+    let Concern::Sensitive { critical } = concern else {
+        return Outcome::Quiet;
+    };
+    let image = match verified_image(shared, container).await {
+        Ok(i) => i,
+        Err(reason) => return Outcome::Unjudged(reason),
+    };
+    let expected = match image.record(&located.path) {
+        crate::verify::verdict::ImageRecord::File { sha256, layer } => Some((sha256, layer)),
+        _ => None,
+    };
+    Outcome::Alert {
+        finding: Finding::SensitiveWrite {
+            critical,
+            actual: None,
+            expected,
+        },
+        note: None,
+        manifest: image.manifest.clone(),
+    }
+}
+
 pub(super) async fn judge_mapping(
     shared: &Arc<Shared>,
     event: &FileEvent,

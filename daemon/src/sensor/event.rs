@@ -122,12 +122,18 @@ pub struct ExitEvent {
 pub enum FileOp {
     /// Its inode was dirtied: created, written, truncated, chmod'ed or touched.
     Write,
-    /// A process faulted in pages of a mapping of it.
+    /// A process faulted in pages of a mapping of it, or (syscall hooks) mapped it
+    /// executable.
     Map,
+    /// Syscall hooks: a name now points at a file (a rename's or a link's destination).
+    Linked,
+    /// Syscall hooks: a name went away (unlink, or a rename's source).
+    Unlinked,
 }
 
 /// A write to, or a mapping of, a regular file by a container process, named by the
-/// kernel from the file's own dentries.
+/// kernel from the file's own dentries; or (syscall hooks) a rename, link or unlink, named
+/// by the caller's path and with no inode (`file`, `mode`, `ctime` are 0).
 #[derive(Clone, Debug, Serialize)]
 pub struct FileEvent {
     pub process: ProcessRef,
@@ -144,6 +150,10 @@ pub struct FileEvent {
     /// file: through its snapshot, `/var/lib/containerd/.../snapshots/N/fs/etc/passwd`).
     /// `None` when the inode had no name, or the names did not fit (`path_truncated`).
     pub host_path: Option<String>,
+    /// [`FileOp::Linked`] and [`FileOp::Unlinked`]: the path inside the container, from the
+    /// caller's string (joined with the kernel's name of its cwd or dirfd when relative, and
+    /// `..` taken lexically). The caller's, so racy: the files analyzer checks what is there.
+    pub caller_path: Option<String>,
     pub path_truncated: bool,
     pub mode: u32,
     pub size: u64,
@@ -301,6 +311,8 @@ pub enum DecodeError {
     },
     #[error("unknown event kind {kind}")]
     UnknownKind { kind: u32 },
+    #[error("file record with unknown operation {0}")]
+    FileOp(u32),
     #[error("exec record of {len} bytes: its {field} ends at byte {end} of its strings, past the {available} the record carries")]
     StringsOverrun {
         len: usize,
@@ -341,6 +353,29 @@ fn walked_path(names: &[u8]) -> String {
         path.push('/');
     }
     path
+}
+
+/// The path a caller named: its string (NUL-terminated) made absolute with `base`, the
+/// names of the directory it starts from (leaf first, as [`walked_path`] reads them; unused
+/// for an absolute string), with `.` dropped and `..` taken lexically (never above `/`).
+fn caller_path(string: &[u8], base: &[u8]) -> String {
+    let string = String::from_utf8_lossy(string.strip_suffix(&[0]).unwrap_or(string));
+    let base = if string.starts_with('/') {
+        String::new()
+    } else {
+        walked_path(base)
+    };
+    let mut parts: Vec<&str> = Vec::new();
+    for part in base.split('/').chain(string.split('/')) {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
 }
 
 /// The packed strings of an exec record, cut along the lengths it carries.
@@ -467,20 +502,28 @@ fn decode_file(bytes: &[u8]) -> Result<FileEvent, DecodeError> {
     }
     let flag = |bit: u32| w.flags & bit != 0;
     let path_truncated = flag(wire::FILE_PATH_TRUNCATED);
-    let named = !flag(wire::FILE_NO_NAME) && !path_truncated && names_len > 0;
+    let names = &bytes[min..min + names_len];
+    let by_caller = flag(wire::FILE_CALLER_PATH);
+    let named = !by_caller && !flag(wire::FILE_NO_NAME) && !path_truncated && names_len > 0;
+    let caller_len = (w.caller_len as usize).min(names_len);
+    let op = match w.op {
+        wire::FILE_WRITE => FileOp::Write,
+        wire::FILE_MAP => FileOp::Map,
+        wire::FILE_LINKED => FileOp::Linked,
+        wire::FILE_UNLINKED => FileOp::Unlinked,
+        op => return Err(DecodeError::FileOp(op)),
+    };
     Ok(FileEvent {
         process: ProcessRef::from_wire(&w.hdr),
-        op: if w.op == wire::FILE_MAP {
-            FileOp::Map
-        } else {
-            FileOp::Write
-        },
+        op,
         uid: w.uid,
         gid: w.gid,
         comm: cstr(&w.comm),
         file: FileIdentity::from_wire(&w.file),
         kernel_dev: w.file.dev,
-        host_path: named.then(|| walked_path(&bytes[min..min + names_len])),
+        host_path: named.then(|| walked_path(names)),
+        caller_path: (by_caller && !path_truncated && caller_len > 0)
+            .then(|| caller_path(&names[..caller_len], &names[caller_len..])),
         path_truncated,
         mode: w.mode,
         size: w.size,
@@ -711,5 +754,82 @@ pub(crate) mod tests {
         );
         b[0] = wire::EVENT_EXEC as u8;
         assert!(matches!(decode(&b).unwrap_err(), DecodeError::Size { .. }));
+    }
+
+    /// A file record as the sensor packs it: `names` is its names part, as is.
+    fn file_record(op: u32, flags: u32, caller_len: u16, names: &[u8]) -> Vec<u8> {
+        // SAFETY: FileEvent is Pod; all-zero is a valid value.
+        let mut w: wire::FileEvent = unsafe { std::mem::zeroed() };
+        w.hdr.kind = wire::EVENT_FILE;
+        w.hdr.tgid = 7;
+        w.op = op;
+        w.flags = flags;
+        w.caller_len = caller_len;
+        w.names_len = names.len() as u16;
+        // SAFETY: a Pod value viewed as its bytes.
+        let fixed = unsafe {
+            std::slice::from_raw_parts(
+                (&w as *const wire::FileEvent).cast::<u8>(),
+                std::mem::size_of::<wire::FileEvent>(),
+            )
+        };
+        [fixed, names].concat()
+    }
+
+    fn file(bytes: &[u8]) -> FileEvent {
+        match decode(bytes).unwrap() {
+            SensorEvent::Observed(Observation::File(f)) => (*f).clone(),
+            _ => panic!("not a file event"),
+        }
+    }
+
+    #[test]
+    fn file_records_name_the_file_from_its_dentries_or_the_callers_path() {
+        let f = file(&file_record(wire::FILE_WRITE, 0, 0, b"passwd\0etc\0fs\0"));
+        assert_eq!(
+            (f.op, f.host_path.as_deref()),
+            (FileOp::Write, Some("/fs/etc/passwd"))
+        );
+        assert_eq!(f.caller_path, None);
+        // `mv ../x.sh ./job` run in /etc/cron.d/sub: a relative string and the cwd's names.
+        let names = b"./job\0sub\0cron.d\0etc\0";
+        let f = file(&file_record(
+            wire::FILE_LINKED,
+            wire::FILE_CALLER_PATH,
+            6,
+            names,
+        ));
+        assert_eq!(f.op, FileOp::Linked);
+        assert_eq!(f.host_path, None);
+        assert_eq!(f.caller_path.as_deref(), Some("/etc/cron.d/sub/job"));
+        let names = b"../../passwd\0sub\0cron.d\0etc\0";
+        let f = file(&file_record(
+            wire::FILE_UNLINKED,
+            wire::FILE_CALLER_PATH,
+            13,
+            names,
+        ));
+        assert_eq!(f.caller_path.as_deref(), Some("/etc/passwd"));
+        // Absolute: the base is not used; `..` never climbs above the root.
+        let names = b"/../etc//./shadow\0tmp\0";
+        let f = file(&file_record(
+            wire::FILE_UNLINKED,
+            wire::FILE_CALLER_PATH,
+            18,
+            names,
+        ));
+        assert_eq!(f.caller_path.as_deref(), Some("/etc/shadow"));
+        // A base that did not fit names nothing.
+        let f = file(&file_record(
+            wire::FILE_LINKED,
+            wire::FILE_CALLER_PATH | wire::FILE_PATH_TRUNCATED,
+            2,
+            b"x\0",
+        ));
+        assert_eq!(f.caller_path, None);
+        assert!(matches!(
+            decode(&file_record(9, 0, 0, b"")),
+            Err(DecodeError::FileOp(9))
+        ));
     }
 }

@@ -48,6 +48,8 @@ pub struct FileCounters {
     pub io_uring: u64,
     /// Not sent: writes that cannot alert (data files).
     pub data_writes: u64,
+    /// Syscall hooks: renames, links, unlinks and executable mappings seen in containers.
+    pub syscalls: u64,
 }
 
 pub struct FileFeedback {
@@ -103,6 +105,7 @@ impl FileFeedback {
             clean_hits: sum(&self.stats, wire::STAT_MAP_CLEAN_HITS)?,
             io_uring: sum(&self.stats, wire::STAT_IO_URING)?,
             data_writes: sum(&self.stats, wire::STAT_FILE_DATA)?,
+            syscalls: sum(&self.stats, wire::STAT_SYSCALLS)?,
         })
     }
 }

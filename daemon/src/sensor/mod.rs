@@ -25,7 +25,7 @@ pub use preflight::KernelFeatures;
 use crate::clock;
 use crate::config::SensorConfig;
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::BtfTracePoint;
+use aya::programs::{BtfTracePoint, FEntry};
 use aya::{Btf, Ebpf, EbpfLoader};
 use feedback::SharedStats;
 use std::os::unix::fs::MetadataExt;
@@ -55,6 +55,19 @@ const FILE_PROGRAMS: [(&str, &str); 4] = [
     ("lg_map_fault", "mm_filemap_fault"),
     ("lg_io_uring_submit", "io_uring_submit_req"),
 ];
+
+/// The opt-in syscall hook (`files.syscall_hooks`): raw_syscalls:sys_exit, which puts every
+/// syscall of every task on the node on the tracing path (see the README's bench figures).
+const SYSCALL_PROGRAMS: [(&str, &str); 1] = [("lg_sys_exit", "sys_exit")];
+
+/// Which file programs to attach.
+#[derive(Clone, Debug, Default)]
+pub struct FilePrograms {
+    /// The directory names whose writes the kernel sends (see `lg_watch_dirs`).
+    pub watched: WatchedDirs,
+    /// Attach [`SYSCALL_PROGRAMS`] too.
+    pub syscall_hooks: bool,
+}
 
 /// Records drained before the consumer yields to the runtime, so a flood cannot starve
 /// the other tasks on its worker thread.
@@ -110,6 +123,29 @@ pub struct Sensor {
     stats: SharedStats,
 }
 
+/// Loads and attaches `lg_probe_fentry`, then drops it: whether this kernel allows fentry
+/// programs (the error says why not).
+fn probe_fentry(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), String> {
+    let prog: &mut FEntry = ebpf
+        .program_mut("lg_probe_fentry")
+        .ok_or("lg_probe_fentry is not in the sensor object")?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+    let error = |e: aya::programs::ProgramError| match e {
+        aya::programs::ProgramError::LoadError { io_error, .. } => format!("load: {io_error}"),
+        e => match std::error::Error::source(&e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        },
+    };
+    prog.load("security_file_open", btf).map_err(error)?;
+    let attached = prog.attach().map_err(error).map(|link| {
+        let _ = prog.detach(link);
+    });
+    let _ = prog.unload();
+    attached
+}
+
 /// The mount namespace of the host: PID 1's when readable, else our own (the daemon runs
 /// in the host's mount namespace under systemd; in a DaemonSet it needs hostPID).
 pub fn host_mount_namespace() -> Result<u32, SensorError> {
@@ -126,17 +162,16 @@ pub fn host_mount_namespace() -> Result<u32, SensorError> {
 
 impl Sensor {
     /// Checks the host, loads the object with the config baked into its globals, and
-    /// attaches the process programs, and the file programs when `files` is given (with
-    /// the directory names whose writes the kernel sends, see `lg_watch_dirs`).
-    pub fn load(config: &SensorConfig, files: Option<&WatchedDirs>) -> Result<Self, SensorError> {
-        let features = preflight::check()?;
+    /// attaches the process programs, and the file programs when `files` is given.
+    pub fn load(config: &SensorConfig, files: Option<&FilePrograms>) -> Result<Self, SensorError> {
+        let mut features = preflight::check()?;
         let btf = Btf::from_sys_fs().map_err(|source| SensorError::Btf {
             path: preflight::VMLINUX_BTF,
             source,
         })?;
         let host_mnt_ns = host_mount_namespace()?;
         let monitor_host = u32::from(config.monitor_host);
-        let every_write = u32::from(files.is_some_and(|f| f.every));
+        let every_write = u32::from(files.is_some_and(|f| f.watched.every));
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .override_global("host_mnt_ns", &host_mnt_ns, true)
@@ -147,9 +182,12 @@ impl Sensor {
             .load(SENSOR_OBJECT)
             .map_err(SensorError::Load)?;
         let mut attached = PROCESS_PROGRAMS.to_vec();
-        if let Some(watched) = files {
-            fill_watched_dirs(&mut ebpf, watched)?;
+        if let Some(files) = files {
+            fill_watched_dirs(&mut ebpf, &files.watched)?;
             attached.extend(FILE_PROGRAMS);
+            if files.syscall_hooks {
+                attached.extend(SYSCALL_PROGRAMS);
+            }
         }
         for &(program, tracepoint) in &attached {
             let prog: &mut BtfTracePoint = ebpf
@@ -173,6 +211,11 @@ impl Sensor {
                 })?;
             debug!(program, tracepoint, "attached");
         }
+        features.fentry = match probe_fentry(&mut ebpf, &btf) {
+            Ok(()) => "available (not used by this build)".into(),
+            Err(why) => format!("refused: {why}"),
+        };
+        debug!(fentry = %features.fentry, "fentry probed");
         let stats = take_counters(&mut ebpf, "lg_stats")?;
         Ok(Self {
             ebpf,
@@ -200,6 +243,19 @@ impl Sensor {
             source,
         })?;
         Ok(Some(FileFeedback::new(clean, self.stats.clone())))
+    }
+
+    /// How file events are hooked: `tracepoints`, `tracepoints+syscalls`, or `none`.
+    pub fn file_hooks(&self) -> &'static str {
+        let has = |(program, _): &(&str, &str)| self.attached.iter().any(|(p, _)| p == program);
+        match (
+            FILE_PROGRAMS.iter().all(has),
+            SYSCALL_PROGRAMS.iter().all(has),
+        ) {
+            (true, true) => "tracepoints+syscalls",
+            (true, false) => "tracepoints",
+            _ => "none",
+        }
     }
 
     pub fn features(&self) -> &KernelFeatures {

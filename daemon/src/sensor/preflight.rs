@@ -32,6 +32,9 @@ pub struct KernelFeatures {
     pub bpf_lsm: bool,
     /// The lockdown mode (`none`, `integrity`, `confidentiality`) if the kernel has one.
     pub lockdown: Option<String>,
+    /// Whether the kernel attaches fentry programs, probed when the sensor loads:
+    /// `available ...`, or `refused: ` and why.
+    pub fentry: String,
 }
 
 pub fn check() -> Result<KernelFeatures, PreflightError> {
@@ -53,6 +56,7 @@ pub fn check() -> Result<KernelFeatures, PreflightError> {
                 .find(|w| w.starts_with('['))
                 .map(|w| w.trim_matches(|c| c == '[' || c == ']').to_string())
         }),
+        fentry: "not probed".into(),
     })
 }
 

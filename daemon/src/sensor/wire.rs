@@ -52,7 +52,8 @@ pub const STAT_FILE_REPEATS: u32 = 5;
 pub const STAT_MAP_CLEAN_HITS: u32 = 6;
 pub const STAT_IO_URING: u32 = 7;
 pub const STAT_FILE_DATA: u32 = 8;
-pub const STAT_COUNT: u32 = 9;
+pub const STAT_SYSCALLS: u32 = 9;
+pub const STAT_COUNT: u32 = 10;
 
 /// Bytes of a directory name key of `lg_watch_dirs`.
 pub const WATCH_NAME_LEN: usize = 32;
@@ -60,11 +61,14 @@ pub const WATCH_NAME_LEN: usize = 32;
 /// `enum lg_file_op`.
 pub const FILE_WRITE: u32 = 1;
 pub const FILE_MAP: u32 = 2;
+pub const FILE_LINKED: u32 = 3;
+pub const FILE_UNLINKED: u32 = 4;
 
 pub const FILE_PATH_TRUNCATED: u32 = 1 << 0;
 pub const FILE_MEMFD: u32 = 1 << 1;
 pub const FILE_DELETED: u32 = 1 << 2;
 pub const FILE_NO_NAME: u32 = 1 << 3;
+pub const FILE_CALLER_PATH: u32 = 1 << 4;
 
 pub const FILE_NAMES_LEN: usize = PATH_MAX + NAME_MAX;
 
@@ -151,7 +155,8 @@ pub struct FileEvent {
     pub uid: u32,
     pub gid: u32,
     pub names_len: u16,
-    pub _pad: [u16; 3],
+    pub caller_len: u16,
+    pub _pad: [u16; 2],
     pub comm: [u8; COMM_LEN],
 }
 
@@ -277,7 +282,7 @@ mod tests {
             "lg_file_event",
             size_of::<FileEvent>(),
             fields!(FileEvent: hdr, op, flags, file, ctime_sec, ctime_nsec, mode, size, nlink,
-                dirty_flags, uid, gid, names_len, _pad, comm),
+                dirty_flags, uid, gid, names_len, caller_len, _pad, comm),
         );
         check(
             &l,
@@ -331,6 +336,7 @@ mod tests {
                 ("LG_STAT_MAP_CLEAN_HITS", STAT_MAP_CLEAN_HITS.into()),
                 ("LG_STAT_IO_URING", STAT_IO_URING.into()),
                 ("LG_STAT_FILE_DATA", STAT_FILE_DATA.into()),
+                ("LG_STAT_SYSCALLS", STAT_SYSCALLS.into()),
                 ("LG_STAT_COUNT", STAT_COUNT.into()),
             ],
         );
@@ -339,6 +345,8 @@ mod tests {
             &[
                 ("LG_FILE_WRITE", FILE_WRITE.into()),
                 ("LG_FILE_MAP", FILE_MAP.into()),
+                ("LG_FILE_LINKED", FILE_LINKED.into()),
+                ("LG_FILE_UNLINKED", FILE_UNLINKED.into()),
             ],
         );
         check(

@@ -134,7 +134,7 @@ pub fn status_json(s: &pb::GetStatusResponse) -> serde_json::Value {
         "started_at": s.started_at.as_ref().and_then(layerguard::api::system_time)
             .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
         "kernel": {"release": k.kernel_release, "btf": k.btf, "bpf_lsm": k.bpf_lsm,
-            "lockdown": k.lockdown},
+            "lockdown": k.lockdown, "fentry": k.fentry},
         "programs": s.programs,
         "events": {"seen": e.seen, "per_second": e.per_second,
             "seen_by_kind": e.seen_by_kind, "lost_kernel": e.lost_kernel,
@@ -151,6 +151,7 @@ pub fn status_json(s: &pb::GetStatusResponse) -> serde_json::Value {
             "writes": f.writes, "mappings": f.mappings, "inspected": f.inspected,
             "marked_clean": f.marked_clean, "unjudged": f.unjudged,
             "outside_layers": f.outside_layers, "kernel_data_writes": f.kernel_data_writes,
+            "kernel_syscalls": f.kernel_syscalls, "names": f.names,
         })),
     })
 }
@@ -174,10 +175,12 @@ pub fn status_text(s: &pb::GetStatusResponse) -> String {
     line(
         "kernel",
         format!(
-            "{} btf={} lockdown={}",
+            "{} btf={} lockdown={} bpf_lsm={} fentry={}",
             k.kernel_release,
             k.btf,
-            k.lockdown.as_deref().unwrap_or("none")
+            k.lockdown.as_deref().unwrap_or("none"),
+            if k.bpf_lsm { "active" } else { "inactive" },
+            k.fentry
         ),
     );
     line("programs", s.programs.join(", "));
@@ -221,19 +224,22 @@ pub fn status_text(s: &pb::GetStatusResponse) -> String {
         "files",
         match &s.files {
             Some(f) => format!(
-                "{} hooks: {} writes and {} mappings received, {} files read, {} inodes \
-                 marked clean; kernel: {} seen, {} data writes, {} repeats and {} clean \
-                 mappings not sent, {} io_uring requests not inspected",
+                "{} hooks: {} writes, {} mappings and {} renames/links/unlinks received, \
+                 {} files read, {} inodes marked clean; kernel: {} seen, {} data writes, \
+                 {} repeats and {} clean mappings not sent, {} io_uring requests not \
+                 inspected, {} hooked syscalls",
                 f.hooks,
                 f.writes,
                 f.mappings,
+                f.names,
                 f.inspected,
                 f.marked_clean,
                 f.kernel_seen,
                 f.kernel_data_writes,
                 f.kernel_repeats,
                 f.kernel_clean_hits,
-                f.io_uring_requests
+                f.io_uring_requests,
+                f.kernel_syscalls
             ),
             None => "off (files.enabled = false)".into(),
         },
