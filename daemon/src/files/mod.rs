@@ -398,11 +398,13 @@ impl FilesStage {
                 Some((file.clone(), located, concern))
             }
             _ => {
-                // Gone again, not a regular file, or not in the root's layers (a volume).
-                let meta = std::fs::symlink_metadata(&located.host).ok()?;
-                if !meta.file_type().is_file() {
-                    return None;
-                }
+                // Gone again, not a regular file, not in the root's layers (a volume), or
+                // reached through a symlink the caller's path has: not judged (opened
+                // beneath the layer without following symlinks, like every read here).
+                let meta = inspect::open_in_layer(&located.layer_dir, &located.path)
+                    .and_then(|f| f.metadata())
+                    .map_err(|e| debug!(path, error = %e, "a renamed or linked file not judged"))
+                    .ok()?;
                 let mode = std::os::unix::fs::MetadataExt::mode(&meta);
                 let concern = judge::write_concern(&self.shared.rules, path, mode)?;
                 let file = Arc::new(FileEvent {
