@@ -173,6 +173,7 @@ enum lg_file_op {
 #define LG_FILE_DELETED (1u << 2)	/* no links left */
 #define LG_FILE_NO_NAME (1u << 3)	/* the inode had no dentry to name it */
 #define LG_FILE_CALLER_PATH (1u << 4)	/* names: the caller's path string, then its base directory */
+#define LG_FILE_DATA_DIR (1u << 5)	/* a data write, sent only for its directory (the baseline) */
 
 /*
  * A write or a mapping of a regular file by a container process. The file is the real

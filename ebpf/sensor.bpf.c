@@ -710,6 +710,42 @@ struct {
 
 const volatile __u32 watch_every_write = 0;
 
+/*
+ * The behaviour baseline learns which directories a workload writes, and data writes are
+ * most writes. With learn_write_dirs set, a data write is sent (LG_FILE_DATA_DIR) only
+ * when its (mount namespace, directory) was not sent in the last DIR_RESEND_NS: one record
+ * per directory a minute, however many files are written in it.
+ */
+const volatile __u32 learn_write_dirs = 0;
+#define DIR_RESEND_NS (60ull * 1000 * 1000 * 1000)
+
+struct dir_seen_key {
+	__u64 dir;		/* the parent dentry */
+	__u32 mnt_ns;
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct dir_seen_key);
+	__type(value, __u64);
+} lg_dir_seen SEC(".maps");
+
+/* True when a data write in `parent` is news for the baseline (and records it sent). */
+static __always_inline int dir_news(__u32 mnt_ns, struct dentry *parent)
+{
+	if (!learn_write_dirs || !parent)
+		return 0;
+	struct dir_seen_key k = { .dir = (__u64)parent, .mnt_ns = mnt_ns };
+	__u64 now = bpf_ktime_get_ns();
+	__u64 *at = bpf_map_lookup_elem(&lg_dir_seen, &k);
+	if (at && now - *at < DIR_RESEND_NS)
+		return 0;
+	bpf_map_update_elem(&lg_dir_seen, &k, &now, BPF_ANY);
+	return 1;
+}
+
 /* True when the name (up to its first LG_WATCH_NAME_LEN bytes) has ".so" followed by
  * its end or a dot. */
 static __always_inline int library_name(const char *n)
@@ -778,7 +814,8 @@ static __always_inline struct lg_file_record *file_record(struct task_struct *ta
 
 /* Puts the record on the ring: its fixed part and names_len bytes of names. A record that
  * may be an alert (a write that got past write_may_matter, a rename, a link, an unlink)
- * may wake the daemon like an exec (the same bucket); mappings wait for the next drain. */
+ * may wake the daemon like an exec (the same bucket); mappings and a data write's
+ * directory wait for the next drain. */
 static __always_inline void submit_file(struct lg_file_record *r)
 {
 	struct lg_file_event *e = &r->event;
@@ -787,7 +824,8 @@ static __always_inline void submit_file(struct lg_file_record *r)
 		size = sizeof(*r);
 	if (size > sizeof(*r))
 		size = sizeof(*r);
-	__u64 wake = e->op == LG_FILE_MAP ? quiet_flags() : exec_wake(e->hdr.ktime_ns);
+	__u64 wake = e->op == LG_FILE_MAP || (e->flags & LG_FILE_DATA_DIR) ? quiet_flags()
+									     : exec_wake(e->hdr.ktime_ns);
 	if (bpf_ringbuf_output(&lg_events, r, size, wake) != 0)
 		count_lost(LG_EVENT_FILE);
 }
@@ -795,7 +833,7 @@ static __always_inline void submit_file(struct lg_file_record *r)
 /* Sends a file record for `inode` (any kernel pointer: read through CO-RE), named from its
  * own dentries. */
 static __always_inline void send_file(struct task_struct *task, __u32 mnt_ns, struct inode *inode,
-				      __u32 op, __u32 dirty_flags)
+				      __u32 op, __u32 dirty_flags, __u32 flags)
 {
 	__u32 zero = 0;
 	struct lg_file_record *r = file_record(task, mnt_ns, op);
@@ -804,6 +842,7 @@ static __always_inline void send_file(struct task_struct *task, __u32 mnt_ns, st
 		return;
 	struct lg_file_event *e = &r->event;
 	e->dirty_flags = dirty_flags;
+	e->flags = flags;
 	struct super_block *sb = BPF_CORE_READ(inode, i_sb);
 	e->file.ino = BPF_CORE_READ(inode, i_ino);
 	e->file.dev = BPF_CORE_READ(sb, s_dev);
@@ -879,11 +918,13 @@ int BPF_PROG(lg_file_dirty, struct inode *inode, int flags)
 	struct dentry *parent = BPF_CORE_READ(d, d_parent);
 	if (!write_may_matter(mode, d, parent)) {
 		count(LG_STAT_FILE_DATA);
+		if (dir_news(mnt_ns, parent))
+			send_file(task, mnt_ns, inode, LG_FILE_WRITE, flags, LG_FILE_DATA_DIR);
 		return 0;
 	}
 	if (repeated(inode, (__u64)parent, LG_FILE_WRITE, mode))
 		return 0;
-	send_file(task, mnt_ns, inode, LG_FILE_WRITE, flags);
+	send_file(task, mnt_ns, inode, LG_FILE_WRITE, flags, 0);
 	return 0;
 }
 
@@ -923,7 +964,7 @@ static __always_inline void on_map_fault(struct address_space *mapping)
 	count(LG_STAT_FILE_SEEN);
 	if (repeated(inode, task->tgid, LG_FILE_MAP, mode))
 		return;
-	send_file(task, mnt_ns, inode, LG_FILE_MAP, 0);
+	send_file(task, mnt_ns, inode, LG_FILE_MAP, 0, 0);
 }
 
 SEC("tp_btf/mm_filemap_map_pages")
@@ -1075,7 +1116,7 @@ static __always_inline void exec_mapping(struct task_struct *task, __u32 mnt_ns,
 	 * as data) must not hold back the news that they are now code. */
 	if (repeated(inode, task->tgid, LG_FILE_MAP | REPEAT_EXEC_MAPPING, mode))
 		return;
-	send_file(task, mnt_ns, inode, LG_FILE_MAP, 0);
+	send_file(task, mnt_ns, inode, LG_FILE_MAP, 0, 0);
 }
 
 SEC("tp_btf/sys_exit")

@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "layerguard/v1/containers.proto",
     "layerguard/v1/status.proto",
     "layerguard/v1/response.proto",
+    "layerguard/v1/baseline.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -254,15 +254,15 @@ impl Daemon {
 /// daemon's cost and drops the neighbours'. The median chunk and the block mean are
 /// printed too, for comparison.
 #[derive(Clone, Copy, Default)]
-struct Block {
+pub(crate) struct Block {
     mean: f64,
     p10: f64,
     median: f64,
     /// CPU (user + system) of the loop and its children per exec, us.
-    cpu_us: f64,
+    pub(crate) cpu_us: f64,
 }
 
-fn exec_loop(c: &Container, n: u32) -> Result<Block> {
+pub(crate) fn exec_loop(c: &Container, n: u32) -> Result<Block> {
     let out = c.exec_timeout(
         &["/bench/exec_loop", &n.to_string(), "/bench/tiny"],
         Duration::from_secs(600),

@@ -8,10 +8,12 @@
 //! - `latency`: exec-to-alert time of a dropped binary, first seen and cached.
 //! - `files`: file workloads (small files, a tar, opens, a dynamic exec loop, syscalls
 //!   in a container and on the host) off and on; write-to-alert latency.
+//! - `baseline`: CPU per exec with the behaviour baseline on against off (both daemons).
 //! - `index`: `layerguard image verify` of a large image (layers made from host
 //!   directories) against `gzip -dc | sha256sum` of its blobs; warm re-index; peak RSS.
 
 mod alert_latency;
+mod baseline_overhead;
 mod exec_overhead;
 mod file_overhead;
 mod image_index;
@@ -94,6 +96,9 @@ fn main() -> anyhow::Result<()> {
     }
     if wants("files") {
         file_overhead::run(&args)?;
+    }
+    if wants("baseline") {
+        baseline_overhead::run(&args)?;
     }
     if wants("index") {
         image_index::run(&args)?;

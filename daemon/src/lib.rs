@@ -2,7 +2,8 @@
 //!
 //! Stages, in the order data flows (each owns its state; bounded channels between them):
 //! `sensor` (kernel events) -> `containers` (which container) -> `process` (the process
-//! tracker) -> analyzers (`verify` judges execs, `files` writes and executable mappings) -> [`alert`] (sinks: log, file, journal)
+//! tracker) -> analyzers (`verify` judges execs, `files` writes and executable mappings;
+//! `baseline` learns what each workload does from their outcomes) -> [`alert`] (sinks: log, file, journal)
 //! -> `respond` (pause, release, kill). [`api`] serves the gRPC API; [`image`] is the OCI
 //! content and layer-index library `verify` asks; [`containerd`] the one containerd
 //! client. [`config`] is the one typed configuration; [`run`] wires the stages for
@@ -15,6 +16,7 @@
 
 pub mod alert;
 pub mod api;
+pub(crate) mod baseline;
 pub(crate) mod clock;
 pub mod config;
 pub mod containerd;

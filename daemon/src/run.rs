@@ -101,6 +101,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             crate::sensor::wire::WATCH_NAME_LEN,
         ),
         syscall_hooks: config.files.syscall_hooks,
+        learn_write_dirs: config.baseline.enabled,
     });
     let mut sensor = Sensor::load(&config.sensor, file_programs.as_ref())?;
     let file_feedback = sensor.file_feedback()?;
@@ -119,6 +120,20 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         ContainersStage::new(&config.containers, containerd.clone(), sensor.host_mnt_ns())
             .with_metrics(metrics.clone());
 
+    let catalog = Arc::new(ImageCatalog::new(
+        containerd.clone(),
+        IndexerConfig::new(&config.state_dir),
+    ));
+    // The baselines load before the API serves them.
+    let mut baseline = config.baseline.enabled.then(|| {
+        crate::baseline::BaselineStage::new(
+            &config.baseline,
+            &config.state_dir.join("baselines"),
+            catalog.clone(),
+            metrics.clone(),
+        )
+    });
+    let baseline_handle = baseline.as_ref().map(|(_, _, _, handle, _)| handle.clone());
     // The journal seeds the alert sequence, and the API is bound before "ready" so that a
     // taken socket or bad TLS files stop the start, not a running daemon.
     let (journal, first_seq) = if config.journal.enabled {
@@ -134,6 +149,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             responder: crate::respond::Responder::new(containerd.clone()),
             containers: Arc::new(LiveDirectory(containers.directory())),
             metrics: metrics.clone(),
+            baseline: baseline_handle,
             node: NodeInfo {
                 node_name: config.node_name.clone(),
                 version: env!("CARGO_PKG_VERSION").into(),
@@ -163,13 +179,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     );
 
     let (verified_tx, alert_drafts) = mpsc::channel(config.alerts.queue);
-    let catalog = Arc::new(ImageCatalog::new(
-        containerd.clone(),
-        IndexerConfig::new(&config.state_dir),
-    ));
     let process = ProcessStage::new(config.process.table_entries, sensor.host_mnt_ns());
-    let verify = VerifyStage::new(&config.verify, catalog.clone(), metrics.clone());
-    let files = config.files.enabled.then(|| {
+    let mut verify = VerifyStage::new(&config.verify, catalog.clone(), metrics.clone());
+    let mut files = config.files.enabled.then(|| {
         FilesStage::new(
             &config.files,
             catalog,
@@ -179,6 +191,12 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             metrics.clone(),
         )
     });
+    let mut baseline_stage = None;
+    if let Some((stage, input, feed, _, commands)) = baseline.take() {
+        verify = verify.with_baseline(feed.clone());
+        files = files.map(|f| f.with_baseline(feed));
+        baseline_stage = Some((stage, input, commands));
+    }
     // The analyzers, each behind its own channel of the process stage's batches (a drain
     // each: the same bound in events as the channels before it).
     let analyzer_queue = (config.sensor.event_queue / crate::process::EVENT_BATCH).max(2);
@@ -206,6 +224,11 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let containers_task = pipeline.spawn(containers.run(event_rx, attributed_tx, shutdown_rx));
     let process_task = pipeline.spawn(process.run(attributed_rx, analyzers));
     let files_task = files.map(|f| pipeline.spawn(f.run(files_rx, verified_tx.clone())));
+    // On the pipeline thread too: an exec's outcome reaches it without waking a thread
+    // (its saves run on the blocking pool).
+    let baseline_task = baseline_stage.map(|(stage, input, commands)| {
+        pipeline.spawn(stage.run(input, commands, verified_tx.clone()))
+    });
     let verify_task = pipeline.spawn(verify.run(verify_rx, verified_tx));
     let alert_task = pipeline.spawn(alerts.run(alert_drafts));
 
@@ -227,6 +250,10 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         Some(t) => Some(t.await.map_err(stage("files"))?),
         None => None,
     };
+    let baseline = match baseline_task {
+        Some(t) => Some(t.await.map_err(stage("baseline"))?),
+        None => None,
+    };
     let alerts = alert_task.await.map_err(stage("alert"))?;
     pipeline.stop();
     if let Some(task) = api_task {
@@ -242,6 +269,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             processes,
             verify,
             files,
+            baseline,
             alerts,
         },
     );
@@ -369,5 +397,7 @@ struct Stopped {
     verify: VerifyStats,
     #[serde(skip_serializing_if = "Option::is_none")]
     files: Option<FilesStats>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline: Option<crate::baseline::BaselineStats>,
     alerts: AlertStats,
 }

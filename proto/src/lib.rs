@@ -5,8 +5,8 @@
 //! set for server reflection. Conversions to and from the daemon's own types live in the
 //! daemon (`layerguard::api::convert`), so this crate stays free of daemon logic.
 
-/// `layerguard.v1`: AlertService, ContainerService, StatusService, ResponseService and
-/// their messages.
+/// `layerguard.v1`: AlertService, ContainerService, StatusService, ResponseService,
+/// BaselineService and their messages.
 pub mod v1 {
     #![allow(clippy::all, missing_docs)]
     tonic::include_proto!("layerguard.v1");
@@ -20,11 +20,13 @@ pub mod v1 {
     pub const CONTAINER_SERVICE: &str = "layerguard.v1.ContainerService";
     pub const STATUS_SERVICE: &str = "layerguard.v1.StatusService";
     pub const RESPONSE_SERVICE: &str = "layerguard.v1.ResponseService";
-    pub const SERVICES: [&str; 4] = [
+    pub const BASELINE_SERVICE: &str = "layerguard.v1.BaselineService";
+    pub const SERVICES: [&str; 5] = [
         ALERT_SERVICE,
         CONTAINER_SERVICE,
         STATUS_SERVICE,
         RESPONSE_SERVICE,
+        BASELINE_SERVICE,
     ];
 }
 

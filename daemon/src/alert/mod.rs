@@ -11,7 +11,8 @@ pub(crate) mod log;
 mod model;
 
 pub use model::{
-    Alert, AlertContainer, AlertKind, AlertProcess, Ancestor, Evidence, Loss, Severity,
+    Alert, AlertContainer, AlertKind, AlertProcess, Ancestor, BaselineEvidence, Evidence, Loss,
+    Severity,
 };
 
 use tokio::sync::mpsc;

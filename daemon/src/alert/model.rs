@@ -64,11 +64,17 @@ pub enum AlertKind {
     LibraryNotInImage,
     /// An executable mapping of a memfd or a deleted file.
     LibraryFileless,
+    /// A monitoring baseline's workload ran an exe it never ran while it learned.
+    BaselineUnexpectedExec,
+    /// A learned exe was started by a parent it never had.
+    BaselineUnexpectedParent,
+    /// A directory the workload never wrote while it learned was written.
+    BaselineUnexpectedWrite,
 }
 
 impl AlertKind {
     /// Every kind, for listings and flag parsing.
-    pub const ALL: [AlertKind; 13] = [
+    pub const ALL: [AlertKind; 16] = [
         Self::ExecModified,
         Self::ExecNotInImage,
         Self::ExecFileless,
@@ -82,6 +88,9 @@ impl AlertKind {
         Self::LibraryModified,
         Self::LibraryNotInImage,
         Self::LibraryFileless,
+        Self::BaselineUnexpectedExec,
+        Self::BaselineUnexpectedParent,
+        Self::BaselineUnexpectedWrite,
     ];
 
     /// The name in JSON, filters and flags (`exec_modified`, ...).
@@ -100,6 +109,9 @@ impl AlertKind {
             Self::LibraryModified => "library_modified",
             Self::LibraryNotInImage => "library_not_in_image",
             Self::LibraryFileless => "library_fileless",
+            Self::BaselineUnexpectedExec => "baseline_unexpected_exec",
+            Self::BaselineUnexpectedParent => "baseline_unexpected_parent",
+            Self::BaselineUnexpectedWrite => "baseline_unexpected_write",
         }
     }
 
@@ -122,7 +134,12 @@ impl AlertKind {
             | Self::FileExecutableCreated
             | Self::FileSensitiveWrite
             | Self::LibraryNotInImage => Severity::High,
-            Self::ExecUnverifiable | Self::SensorEventsLost => Severity::Medium,
+            // A baseline's unexpected exec of a shell or network tool is raised as high.
+            Self::ExecUnverifiable
+            | Self::SensorEventsLost
+            | Self::BaselineUnexpectedExec
+            | Self::BaselineUnexpectedParent
+            | Self::BaselineUnexpectedWrite => Severity::Medium,
         }
     }
 }
@@ -226,8 +243,36 @@ pub struct Evidence {
     /// responder to look at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_path: Option<String>,
+    /// For baseline alerts: the baseline and what it learned instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<BaselineEvidence>,
     /// One sentence, for people.
     pub reason: String,
+}
+
+/// Which baseline an alert is about, and what it learned instead of what happened.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaselineEvidence {
+    /// `ns/pod-ns/workload/container@manifest`.
+    pub key: String,
+    /// The short id the CLI takes.
+    pub id: String,
+    /// `monitoring` (a baseline alerts only then).
+    pub state: String,
+    /// The baseline may miss behaviour (the daemon started late, events were lost).
+    pub partial: bool,
+    /// When it started learning (RFC 3339).
+    pub learned_since: String,
+    /// When it started monitoring (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring_since: Option<String>,
+    /// What was unexpected.
+    pub entry: String,
+    /// Some of what was learned instead.
+    pub learned_instead: Vec<String>,
+    /// Repeats folded since the last alert of the same (baseline, kind, entry).
+    #[serde(default)]
+    pub repeats: u64,
 }
 
 /// Counts of lost events, for `sensor_events_lost`.

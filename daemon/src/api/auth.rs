@@ -60,6 +60,30 @@ pub const PRODUCTION: &[(&str, Access)] = &[
         "/layerguard.v1.ResponseService/Kill",
         Access::Role(Role::Responder),
     ),
+    (
+        "/layerguard.v1.BaselineService/List",
+        Access::Role(Role::Viewer),
+    ),
+    (
+        "/layerguard.v1.BaselineService/Get",
+        Access::Role(Role::Viewer),
+    ),
+    (
+        "/layerguard.v1.BaselineService/Export",
+        Access::Role(Role::Viewer),
+    ),
+    (
+        "/layerguard.v1.BaselineService/Lock",
+        Access::Role(Role::Responder),
+    ),
+    (
+        "/layerguard.v1.BaselineService/Relearn",
+        Access::Role(Role::Responder),
+    ),
+    (
+        "/layerguard.v1.BaselineService/Import",
+        Access::Role(Role::Responder),
+    ),
     ("/grpc.health.v1.Health/Check", Access::Authenticated),
     ("/grpc.health.v1.Health/Watch", Access::Authenticated),
     (
@@ -296,10 +320,21 @@ mod tests {
                 }
             }
         }
-        assert_eq!(n, 7);
+        assert_eq!(n, 13);
         for verb in ["Pause", "Release", "Kill"] {
             let path = format!("/layerguard.v1.ResponseService/{verb}");
             assert_eq!(table.get(&path), Some(Access::Role(Role::Responder)));
+        }
+        for (verb, role) in [
+            ("List", Role::Viewer),
+            ("Get", Role::Viewer),
+            ("Export", Role::Viewer),
+            ("Lock", Role::Responder),
+            ("Relearn", Role::Responder),
+            ("Import", Role::Responder),
+        ] {
+            let path = format!("/layerguard.v1.BaselineService/{verb}");
+            assert_eq!(table.get(&path), Some(Access::Role(role)), "{path}");
         }
     }
 

@@ -6,7 +6,8 @@
 //! round-trips a fully populated alert), so adding a model field means adding it here.
 
 use crate::alert::{
-    Alert, AlertContainer, AlertKind, AlertProcess, Ancestor, Evidence, Loss, Severity,
+    Alert, AlertContainer, AlertKind, AlertProcess, Ancestor, BaselineEvidence, Evidence, Loss,
+    Severity,
 };
 use layerguard_proto::v1 as pb;
 use std::time::SystemTime;
@@ -60,6 +61,9 @@ pub fn kind_to_proto(k: AlertKind) -> pb::AlertKind {
         AlertKind::LibraryModified => pb::AlertKind::LibraryModified,
         AlertKind::LibraryNotInImage => pb::AlertKind::LibraryNotInImage,
         AlertKind::LibraryFileless => pb::AlertKind::LibraryFileless,
+        AlertKind::BaselineUnexpectedExec => pb::AlertKind::BaselineUnexpectedExec,
+        AlertKind::BaselineUnexpectedParent => pb::AlertKind::BaselineUnexpectedParent,
+        AlertKind::BaselineUnexpectedWrite => pb::AlertKind::BaselineUnexpectedWrite,
     }
 }
 
@@ -84,6 +88,9 @@ pub fn kind_from_proto(v: i32) -> Result<Option<AlertKind>, ConvertError> {
         pb::AlertKind::LibraryModified => Some(AlertKind::LibraryModified),
         pb::AlertKind::LibraryNotInImage => Some(AlertKind::LibraryNotInImage),
         pb::AlertKind::LibraryFileless => Some(AlertKind::LibraryFileless),
+        pb::AlertKind::BaselineUnexpectedExec => Some(AlertKind::BaselineUnexpectedExec),
+        pb::AlertKind::BaselineUnexpectedParent => Some(AlertKind::BaselineUnexpectedParent),
+        pb::AlertKind::BaselineUnexpectedWrite => Some(AlertKind::BaselineUnexpectedWrite),
     })
 }
 
@@ -150,6 +157,17 @@ impl From<&Alert> for pb::Alert {
                 file_op: e.file_op.clone(),
                 file_mode: e.file_mode.clone(),
                 host_path: e.host_path.clone(),
+                baseline: e.baseline.as_ref().map(|b| pb::BaselineEvidence {
+                    key: b.key.clone(),
+                    id: b.id.clone(),
+                    state: b.state.clone(),
+                    partial: b.partial,
+                    learned_since: b.learned_since.clone(),
+                    monitoring_since: b.monitoring_since.clone(),
+                    entry: b.entry.clone(),
+                    learned_instead: b.learned_instead.clone(),
+                    repeats: b.repeats,
+                }),
             }),
             loss: a.loss.as_ref().map(|l| pb::Loss {
                 kernel: l.kernel.iter().map(|(k, n)| (k.clone(), *n)).collect(),
@@ -237,6 +255,17 @@ impl TryFrom<pb::Alert> for Alert {
                 file_op: e.file_op,
                 file_mode: e.file_mode,
                 host_path: e.host_path,
+                baseline: e.baseline.map(|b| BaselineEvidence {
+                    key: b.key,
+                    id: b.id,
+                    state: b.state,
+                    partial: b.partial,
+                    learned_since: b.learned_since,
+                    monitoring_since: b.monitoring_since,
+                    entry: b.entry,
+                    learned_instead: b.learned_instead,
+                    repeats: b.repeats,
+                }),
             }),
             loss: a.loss.map(|l| Loss {
                 kernel: l.kernel.into_iter().collect(),

@@ -21,6 +21,7 @@
 pub(crate) mod alert_server;
 pub(crate) mod alerts;
 pub(crate) mod auth;
+pub(crate) mod baseline;
 pub mod client;
 pub(crate) mod containers;
 pub(crate) mod convert;
@@ -125,6 +126,8 @@ pub(crate) struct ApiSources {
     /// Carries out ResponseService calls.
     pub responder: crate::respond::Responder,
     pub metrics: Arc<Metrics>,
+    /// Serves BaselineService, when the baseline runs.
+    pub baseline: Option<crate::baseline::Handle>,
     pub node: NodeInfo,
 }
 
@@ -207,6 +210,7 @@ impl ApiServer {
         };
 
         let response = response::ResponseApi::new(self.sources.responder.clone());
+        let baselines = baseline::BaselineApi::new(self.sources.baseline.clone());
 
         let sampler = tokio::spawn(sample_metrics(metrics, shutdown.clone()));
         let (incoming, socket_file) = self.listeners.accept(shutdown.clone());
@@ -223,6 +227,9 @@ impl ApiServer {
             .add_service(pb::status_service_server::StatusServiceServer::new(status))
             .add_service(pb::response_service_server::ResponseServiceServer::new(
                 response,
+            ))
+            .add_service(pb::baseline_service_server::BaselineServiceServer::new(
+                baselines,
             ))
             .add_service(health_service)
             .add_service(reflection_v1)

@@ -233,6 +233,7 @@ impl Config {
         self.process.validate()?;
         self.verify.validate()?;
         self.files.validate()?;
+        self.baseline.validate()?;
         self.alerts.validate()?;
         self.api.validate()?;
         self.journal.validate()?;

@@ -5,11 +5,12 @@
 //!
 //! One type, [`Config`], in a few files: this one has the top level and the sections of
 //! the event pipeline (`[sensor]`, `[containerd]`, `[containers]`, `[process]`); the
-//! analyzers' and outputs' sections have a file each (`verify`, `files`, `alerts`, `api`); `load`
+//! analyzers' and outputs' sections have a file each (`verify`, `files`, `baseline`, `alerts`, `api`); `load`
 //! reads a file and overrides and says where a bad value came from.
 
 mod alerts;
 mod api;
+mod baseline;
 mod files;
 mod load;
 #[cfg(test)]
@@ -18,6 +19,7 @@ mod verify;
 
 pub use alerts::{AlertsConfig, FsyncMode, JournalConfig};
 pub use api::{ApiConfig, Role, DEFAULT_API_SOCKET};
+pub use baseline::BaselineConfig;
 pub use files::FilesConfig;
 pub use load::{ConfigError, Origin, Override};
 pub use verify::{AllowRule, VerifyConfig};
@@ -77,6 +79,8 @@ pub struct Config {
     pub verify: VerifyConfig,
     /// `[files]`.
     pub files: FilesConfig,
+    /// `[baseline]`.
+    pub baseline: BaselineConfig,
     /// `[alerts]`.
     pub alerts: AlertsConfig,
     /// `[api]`.
@@ -199,6 +203,7 @@ impl Default for Config {
             process: ProcessConfig::default(),
             verify: VerifyConfig::default(),
             files: FilesConfig::default(),
+            baseline: BaselineConfig::default(),
             alerts: AlertsConfig::default(),
             api: ApiConfig::default(),
             journal: JournalConfig::default(),

@@ -166,6 +166,8 @@ pub struct FilesStage {
     /// Writes that came again while their judgement ran: judged once more after it.
     again: HashMap<JobKey, Again>,
     alerted: Bounded<(u32, String, crate::alert::AlertKind), Option<Digest>>,
+    /// Where learned write directories go, when the baseline runs.
+    baseline: Option<crate::baseline::Feed>,
     stats: FilesStats,
 }
 
@@ -198,6 +200,7 @@ impl FilesStage {
             inflight: HashSet::new(),
             again: HashMap::new(),
             alerted: Bounded::new(REMEMBERED),
+            baseline: None,
             stats: FilesStats::default(),
         }
     }
@@ -346,7 +349,7 @@ impl FilesStage {
         jobs: &mut JoinSet<Done>,
     ) {
         let judged = match file.op {
-            FileOp::Write => self.write_to_judge(file, roots),
+            FileOp::Write => self.write_to_judge(file, container, ancestry, roots),
             _ => self.name_to_judge(file, roots),
         };
         if let Some((file, located, concern)) = judged {
@@ -354,10 +357,13 @@ impl FilesStage {
         }
     }
 
-    /// A write that may alert: where it is and what it could mean.
+    /// A write that may alert: where it is and what it could mean. The others (data
+    /// files, and the directories the kernel sends for the baseline) are only learned.
     fn write_to_judge(
         &mut self,
         file: &Arc<FileEvent>,
+        container: &Arc<ContainerInfo>,
+        ancestry: &[Forebear],
         roots: &[u32],
     ) -> Option<(Arc<FileEvent>, Located, judge::Concern)> {
         let located = self.locate(file, roots)?;
@@ -366,8 +372,50 @@ impl FilesStage {
         if located.layer != Layer::Upper {
             return None;
         }
-        let concern = judge::write_concern(&self.shared.rules, &located.path, file.mode)?;
+        let concern = if file.data_dir {
+            None
+        } else {
+            judge::write_concern(&self.shared.rules, &located.path, file.mode)
+        };
+        let Some(concern) = concern else {
+            self.learn_write(file, container, ancestry, &located, true);
+            return None;
+        };
         Some((file.clone(), located, concern))
+    }
+
+    /// Tells the baseline a directory of the writable layer was written.
+    fn learn_write(
+        &self,
+        file: &FileEvent,
+        container: &Arc<ContainerInfo>,
+        ancestry: &[Forebear],
+        located: &Located,
+        clean: bool,
+    ) {
+        let Some(feed) = &self.baseline else {
+            return;
+        };
+        let dir = match located.path.rsplit_once('/') {
+            Some(("", _)) | None => "/".to_string(),
+            Some((dir, _)) => dir.to_string(),
+        };
+        feed.send(crate::baseline::Observed::Write(
+            crate::baseline::WriteSeen {
+                container: container.clone(),
+                dir,
+                clean,
+                pid: file.process.tgid,
+                comm: file.comm.clone(),
+                ancestry: ancestry.to_vec(),
+            },
+        ));
+    }
+
+    /// Sends the directories of writes to the baseline (see [`crate::baseline`]).
+    pub fn with_baseline(mut self, feed: crate::baseline::Feed) -> Self {
+        self.baseline = Some(feed);
+        self
     }
 
     /// A rename, link or unlink that may alert. The caller's path is looked up in the
@@ -537,6 +585,12 @@ impl FilesStage {
         self.inflight.remove(&done.key);
         if done.event.op == FileOp::Map && !matches!(done.outcome, Outcome::Clean) {
             self.forget(&done.event);
+        }
+        if matches!(done.event.op, FileOp::Write | FileOp::Linked) {
+            if let Some(located) = &done.located {
+                let clean = !matches!(done.outcome, Outcome::Alert { .. });
+                self.learn_write(&done.event, &done.container, &done.ancestry, located, clean);
+            }
         }
         match done.outcome {
             Outcome::Quiet => {}

@@ -162,6 +162,9 @@ pub struct FileEvent {
     pub ctime_nsec: u32,
     pub memfd: bool,
     pub deleted: bool,
+    /// A data write, sent only so that the baseline learns its directory (once per
+    /// directory a minute): nothing to judge.
+    pub data_dir: bool,
 }
 
 /// A kind of sensor record: `enum lg_event_kind` of `ebpf/layerguard.h` (checked against
@@ -532,6 +535,7 @@ fn decode_file(bytes: &[u8]) -> Result<FileEvent, DecodeError> {
         ctime_nsec: w.ctime_nsec,
         memfd: flag(wire::FILE_MEMFD),
         deleted: flag(wire::FILE_DELETED),
+        data_dir: flag(wire::FILE_DATA_DIR),
     })
 }
 

@@ -67,6 +67,8 @@ pub struct FilePrograms {
     pub watched: WatchedDirs,
     /// Attach [`SYSCALL_PROGRAMS`] too.
     pub syscall_hooks: bool,
+    /// Send a data write's directory once a minute (`lg_dir_seen`), for the baseline.
+    pub learn_write_dirs: bool,
 }
 
 /// Records drained before the consumer yields to the runtime, so a flood cannot starve
@@ -172,12 +174,14 @@ impl Sensor {
         let host_mnt_ns = host_mount_namespace()?;
         let monitor_host = u32::from(config.monitor_host);
         let every_write = u32::from(files.is_some_and(|f| f.watched.every));
+        let write_dirs = u32::from(files.is_some_and(|f| f.learn_write_dirs));
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .override_global("host_mnt_ns", &host_mnt_ns, true)
             .override_global("monitor_host", &monitor_host, true)
             .override_global("wakeup_bytes", &config.wakeup_bytes, true)
             .override_global("watch_every_write", &every_write, true)
+            .override_global("learn_write_dirs", &write_dirs, true)
             .map_max_entries("lg_events", config.ring_buffer_bytes)
             .load(SENSOR_OBJECT)
             .map_err(SensorError::Load)?;

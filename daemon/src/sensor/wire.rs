@@ -69,6 +69,7 @@ pub const FILE_MEMFD: u32 = 1 << 1;
 pub const FILE_DELETED: u32 = 1 << 2;
 pub const FILE_NO_NAME: u32 = 1 << 3;
 pub const FILE_CALLER_PATH: u32 = 1 << 4;
+pub const FILE_DATA_DIR: u32 = 1 << 5;
 
 pub const FILE_NAMES_LEN: usize = PATH_MAX + NAME_MAX;
 

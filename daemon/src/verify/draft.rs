@@ -102,6 +102,21 @@ pub(super) async fn finish_with(
         kind.is_some(),
         allowed_by.is_some(),
     );
+    if let Some(feed) = shared.baseline.as_ref().filter(|_| !c.id.is_empty()) {
+        // Learned only when verified and alert-free; an allowed alert is not learned either.
+        let digest = match image.map(|i| i.record(path)) {
+            Some(ImageRecord::File { sha256, .. }) => Some(sha256),
+            _ => None,
+        };
+        feed.send(crate::baseline::Observed::Exec(crate::baseline::ExecSeen {
+            container: c.clone(),
+            exec: job.exec.clone(),
+            ancestry: job.ancestry.clone(),
+            exe: path.to_string(),
+            digest,
+            verified: kind.is_none() && matches!(verdict, ExecVerdict::Verified),
+        }));
+    }
     let Some(kind) = kind else { return };
     if allowed_by.is_some() {
         return;

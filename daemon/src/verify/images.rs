@@ -16,6 +16,21 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::OnceCell;
+
+impl crate::baseline::ImageFiles for ImageCatalog {
+    fn index_of<'a>(
+        &'a self,
+        container: &'a ContainerInfo,
+    ) -> futures_util::future::BoxFuture<'a, Option<Arc<LayerIndex>>> {
+        Box::pin(async move {
+            let image = self.for_container(container).await;
+            match image.state {
+                ImageState::Verified => image.index.clone(),
+                _ => None,
+            }
+        })
+    }
+}
 use tracing::{info, warn};
 
 /// How long a failure to index (not a verdict) is remembered before the next try.

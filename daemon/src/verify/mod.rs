@@ -99,6 +99,8 @@ pub(crate) struct Shared {
     refused: AtomicU64,
     /// Per-container verdict counts and hash cache figures for the API.
     metrics: Arc<Metrics>,
+    /// Where every container exec's outcome goes, when the baseline runs.
+    baseline: Option<crate::baseline::Feed>,
 }
 
 /// Execs of one container that may wait for inspection; more are `unverifiable` at once
@@ -154,8 +156,17 @@ impl VerifyStage {
                 timed_out: AtomicU64::new(0),
                 refused: AtomicU64::new(0),
                 metrics,
+                baseline: None,
             }),
         }
+    }
+
+    /// Sends every container exec's outcome to the baseline (see [`crate::baseline`]).
+    pub fn with_baseline(mut self, feed: crate::baseline::Feed) -> Self {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.baseline = Some(feed);
+        }
+        self
     }
 
     /// Judges every exec of the batches from `events` (the process stage's), until it

@@ -37,6 +37,8 @@ enum Command {
     Status(client::OutputArgs),
     /// Incident response on a container: pause (quarantine), release, kill.
     Respond(client::RespondArgs),
+    /// Behaviour baselines per workload: list, show, lock, relearn, export, import.
+    Baseline(client::BaselineArgs),
 }
 
 #[derive(Subcommand)]
@@ -142,6 +144,7 @@ fn main() -> ExitCode {
         Command::Containers(args) => client(client::containers_command(args)),
         Command::Status(args) => client(client::status_command(args)),
         Command::Respond(args) => client(client::respond_command(args)),
+        Command::Baseline(args) => client(client::baseline_command(args)),
     }
 }
 

@@ -1,10 +1,11 @@
 //! The CLI client of the daemon's API: `layerguard watch`, `alerts`, `containers`,
-//! `status`, `respond`. Same binary, so the wire types and the alert JSON are the daemon's own.
+//! `status`, `respond`, `baseline`. Same binary, so the wire types and the alert JSON are the daemon's own.
 //!
 //! Owns connecting (unix socket by default; `--endpoint https://...` with a client
 //! certificate for a remote node), the shared filter flags, and printing. This is the
 //! binary's edge: errors are `anyhow` with context a person can act on.
 
+pub mod baseline;
 pub mod format;
 pub mod lists;
 pub mod respond;
@@ -18,6 +19,7 @@ use layerguard::config::DEFAULT_API_SOCKET;
 use std::path::PathBuf;
 use tonic::transport::Channel;
 
+pub use baseline::{baseline_command, BaselineArgs};
 pub use lists::{alerts_command, containers_command, status_command, AlertsArgs, OutputArgs};
 pub use respond::{respond_command, RespondArgs};
 pub use watch::{watch_command, WatchArgs};

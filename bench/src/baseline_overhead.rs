@@ -1,0 +1,98 @@
+//! Baseline overhead: what learning and checking every exec against a workload's baseline
+//! adds, as CPU per exec: the same exec loop in a labelled container with the daemon
+//! running `baseline.enabled = false` and with the baseline on (default), in alternating
+//! rounds. Wall time does not resolve 1 % on these machines; the CPU the kernel accounted
+//! to the workload and to every daemon thread does.
+
+use crate::alert_latency::load_average;
+use crate::exec_overhead::{exec_loop, median, median_ci, BpfStats, Daemon};
+use crate::Args;
+use anyhow::{ensure, Result};
+use layerguard_tests::{
+    build_static_c, busybox_image, unique_id, Container, Layer, PrivateContainerd,
+};
+use std::time::Duration;
+
+const NS: &str = "lg-bench-baseline";
+const EXEC_LOOP_C: &str = include_str!("../c/exec_loop.c");
+const TINY_C: &str = include_str!("../c/tiny.c");
+const TARGET: f64 = 1.01;
+
+pub fn run(args: &Args) -> Result<()> {
+    println!("\n== baseline overhead: the exec loop with baseline.enabled = false and true");
+    println!("load average (1/5/15 min) at the start: {}", load_average());
+    let _stats = BpfStats::enable()?;
+    let containerd = PrivateContainerd::start()?;
+    let image = busybox_image("layerguard.bench/baseline:1")?
+        .layer(
+            Layer::new()
+                .file_from_host(
+                    "/bench/exec_loop",
+                    build_static_c("exec_loop", EXEC_LOOP_C)?,
+                    0o755,
+                )
+                .file_from_host("/bench/tiny", build_static_c("tiny", TINY_C)?, 0o755),
+        )
+        .import(&containerd, NS)?;
+    let c = Container::run_detached(
+        &containerd,
+        NS,
+        &image.reference,
+        &unique_id("bench"),
+        &["sleep", "3600"],
+        &[("io.layerguard.workload", "bench")],
+    )?;
+    let dir = tempfile::tempdir()?;
+    exec_loop(&c, 200)?;
+    let n = args.execs_per_round;
+    let rounds = (args.rounds / 2).max(4);
+    let mut ratios = Vec::new();
+    let (mut off_us, mut on_us) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let sides = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        let mut cost = [0.0f64; 2];
+        for on in sides {
+            let mut daemon_args = args.daemon_args.clone();
+            daemon_args.extend(["--set".to_string(), format!("baseline.enabled={on}")]);
+            let d = Daemon::start(
+                &args.layerguard,
+                &containerd.socket_path(),
+                dir.path(),
+                &daemon_args,
+            )?;
+            exec_loop(&c, 200)?; // attribution, the image index, the baseline's entries
+            std::thread::sleep(Duration::from_millis(200));
+            let before = d.sched()?;
+            let block = exec_loop(&c, n)?;
+            let daemon_us = (d.sched()? - before).cpu_ns as f64 / 1e3 / f64::from(n);
+            d.stop("")?;
+            cost[usize::from(on)] = block.cpu_us + daemon_us;
+        }
+        ensure!(cost[0] > 0.0, "no CPU measured with the baseline off");
+        ratios.push(cost[1] / cost[0]);
+        off_us.push(cost[0]);
+        on_us.push(cost[1]);
+        println!(
+            "  round {round}: off {:.1} us, on {:.1} us per exec: {:.4}",
+            cost[0],
+            cost[1],
+            cost[1] / cost[0]
+        );
+    }
+    let r = median(&ratios);
+    let interval = median_ci(&ratios, 0.95)
+        .map(|(lo, hi, _)| format!("[{lo:.4}, {hi:.4}]"))
+        .unwrap_or_else(|| "(no interval below 6 rounds)".into());
+    println!(
+        "baseline on/off, CPU per exec (workload + daemon): {r:.4} {interval}, off {:.1} us, on {:.1} us (target <= {TARGET}) {}",
+        median(&off_us),
+        median(&on_us),
+        if r <= TARGET { "OK" } else { "OVER TARGET" }
+    );
+    println!("load average (1/5/15 min) at the end: {}", load_average());
+    Ok(())
+}
