@@ -217,10 +217,30 @@ fn baselines_survive_a_crash_carry_over_an_upgrade_and_move_between_nodes() {
     let locked = baseline_cli(&node, &["lock", &id[..8]]);
     assert_eq!(locked[0]["state"], "monitoring", "{locked:?}");
 
-    // SIGKILL and restart: still monitoring, nothing lost.
-    node.crash_and_restart();
+    // SIGKILL and restart: still monitoring, nothing lost. A workload that started while
+    // the daemon was down learns, and says its baseline is partial.
+    node.kill_daemon();
+    let late = workload(&node, "late");
+    node.start_daemon();
     let after = wait_state(&node, "api", "monitoring");
     assert_eq!(after["entries"], b["entries"], "{after}");
+    sh(&late, LEARNED);
+    let start = Instant::now();
+    let late_b = loop {
+        match baseline_of(&node, "late") {
+            Some(b) if b["entries"].as_u64().unwrap() >= 2 => break b,
+            _ if start.elapsed() > Duration::from_secs(20) => panic!("late learned nothing"),
+            _ => std::thread::sleep(Duration::from_millis(200)),
+        }
+    };
+    assert_eq!(late_b["partial"], true, "{late_b}");
+    assert!(
+        late_b["partial_reasons"]
+            .to_string()
+            .contains("started after"),
+        "{late_b}"
+    );
+    assert_eq!(after["partial"], false, "locked before the crash: {after}");
     sh(&c, LEARNED);
     sh(&c, OTHER);
     node.wait_alert(&c, kind_path("baseline_unexpected_exec", OTHER));

@@ -51,6 +51,8 @@ pub trait ImageFiles: Send + Sync + 'static {
 
 /// How often learning ends are checked, losses looked at and changed baselines saved.
 const TICK: Duration = Duration::from_secs(1);
+/// Containers whose baseline id is remembered.
+const BY_CONTAINER: usize = 16 * 1024;
 /// Observations that may wait for the analyzer.
 pub const FEED_QUEUE: usize = 4096;
 
@@ -148,6 +150,8 @@ pub struct BaselineStage {
     catalog: Arc<dyn ImageFiles>,
     metrics: Arc<Metrics>,
     baselines: HashMap<String, Baseline>,
+    /// (containerd namespace, container id) -> (manifest, baseline id).
+    by_container: HashMap<(String, String), (String, String)>,
     dirty: HashSet<String>,
     /// (baseline id, kind, entry) -> (last alert, repeats folded since).
     cooldown: HashMap<(String, AlertKind, String), (u64, u64)>,
@@ -209,6 +213,7 @@ impl BaselineStage {
             catalog,
             metrics,
             baselines,
+            by_container: HashMap::new(),
             dirty: HashSet::new(),
             cooldown: HashMap::new(),
             started: SystemTime::now(),
@@ -374,8 +379,23 @@ impl BaselineStage {
     /// The baseline of `container`'s workload, created (or seeded from the workload's
     /// previous image) when it has none; `None` before its image manifest is known.
     async fn baseline_of(&mut self, container: &ContainerInfo) -> Option<String> {
+        // Every exec asks: the key (a sha256 over its fields) is worked out once per
+        // container and image.
+        let seen = (container.namespace.clone(), container.id.clone());
+        if let Some((manifest, id)) = self.by_container.get(&seen) {
+            if container.manifest_digest.as_ref() == Some(manifest)
+                && self.baselines.contains_key(id)
+            {
+                return Some(id.clone());
+            }
+        }
         let (key, source) = key::key_of(container)?;
         let id = key.id();
+        if self.by_container.len() >= BY_CONTAINER {
+            self.by_container.clear();
+        }
+        self.by_container
+            .insert(seen, (key.manifest.clone(), id.clone()));
         if self.baselines.contains_key(&id) {
             return Some(id);
         }
