@@ -9,17 +9,13 @@
 //! CPU the median of both sides.
 
 use crate::alert_latency::load_average;
-use crate::exec_overhead::{exec_loop, median, median_ci, BpfStats, Daemon};
+use crate::exec_overhead::{exec_loop, exec_loop_container, median, median_ci, BpfStats, Daemon};
 use crate::Args;
 use anyhow::{ensure, Result};
-use layerguard_tests::{
-    build_static_c, busybox_image, unique_id, Container, Layer, PrivateContainerd,
-};
+use layerguard_tests::PrivateContainerd;
 use std::time::Duration;
 
 const NS: &str = "lg-bench-baseline";
-const EXEC_LOOP_C: &str = include_str!("../c/exec_loop.c");
-const TINY_C: &str = include_str!("../c/tiny.c");
 const TARGET: f64 = 1.01;
 
 pub fn run(args: &Args) -> Result<()> {
@@ -27,23 +23,10 @@ pub fn run(args: &Args) -> Result<()> {
     println!("load average (1/5/15 min) at the start: {}", load_average());
     let _stats = BpfStats::enable()?;
     let containerd = PrivateContainerd::start()?;
-    let image = busybox_image("layerguard.bench/baseline:1")?
-        .layer(
-            Layer::new()
-                .file_from_host(
-                    "/bench/exec_loop",
-                    build_static_c("exec_loop", EXEC_LOOP_C)?,
-                    0o755,
-                )
-                .file_from_host("/bench/tiny", build_static_c("tiny", TINY_C)?, 0o755),
-        )
-        .import(&containerd, NS)?;
-    let c = Container::run_detached(
+    let c = exec_loop_container(
         &containerd,
         NS,
-        &image.reference,
-        &unique_id("bench"),
-        &["sleep", "3600"],
+        "layerguard.bench/baseline:1",
         &[("io.layerguard.workload", "bench")],
     )?;
     let dir = tempfile::tempdir()?;

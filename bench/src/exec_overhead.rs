@@ -384,28 +384,41 @@ struct CpuOn {
     programs: f64,
 }
 
+/// A container of an image with `/bench/exec_loop` and `/bench/tiny` (imported into `ns`
+/// as `reference`), running `sleep 3600` with `labels`.
+pub(crate) fn exec_loop_container(
+    containerd: &PrivateContainerd,
+    ns: &str,
+    reference: &str,
+    labels: &[(&str, &str)],
+) -> Result<Container> {
+    let image = busybox_image(reference)?
+        .layer(
+            Layer::new()
+                .file_from_host(
+                    "/bench/exec_loop",
+                    build_static_c("exec_loop", EXEC_LOOP_C)?,
+                    0o755,
+                )
+                .file_from_host("/bench/tiny", build_static_c("tiny", TINY_C)?, 0o755),
+        )
+        .import(containerd, ns)?;
+    Container::run_detached(
+        containerd,
+        ns,
+        &image.reference,
+        &unique_id("bench"),
+        &["sleep", "3600"],
+        labels,
+    )
+}
+
 pub fn run(args: &Args) -> Result<()> {
     println!("\n== exec overhead: fork+exec+wait of a static binary in a container");
     println!("load average (1/5/15 min) at the start: {}", load_average());
     let _stats = BpfStats::enable()?;
     let containerd = PrivateContainerd::start()?;
-    let exec_loop_bin = build_static_c("exec_loop", EXEC_LOOP_C)?;
-    let tiny = build_static_c("tiny", TINY_C)?;
-    let image = busybox_image("layerguard.bench/exec:1")?
-        .layer(
-            Layer::new()
-                .file_from_host("/bench/exec_loop", exec_loop_bin, 0o755)
-                .file_from_host("/bench/tiny", tiny, 0o755),
-        )
-        .import(&containerd, NS)?;
-    let c = Container::run_detached(
-        &containerd,
-        NS,
-        &image.reference,
-        &unique_id("bench"),
-        &["sleep", "3600"],
-        &[],
-    )?;
+    let c = exec_loop_container(&containerd, NS, "layerguard.bench/exec:1", &[])?;
     let dir = tempfile::tempdir()?;
     exec_loop(&c, 200)?; // warm caches before anything is measured
 

@@ -100,6 +100,20 @@ fn wait_state(node: &TestNode, workload: &str, state: &str) -> Value {
     }
 }
 
+/// The baseline of `workload` once it learned at least `n` entries.
+fn wait_entries(node: &TestNode, workload: &str, n: u64) -> Value {
+    let start = Instant::now();
+    loop {
+        match baseline_of(node, workload) {
+            Some(b) if b["entries"].as_u64().unwrap() >= n => return b,
+            _ if start.elapsed() > Duration::from_secs(20) => {
+                panic!("{workload} learned fewer than {n} entries")
+            }
+            _ => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
 fn kind_path(kind: &'static str, path: &'static str) -> impl Fn(&Value) -> bool {
     move |a: &Value| a["kind"] == kind && a["evidence"]["path"] == path
 }
@@ -109,6 +123,31 @@ fn baseline_alerts(node: &TestNode, c: &Container) -> Vec<Value> {
         .into_iter()
         .filter(|a| a["kind"].as_str().unwrap().starts_with("baseline_"))
         .collect()
+}
+
+/// Restarts the container's task the way a kubelet restart does: same container, a new
+/// init process.
+fn restart(node: &TestNode, c: &Container) {
+    let ns = c.namespace();
+    let _ = node
+        .containerd
+        .ctr_ns(ns, &["task", "kill", "-s", "SIGKILL", c.id()]);
+    let start = Instant::now();
+    while node
+        .containerd
+        .ctr_ns(ns, &["task", "delete", c.id()])
+        .map_or(true, |o| !o.status.success())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "task of {} not deleted",
+            c.id()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    node.containerd
+        .ctr_ok(ns, &["task", "start", "-d", c.id()])
+        .expect("task start");
 }
 
 /// The learned behaviour: a shell that runs the tool and writes a data file.
@@ -137,7 +176,10 @@ fn a_workload_learns_then_alerts_once_on_what_it_never_did() {
         "{doc}"
     );
 
-    // Monitoring: the learned behaviour is quiet, in this container and a replica.
+    // Monitoring: the learned behaviour is quiet, in this container, after a restart of
+    // it (a new init process), and in a replica.
+    sh(&c, LEARNED);
+    restart(&node, &c);
     sh(&c, LEARNED);
     let replica = workload(&node, "web");
     sh(&replica, LEARNED);
@@ -203,14 +245,7 @@ fn baselines_survive_a_crash_carry_over_an_upgrade_and_move_between_nodes() {
     let mut node = node_with(&["--set", "baseline.learn_seconds=3600"]);
     let c = workload(&node, "api");
     sh(&c, LEARNED);
-    let start = Instant::now();
-    let b = loop {
-        match baseline_of(&node, "api") {
-            Some(b) if b["entries"].as_u64().unwrap() >= 3 => break b,
-            _ if start.elapsed() > Duration::from_secs(20) => panic!("nothing learned"),
-            _ => std::thread::sleep(Duration::from_millis(200)),
-        }
-    };
+    let b = wait_entries(&node, "api", 3);
     assert_eq!(b["state"], "learning", "learn_seconds is an hour: {b}");
     let id = b["id"].as_str().unwrap().to_string();
     // `lock` ends learning now (a prefix of the id will do).
@@ -225,14 +260,7 @@ fn baselines_survive_a_crash_carry_over_an_upgrade_and_move_between_nodes() {
     let after = wait_state(&node, "api", "monitoring");
     assert_eq!(after["entries"], b["entries"], "{after}");
     sh(&late, LEARNED);
-    let start = Instant::now();
-    let late_b = loop {
-        match baseline_of(&node, "late") {
-            Some(b) if b["entries"].as_u64().unwrap() >= 2 => break b,
-            _ if start.elapsed() > Duration::from_secs(20) => panic!("late learned nothing"),
-            _ => std::thread::sleep(Duration::from_millis(200)),
-        }
-    };
+    let late_b = wait_entries(&node, "late", 2);
     assert_eq!(late_b["partial"], true, "{late_b}");
     assert!(
         late_b["partial_reasons"]
