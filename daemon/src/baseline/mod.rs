@@ -53,6 +53,10 @@ pub trait ImageFiles: Send + Sync + 'static {
 const TICK: Duration = Duration::from_secs(1);
 /// Containers whose baseline id is remembered.
 const BY_CONTAINER: usize = 16 * 1024;
+/// (baseline, kind, entry) cooldowns kept: a container that makes up new directories or
+/// exe names must not grow the daemon without bound. Past it, the cooldowns that are over
+/// go; if all are running, the oldest half.
+const COOLDOWNS: usize = 64 * 1024;
 /// Observations that may wait for the analyzer.
 pub const FEED_QUEUE: usize = 4096;
 
@@ -543,6 +547,9 @@ impl BaselineStage {
                 std::mem::take(folded)
             }
             None => {
+                if self.cooldown.len() >= COOLDOWNS {
+                    prune_cooldowns(&mut self.cooldown, t, cooldown);
+                }
                 self.cooldown.insert(ck, (t, 0));
                 0
             }
@@ -645,6 +652,25 @@ impl BaselineStage {
     }
 }
 
+/// Room in the cooldowns: the ones that are over go; if all are running, the older half.
+fn prune_cooldowns(
+    cooldowns: &mut HashMap<(String, AlertKind, String), (u64, u64)>,
+    t: u64,
+    cooldown: u64,
+) {
+    cooldowns.retain(|_, (last, _)| t.saturating_sub(*last) < cooldown);
+    if cooldowns.len() >= COOLDOWNS {
+        let mut times: Vec<u64> = cooldowns.values().map(|(last, _)| *last).collect();
+        times.sort_unstable();
+        let median = times[times.len() / 2];
+        cooldowns.retain(|_, (last, _)| *last > median);
+    }
+    warn!(
+        kept = cooldowns.len(),
+        "baseline cooldowns pruned: a workload keeps doing new unexpected things"
+    );
+}
+
 /// The container runtime's shims and runc: the parent of a container's first process.
 fn is_runtime(exe: &str) -> bool {
     let name = exe.rsplit('/').next().unwrap_or(exe);
@@ -677,5 +703,32 @@ fn write_process(w: &WriteSeen) -> AlertProcess {
         argv: crate::procfs::argv(w.pid).unwrap_or_default(),
         ancestry,
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cooldowns_stay_bounded_and_keep_the_running_ones() {
+        let mut c = HashMap::new();
+        for i in 0..COOLDOWNS as u64 {
+            c.insert(
+                (
+                    "b".to_string(),
+                    AlertKind::BaselineUnexpectedWrite,
+                    format!("/d{i}"),
+                ),
+                (i, 0),
+            );
+        }
+        // All still running (cooldown longer than their ages): the older half goes.
+        prune_cooldowns(&mut c, COOLDOWNS as u64, 10 * COOLDOWNS as u64);
+        assert!(c.len() < COOLDOWNS / 2 + 1, "{}", c.len());
+        assert!(c.values().all(|(last, _)| *last >= COOLDOWNS as u64 / 2));
+        // Over: they go.
+        prune_cooldowns(&mut c, 100 * COOLDOWNS as u64, 1);
+        assert!(c.is_empty());
     }
 }
