@@ -52,15 +52,20 @@ fn sh(c: &Container, script: &str) {
     run_ok(c, &["/bin/sh", "-c", script]);
 }
 
-/// The CLI's output on the node's socket, as JSON lines.
-fn baseline_cli(node: &TestNode, args: &[&str]) -> Vec<Value> {
+/// `layerguard baseline ARGS --json` on the node's socket: its standard output.
+fn baseline_out(node: &TestNode, args: &[&str]) -> Vec<u8> {
     let socket = node.api_socket();
     let mut all = vec!["baseline"];
     all.extend_from_slice(args);
     all.extend(["--json", "--socket", socket.to_str().unwrap()]);
     let out = node.cli(&all);
     assert!(out.status.success(), "layerguard {all:?}: {out:?}");
-    String::from_utf8(out.stdout)
+    out.stdout
+}
+
+/// The CLI's output as JSON lines (list, lock, relearn, import).
+fn baseline_cli(node: &TestNode, args: &[&str]) -> Vec<Value> {
+    String::from_utf8(baseline_out(node, args))
         .unwrap()
         .lines()
         .filter(|l| !l.trim().is_empty())
@@ -70,13 +75,7 @@ fn baseline_cli(node: &TestNode, args: &[&str]) -> Vec<Value> {
 
 /// A whole JSON document the CLI printed (export, show).
 fn baseline_doc(node: &TestNode, args: &[&str]) -> Value {
-    let socket = node.api_socket();
-    let mut all = vec!["baseline"];
-    all.extend_from_slice(args);
-    all.extend(["--json", "--socket", socket.to_str().unwrap()]);
-    let out = node.cli(&all);
-    assert!(out.status.success(), "layerguard {all:?}: {out:?}");
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_slice(&baseline_out(node, args)).unwrap()
 }
 
 fn baseline_of(node: &TestNode, workload: &str) -> Option<Value> {
