@@ -119,6 +119,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let containers =
         ContainersStage::new(&config.containers, containerd.clone(), sensor.host_mnt_ns())
             .with_metrics(metrics.clone());
+    let containers_table = containers.directory();
 
     let catalog = Arc::new(ImageCatalog::new(
         containerd.clone(),
@@ -195,6 +196,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     if let Some((stage, input, feed, _, commands)) = baseline.take() {
         verify = verify.with_baseline(feed.clone());
         files = files.map(|f| f.with_baseline(feed));
+        let stage = stage.with_containers(containers_table.clone());
         baseline_stage = Some((stage, input, commands));
     }
     // The analyzers, each behind its own channel of the process stage's batches (a drain

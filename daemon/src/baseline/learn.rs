@@ -233,11 +233,11 @@ fn collapse(b: &mut Baseline, dir: &str, limit: usize) {
     }
 }
 
-/// Whether learning is over at `now`: it ran `learn_seconds` and learned nothing new for
-/// `quiet_seconds`.
+/// Whether learning is over at `now`: the workload ran `learn_seconds` while it learned,
+/// and nothing new was learned for `quiet_seconds`.
 pub fn learning_done(b: &Baseline, now: u64, config: &BaselineConfig) -> bool {
     b.state == State::Learning
-        && now.saturating_sub(b.learning_since) >= config.learn_seconds
+        && b.ran_seconds >= config.learn_seconds
         && now.saturating_sub(b.last_new_entry) >= config.quiet_seconds
 }
 
@@ -265,6 +265,7 @@ pub fn seed_upgrade(
     let mut b = Baseline::new(key, previous.name_source, now);
     b.state = previous.state;
     b.learning_since = previous.learning_since;
+    b.ran_seconds = previous.ran_seconds;
     b.last_new_entry = previous.last_new_entry;
     b.monitoring_since = previous.monitoring_since.map(|_| now);
     b.partial = previous.partial.clone();
@@ -349,8 +350,11 @@ mod tests {
             observe_exec(&mut b, &exec("/tmp/x", "/bin/sh", false, 4), &c),
             ExecOutcome::NotLearned(_)
         ));
-        assert!(!learning_done(&b, 50, &c), "too early");
-        assert!(!learning_done(&b, 100, &c) || b.last_new_entry + 10 <= 100);
+        b.ran_seconds = 50;
+        assert!(!learning_done(&b, 120, &c), "ran too short");
+        // Time alone does not end learning: the workload must have run.
+        assert!(!learning_done(&b, 10_000, &c));
+        b.ran_seconds = 100;
         assert!(learning_done(&b, 120, &c));
         lock(&mut b, 120);
         assert_eq!(b.state, State::Monitoring);
@@ -384,6 +388,7 @@ mod tests {
         let c = config();
         let mut b = Baseline::new(key("sha256:1"), NameSource::Label, 0);
         observe_exec(&mut b, &exec("/a", "", true, 95), &c);
+        b.ran_seconds = 100;
         assert!(!learning_done(&b, 100, &c), "new entry 5 s ago");
         assert!(learning_done(&b, 105, &c));
         for i in 0..10 {

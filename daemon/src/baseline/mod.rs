@@ -51,6 +51,8 @@ pub trait ImageFiles: Send + Sync + 'static {
 
 /// How often learning ends are checked, losses looked at and changed baselines saved.
 const TICK: Duration = Duration::from_secs(1);
+/// How often running time and sightings alone are saved.
+const PROGRESS_SAVE: Duration = Duration::from_secs(60);
 /// Containers whose baseline id is remembered.
 const BY_CONTAINER: usize = 16 * 1024;
 /// (baseline, kind, entry) cooldowns kept: a container that makes up new directories or
@@ -160,6 +162,10 @@ pub struct BaselineStage {
     /// (baseline id, kind, entry) -> (last alert, repeats folded since).
     cooldown: HashMap<(String, AlertKind, String), (u64, u64)>,
     started: SystemTime,
+    /// The containers stage's table: which workloads run (learning counts their time).
+    containers: Option<tokio::sync::watch::Receiver<crate::containers::ContainerList>>,
+    last_tick: u64,
+    last_progress_save: u64,
     lost: Arc<AtomicU64>,
     /// Losses (the feed's and the sensor's) at the last tick.
     lost_seen: u64,
@@ -221,11 +227,24 @@ impl BaselineStage {
             dirty: HashSet::new(),
             cooldown: HashMap::new(),
             started: SystemTime::now(),
+            containers: None,
+            last_tick: now(),
+            last_progress_save: now(),
             lost: lost.clone(),
             lost_seen: 0,
             stats: BaselineStats::default(),
         };
         (stage, rx, Feed { tx, lost }, Handle(cmd_tx), cmd_rx)
+    }
+
+    /// Counts learning time only while a container of the workload runs, from the
+    /// containers stage's table.
+    pub fn with_containers(
+        mut self,
+        table: tokio::sync::watch::Receiver<crate::containers::ContainerList>,
+    ) -> Self {
+        self.containers = Some(table);
+        self
     }
 
     pub async fn run(
@@ -275,15 +294,60 @@ impl BaselineStage {
             + (self.metrics.lost_kernel.total() + self.metrics.lost_queue.get())
     }
 
+    /// The baselines with a running container now (all of them when the stage has no
+    /// container table: then every second counts as running).
+    fn running(&mut self) -> Option<HashSet<String>> {
+        let list = self.containers.as_ref()?.borrow().clone();
+        let mut ids = HashSet::new();
+        for c in list.iter() {
+            if c.task.as_ref().is_none_or(|t| t.exited_at.is_some()) {
+                continue;
+            }
+            let seen = (c.info.namespace.clone(), c.info.id.clone());
+            let id = match self.by_container.get(&seen) {
+                Some((manifest, id)) if c.info.manifest_digest.as_ref() == Some(manifest) => {
+                    id.clone()
+                }
+                _ => match key::key_of(&c.info) {
+                    Some((k, _)) => k.id(),
+                    None => continue,
+                },
+            };
+            ids.insert(id);
+        }
+        Some(ids)
+    }
+
     fn tick(&mut self) {
         let t = now();
+        // Seconds since the last tick, as running time (a stall or a suspended VM counts
+        // for at most a few ticks).
+        let elapsed = t.saturating_sub(self.last_tick).min(5 * TICK.as_secs());
+        self.last_tick = t;
+        let running = self.running();
         let losses = self.losses();
         let lost = losses > self.lost_seen;
         self.lost_seen = losses;
+        // Running time and last sightings are saved with the next change, or once every
+        // PROGRESS_SAVE (a crash loses at most that much learning time), not every second.
+        let progress = t.saturating_sub(self.last_progress_save) >= PROGRESS_SAVE.as_secs();
+        if progress {
+            self.last_progress_save = t;
+        }
         for (id, b) in self.baselines.iter_mut() {
             if lost && b.state == State::Learning {
                 b.mark_partial("events were lost while it learned");
                 self.dirty.insert(id.clone());
+            }
+            if running.as_ref().is_none_or(|r| r.contains(id)) {
+                // An idle workload is still there: not retained by events alone.
+                b.last_seen = b.last_seen.max(t);
+                if b.state == State::Learning {
+                    b.ran_seconds += elapsed;
+                }
+                if progress {
+                    self.dirty.insert(id.clone());
+                }
             }
             if learn::learning_done(b, t, &self.config) {
                 learn::lock(b, t);

@@ -145,9 +145,12 @@ pub struct Baseline {
     /// Why it may miss behaviour: the daemon started after the workload, events were lost
     /// while it learned, it hit its entry bound, it was seeded from another image.
     pub partial: Vec<String>,
-    /// When learning (re)started, and when the workload first ran while it learned.
+    /// When learning (re)started.
     pub learning_since: u64,
-    pub workload_since: u64,
+    /// Seconds a container of the workload ran while it learned (learning ends after
+    /// `baseline.learn_seconds` of them: a workload that was stopped has not shown much).
+    #[serde(default)]
+    pub ran_seconds: u64,
     /// The last time a new entry was learned.
     pub last_new_entry: u64,
     pub monitoring_since: Option<u64>,
@@ -177,7 +180,7 @@ impl Baseline {
             state: State::Learning,
             partial: Vec::new(),
             learning_since: now,
-            workload_since: now,
+            ran_seconds: 0,
             last_new_entry: now,
             monitoring_since: None,
             last_seen: now,

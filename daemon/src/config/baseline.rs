@@ -11,7 +11,7 @@ use std::time::Duration;
 pub struct BaselineConfig {
     /// Learn baselines and alert on what a workload never did once they are monitoring.
     pub enabled: bool,
-    /// A baseline learns at least this long (seconds of the workload running)...
+    /// A baseline learns until a container of its workload ran this long (seconds)...
     pub learn_seconds: u64,
     /// ...and until no new entry appeared for this long.
     pub quiet_seconds: u64,
