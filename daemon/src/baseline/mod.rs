@@ -774,6 +774,64 @@ fn write_process(w: &WriteSeen) -> AlertProcess {
 mod tests {
     use super::*;
 
+    struct NoImages;
+
+    impl ImageFiles for NoImages {
+        fn index_of<'a>(
+            &'a self,
+            _: &'a ContainerInfo,
+        ) -> futures_util::future::BoxFuture<'a, Option<Arc<crate::image::LayerIndex>>> {
+            Box::pin(async { None })
+        }
+    }
+
+    fn container(id: &str) -> Arc<ContainerInfo> {
+        let labels = [(key::LABEL_WORKLOAD.to_string(), "web".to_string())].into();
+        let mut c = ContainerInfo::new("default", id, Some("web:1".into()), labels, None);
+        c.manifest_digest = Some(format!("sha256:{}", "ab".repeat(32)));
+        Arc::new(c)
+    }
+
+    #[tokio::test]
+    async fn losses_while_learning_make_the_baseline_partial_and_it_is_saved() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = BaselineConfig::default();
+        let (mut stage, _input, feed, _handle, _commands) = BaselineStage::new(
+            &config,
+            dir.path(),
+            Arc::new(NoImages),
+            Arc::new(Metrics::new()),
+        );
+        let (alerts, _rx) = mpsc::channel(8);
+        let w = WriteSeen {
+            container: container("c1"),
+            dir: "/tmp".into(),
+            clean: true,
+            pid: 1,
+            comm: "sh".into(),
+            ancestry: Vec::new(),
+        };
+        stage.on_observed(Observed::Write(w), &alerts).await;
+        stage.tick();
+        let id = stage.baselines.keys().next().unwrap().clone();
+        assert!(stage.baselines[&id].partial.is_empty());
+        // The feed's queue overflowed (or the kernel ring did): what was learned may miss
+        // something.
+        feed.lost.fetch_add(3, Ordering::Relaxed);
+        stage.tick();
+        let b = &stage.baselines[&id];
+        assert_eq!(
+            b.partial,
+            vec!["events were lost while it learned".to_string()]
+        );
+        if let Some(saving) = stage.saving.take() {
+            saving.await.unwrap();
+        }
+        let stored = Store::open(dir.path()).unwrap().load_all();
+        assert_eq!(stored.len(), 1);
+        assert_eq!(stored[0].writes.len(), 1);
+    }
+
     #[test]
     fn cooldowns_stay_bounded_and_keep_the_running_ones() {
         let mut c = HashMap::new();
