@@ -149,9 +149,12 @@ fn binary_claim(exec: &ExecEvent) -> Claim {
 }
 
 /// The argument a shell or interpreter was asked to run (`sh /tmp/x.sh`), if argv names
-/// one; `complete` is false when argv was cut inside it.
+/// one; `complete` is false when argv was cut inside it. An argument the sensor did not
+/// get at all (argv0 alone filled what it keeps, or argv could not be read: the exec has
+/// more arguments than the event carries) is `("", false)`: unknown, never "no script".
 pub fn script_argument(exec: &ExecEvent) -> Option<(&str, bool)> {
-    let argv0 = exec.argv.first()?;
+    // Without argv, the executed file's name says whether it is a shell or interpreter.
+    let argv0 = exec.argv.first().unwrap_or(&exec.filename);
     let argv0 = argv0.rsplit('/').next().unwrap_or(argv0);
     let runner = SCRIPT_RUNNERS.iter().any(|r| {
         argv0 == *r
@@ -163,11 +166,11 @@ pub fn script_argument(exec: &ExecEvent) -> Option<(&str, bool)> {
     if !runner {
         return None;
     }
-    let arg = exec
-        .argv
-        .get(1)
-        .map(String::as_str)
-        .filter(|a| !a.is_empty() && !a.starts_with('-'))?;
+    let Some(arg) = exec.argv.get(1) else {
+        let unseen = exec.argc >= 2 && (exec.argv_truncated || exec.argv.is_empty());
+        return unseen.then_some(("", false));
+    };
+    let arg = Some(arg.as_str()).filter(|a| !a.is_empty() && !a.starts_with('-'))?;
     // The sensor keeps the first bytes of argv: the last argument it kept may be cut.
     let complete = !(exec.argv_truncated && exec.argv.len() == 2);
     Some((arg, complete))
@@ -200,7 +203,17 @@ fn script_claim(exec: &ExecEvent) -> Option<ScriptClaim> {
         });
     }
     let (arg, complete) = script_argument(exec)?;
-    let claim = if !complete {
+    let claim = if arg.is_empty() {
+        Claim::Unknown {
+            shown: "argument 1".into(),
+            reason: format!(
+                "argv of {} reached the daemon without its first argument (cut or unreadable \
+                 in the kernel), so the script it may run is unknown",
+                exec.filename
+            ),
+            recovery: Recovery::Argument { index: 1 },
+        }
+    } else if !complete {
         Claim::Unknown {
             shown: format!("{arg}..."),
             reason: format!(
@@ -309,6 +322,28 @@ mod tests {
                 ..
             }
         ));
+        // argv0 alone filled what the sensor keeps, or argv could not be read: the
+        // argument is unknown (recovered from /proc, or unverifiable), not absent.
+        let mut e = exec("/bin/sh", &["/././././bin/sh"]);
+        e.argv_truncated = true;
+        e.argc = 2;
+        assert!(matches!(
+            exec_paths(&e).script.unwrap().claim,
+            Claim::Unknown {
+                recovery: Recovery::Argument { index: 1 },
+                ..
+            }
+        ));
+        let mut e = exec("/bin/sh", &[]);
+        e.argc = 2;
+        assert!(matches!(
+            exec_paths(&e).script.unwrap().claim,
+            Claim::Unknown { .. }
+        ));
+        // A shell with no argument at all is no script.
+        let mut e = exec("/bin/sh", &[]);
+        e.argc = 1;
+        assert!(exec_paths(&e).script.is_none());
         // Cut after a complete argument: the argument itself is whole.
         let mut e = exec("/bin/sh", &["sh", "/tmp/x.sh", "arg"]);
         e.argv_truncated = true;
