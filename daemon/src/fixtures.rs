@@ -7,7 +7,8 @@ use crate::alert::{
 };
 use crate::clock::MonoNs;
 use crate::sensor::event::{
-    ExecEvent, ExitEvent, ForkEvent, Observation, ProcessEvent, ProcessRef, SensorEvent,
+    ExecEvent, ExitEvent, FileEvent, FileIdentity, FileOp, ForkEvent, Observation, ProcessEvent,
+    ProcessRef, SensorEvent,
 };
 use std::sync::Arc;
 
@@ -44,6 +45,30 @@ pub fn exec_event(argv: &[&str]) -> ExecEvent {
         nlink: 1,
         overlay: true,
         ..ExecEvent::default()
+    }
+}
+
+/// A write by process `tgid` (comm `sh`) of a regular file at `host_path`.
+pub fn file_write(tgid: u32, host_path: &str) -> FileEvent {
+    FileEvent {
+        process: process(tgid, 1, 0),
+        op: FileOp::Write,
+        uid: 0,
+        gid: 0,
+        comm: "sh".into(),
+        file: FileIdentity { dev: 1, ino: 2 },
+        kernel_dev: 1,
+        host_path: Some(host_path.into()),
+        caller_path: None,
+        path_truncated: false,
+        mode: 0o100644,
+        size: 1,
+        nlink: 1,
+        ctime_sec: 0,
+        ctime_nsec: 0,
+        memfd: false,
+        deleted: false,
+        data_dir: true,
     }
 }
 

@@ -218,6 +218,17 @@ fn a_workload_learns_then_alerts_once_on_what_it_never_did() {
     sh(&c, "mkdir -p /srv/new && echo x > /srv/new/f");
     let a = node.wait_alert(&c, kind_path("baseline_unexpected_write", "/srv/new"));
     assert_eq!(a["severity"], "medium", "{a}");
+    // The writer, and its parent (not itself) as ppid and ancestry.
+    let p = &a["process"];
+    assert_ne!(p["ppid"], p["pid"], "{a}");
+    assert!(
+        p["ancestry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["pid"] != p["pid"]),
+        "{a}"
+    );
     // The same unexpected exec again: folded by the cooldown, not alerted.
     sh(&c, OTHER);
     // A marker: the dropped binary still alerts by its integrity verdict in monitoring.

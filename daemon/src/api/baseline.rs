@@ -5,7 +5,8 @@
 //! line of every change. The baselines are the analyzer's: nothing is kept here.
 
 use super::auth::Peer;
-use crate::baseline::{self, model::Baseline, Command, Handle};
+use crate::baseline::model::{rfc3339, Baseline};
+use crate::baseline::{self, Command, Handle};
 use layerguard_proto::v1 as pb;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -38,11 +39,6 @@ impl BaselineApi {
             .map_err(Status::not_found)?;
         Ok(Response::new(response(&b)))
     }
-}
-
-fn rfc3339(unix: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix))
-        .to_string()
 }
 
 /// The summary `list` shows.

@@ -2,57 +2,72 @@
 //! `baseline_unexpected_parent`, `baseline_unexpected_write`, with the baseline's key,
 //! state and what it learned instead. Building only; when to alert is the stage's.
 
-use super::model::Baseline;
+use super::model::{rfc3339, Baseline};
 use crate::alert::AlertDraft;
 use crate::alert::{AlertKind, AlertProcess, BaselineEvidence, Evidence, Severity};
 use crate::identity::ContainerInfo;
 
-/// What was unexpected.
-pub enum Unexpected<'a> {
+/// What was unexpected, and what was learned instead.
+pub enum Unexpected {
     Exec {
-        exe: &'a str,
-        parent: &'a str,
-        learned: &'a [String],
+        exe: String,
+        parent: String,
+        learned: Vec<String>,
     },
     Parent {
-        exe: &'a str,
-        parent: &'a str,
-        learned: &'a [String],
+        exe: String,
+        parent: String,
+        learned: Vec<String>,
     },
     Write {
-        dir: &'a str,
-        learned: &'a [String],
+        dir: String,
+        learned: Vec<String>,
     },
 }
 
-fn rfc3339(unix: u64) -> String {
-    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix))
-        .to_string()
+impl Unexpected {
+    pub fn kind(&self) -> AlertKind {
+        match self {
+            Unexpected::Exec { .. } => AlertKind::BaselineUnexpectedExec,
+            Unexpected::Parent { .. } => AlertKind::BaselineUnexpectedParent,
+            Unexpected::Write { .. } => AlertKind::BaselineUnexpectedWrite,
+        }
+    }
+
+    /// The entry a cooldown folds repeats of (with the baseline and the kind).
+    pub fn entry(&self) -> String {
+        match self {
+            Unexpected::Exec { exe, parent, .. } | Unexpected::Parent { exe, parent, .. } => {
+                format!("{exe}\0{parent}")
+            }
+            Unexpected::Write { dir, .. } => dir.clone(),
+        }
+    }
 }
 
 pub fn draft(
-    u: &Unexpected<'_>,
+    u: &Unexpected,
     b: &Baseline,
     container: &ContainerInfo,
     process: Option<AlertProcess>,
     repeats: u64,
 ) -> AlertDraft {
     let shown = super::learn::shown_parent;
-    let (kind, severity, path, entry, learned_instead, reason) = match u {
+    let kind = u.kind();
+    let (severity, path, entry, learned, reason) = match u {
         Unexpected::Exec {
             exe,
             parent,
             learned,
         } => (
-            AlertKind::BaselineUnexpectedExec,
             if super::learn::is_living_off_the_land(exe) {
                 Severity::High
             } else {
                 Severity::Medium
             },
-            exe.to_string(),
+            exe,
             format!("{exe} (parent {})", shown(parent)),
-            learned.to_vec(),
+            learned,
             format!(
                 "{exe} ran (started by {}), which workload {} never ran while it learned; \
                  learned execs include: {}",
@@ -66,11 +81,10 @@ pub fn draft(
             parent,
             learned,
         } => (
-            AlertKind::BaselineUnexpectedParent,
             Severity::Medium,
-            exe.to_string(),
+            exe,
             format!("{exe} (parent {})", shown(parent)),
-            learned.to_vec(),
+            learned,
             format!(
                 "{exe} was started by {}, a parent it never had in workload {}; learned \
                  parents of {exe}: {}",
@@ -80,11 +94,10 @@ pub fn draft(
             ),
         ),
         Unexpected::Write { dir, learned } => (
-            AlertKind::BaselineUnexpectedWrite,
             Severity::Medium,
-            dir.to_string(),
-            dir.to_string(),
-            learned.to_vec(),
+            dir,
+            dir.clone(),
+            learned,
             format!(
                 "{dir} was written, a directory workload {} never wrote while it learned; \
                  learned directories include: {}",
@@ -116,7 +129,7 @@ pub fn draft(
         container: container.alert_container(Some(b.key.manifest.clone())),
         process,
         evidence: Some(Evidence {
-            path: Some(path),
+            path: Some(path.clone()),
             reason,
             baseline: Some(BaselineEvidence {
                 key: b.key.to_string(),
@@ -126,7 +139,7 @@ pub fn draft(
                 learned_since: rfc3339(b.learning_since),
                 monitoring_since: b.monitoring_since.map(rfc3339),
                 entry,
-                learned_instead,
+                learned_instead: learned.clone(),
                 repeats,
             }),
             ..Default::default()

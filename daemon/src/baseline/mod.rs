@@ -19,13 +19,13 @@ pub mod model;
 pub mod store;
 
 use crate::alert::AlertDraft;
-use crate::alert::{AlertKind, AlertProcess};
+use crate::alert::AlertKind;
 use crate::config::BaselineConfig;
 use crate::identity::ContainerInfo;
 use crate::image::digest::Digest;
 use crate::metrics::Metrics;
 use crate::process::Forebear;
-use crate::sensor::ExecEvent;
+use crate::sensor::{ExecEvent, FileEvent};
 use draft::Unexpected;
 use futures_util::FutureExt;
 use key::WorkloadKey;
@@ -83,8 +83,9 @@ pub struct WriteSeen {
     pub dir: String,
     /// No integrity alert came of it.
     pub clean: bool,
-    pub pid: u32,
-    pub comm: String,
+    /// The write, for an alert's process.
+    pub event: Arc<FileEvent>,
+    /// The acting process first, then its parents.
     pub ancestry: Vec<Forebear>,
 }
 
@@ -298,24 +299,32 @@ impl BaselineStage {
     /// container table: then every second counts as running).
     fn running(&mut self) -> Option<HashSet<String>> {
         let list = self.containers.as_ref()?.borrow().clone();
-        let mut ids = HashSet::new();
-        for c in list.iter() {
-            if c.task.as_ref().is_none_or(|t| t.exited_at.is_some()) {
-                continue;
-            }
-            let seen = (c.info.namespace.clone(), c.info.id.clone());
-            let id = match self.by_container.get(&seen) {
-                Some((manifest, id)) if c.info.manifest_digest.as_ref() == Some(manifest) => {
-                    id.clone()
-                }
-                _ => match key::key_of(&c.info) {
-                    Some((k, _)) => k.id(),
-                    None => continue,
-                },
-            };
-            ids.insert(id);
-        }
+        let ids = list
+            .iter()
+            .filter(|c| c.task.as_ref().is_some_and(|t| t.exited_at.is_none()))
+            .filter_map(|c| self.id_of(&c.info))
+            .collect();
         Some(ids)
+    }
+
+    /// The id of `container`'s baseline key, `None` before its image manifest is known.
+    /// Every exec and tick asks: the id (a sha256 over the key's fields) is worked out
+    /// once per container and image.
+    fn id_of(&mut self, container: &ContainerInfo) -> Option<String> {
+        let seen = (container.namespace.clone(), container.id.clone());
+        if let Some((manifest, id)) = self.by_container.get(&seen) {
+            if container.manifest_digest.as_ref() == Some(manifest) {
+                return Some(id.clone());
+            }
+        }
+        let manifest = container.manifest_digest.clone()?;
+        let (key, _) = key::key_of(container)?;
+        let id = key.id();
+        if self.by_container.len() >= BY_CONTAINER {
+            self.by_container.clear();
+        }
+        self.by_container.insert(seen, (manifest, id.clone()));
+        Some(id)
     }
 
     fn tick(&mut self) {
@@ -447,26 +456,11 @@ impl BaselineStage {
     /// The baseline of `container`'s workload, created (or seeded from the workload's
     /// previous image) when it has none; `None` before its image manifest is known.
     async fn baseline_of(&mut self, container: &ContainerInfo) -> Option<String> {
-        // Every exec asks: the key (a sha256 over its fields) is worked out once per
-        // container and image.
-        let seen = (container.namespace.clone(), container.id.clone());
-        if let Some((manifest, id)) = self.by_container.get(&seen) {
-            if container.manifest_digest.as_ref() == Some(manifest)
-                && self.baselines.contains_key(id)
-            {
-                return Some(id.clone());
-            }
-        }
-        let (key, source) = key::key_of(container)?;
-        let id = key.id();
-        if self.by_container.len() >= BY_CONTAINER {
-            self.by_container.clear();
-        }
-        self.by_container
-            .insert(seen, (key.manifest.clone(), id.clone()));
+        let id = self.id_of(container)?;
         if self.baselines.contains_key(&id) {
             return Some(id);
         }
+        let (key, source) = key::key_of(container)?;
         let t = now();
         let previous = self
             .baselines
@@ -523,82 +517,76 @@ impl BaselineStage {
         let Some(b) = self.baselines.get_mut(&id) else {
             return;
         };
-        type Entry = (String, String, String);
-        let (unexpected, entry, process): (Option<(AlertKind, Vec<String>)>, Entry, AlertProcess) =
-            match &o {
-                Observed::Exec(e) => {
-                    let parent = e
-                        .ancestry
-                        .first()
-                        .and_then(|f| f.exe.as_deref())
-                        .filter(|_| e.exec.ppid != 0)
-                        .map(str::to_string)
-                        .unwrap_or_default();
-                    // The container's first process: its parent is the runtime's shim.
-                    let parent = if is_runtime(&parent) {
-                        String::new()
-                    } else {
-                        parent
-                    };
-                    let fact = ExecFact {
-                        exe: &e.exe,
-                        parent: &parent,
-                        digest: e.digest,
-                        verified: e.verified,
-                        container: &container.id,
-                        now: t,
-                    };
-                    let outcome = learn::observe_exec(b, &fact, &self.config);
-                    let process = || exec_process(e);
-                    match outcome {
-                        ExecOutcome::Learned => {
-                            self.stats.learned += 1;
-                            self.dirty.insert(id.clone());
-                            debug!(baseline = %b.key, exe = %e.exe, parent, "learned exec");
-                            return;
-                        }
-                        ExecOutcome::UnexpectedExec { learned } => (
-                            Some((AlertKind::BaselineUnexpectedExec, learned)),
-                            (e.exe.clone(), parent, String::new()),
-                            process(),
-                        ),
-                        ExecOutcome::UnexpectedParent { learned } => (
-                            Some((AlertKind::BaselineUnexpectedParent, learned)),
-                            (e.exe.clone(), parent, String::new()),
-                            process(),
-                        ),
-                        _ => return,
+        let (unexpected, process) = match &o {
+            Observed::Exec(e) => {
+                let parent = e
+                    .ancestry
+                    .first()
+                    .and_then(|f| f.exe.as_deref())
+                    .filter(|_| e.exec.ppid != 0)
+                    .map(str::to_string)
+                    .unwrap_or_default();
+                // The container's first process: its parent is the runtime's shim.
+                let parent = if is_runtime(&parent) {
+                    String::new()
+                } else {
+                    parent
+                };
+                let fact = ExecFact {
+                    exe: &e.exe,
+                    parent: &parent,
+                    digest: e.digest,
+                    verified: e.verified,
+                    container: &container.id,
+                    now: t,
+                };
+                let unexpected = match learn::observe_exec(b, &fact, &self.config) {
+                    ExecOutcome::Learned => {
+                        self.stats.learned += 1;
+                        self.dirty.insert(id.clone());
+                        debug!(baseline = %b.key, exe = %e.exe, parent, "learned exec");
+                        return;
                     }
-                }
-                Observed::Write(w) => {
-                    let fact = WriteFact {
-                        dir: &w.dir,
-                        clean: w.clean,
-                        container: &container.id,
-                        now: t,
-                    };
-                    match learn::observe_write(b, &fact, &self.config) {
-                        WriteOutcome::Learned => {
-                            self.stats.learned += 1;
-                            self.dirty.insert(id.clone());
-                            debug!(baseline = %b.key, dir = %w.dir, "learned write directory");
-                            return;
-                        }
-                        WriteOutcome::Unexpected { learned } => (
-                            Some((AlertKind::BaselineUnexpectedWrite, learned)),
-                            (String::new(), String::new(), w.dir.clone()),
-                            write_process(w),
-                        ),
-                        _ => return,
+                    ExecOutcome::UnexpectedExec { learned } => Unexpected::Exec {
+                        exe: e.exe.clone(),
+                        parent,
+                        learned,
+                    },
+                    ExecOutcome::UnexpectedParent { learned } => Unexpected::Parent {
+                        exe: e.exe.clone(),
+                        parent,
+                        learned,
+                    },
+                    _ => return,
+                };
+                let process = crate::process::exec_actor(&e.exec, &e.exe, e.ancestry.clone());
+                (unexpected, process)
+            }
+            Observed::Write(w) => {
+                let fact = WriteFact {
+                    dir: &w.dir,
+                    clean: w.clean,
+                    container: &container.id,
+                    now: t,
+                };
+                let unexpected = match learn::observe_write(b, &fact, &self.config) {
+                    WriteOutcome::Learned => {
+                        self.stats.learned += 1;
+                        self.dirty.insert(id.clone());
+                        debug!(baseline = %b.key, dir = %w.dir, "learned write directory");
+                        return;
                     }
-                }
-            };
-        let Some((kind, learned)) = unexpected else {
-            return;
+                    WriteOutcome::Unexpected { learned } => Unexpected::Write {
+                        dir: w.dir.clone(),
+                        learned,
+                    },
+                    _ => return,
+                };
+                let process = crate::process::file_actor(&w.event, w.ancestry.clone());
+                (unexpected, process)
+            }
         };
-        let (exe, parent, dir) = entry;
-        let entry_key = format!("{exe}\0{parent}\0{dir}");
-        let ck = (id.clone(), kind, entry_key);
+        let ck = (id.clone(), unexpected.kind(), unexpected.entry());
         let cooldown = self.config.cooldown().as_secs();
         let repeats = match self.cooldown.get_mut(&ck) {
             Some((last, folded)) if t.saturating_sub(*last) < cooldown => {
@@ -618,23 +606,7 @@ impl BaselineStage {
                 0
             }
         };
-        let u = match kind {
-            AlertKind::BaselineUnexpectedExec => Unexpected::Exec {
-                exe: &exe,
-                parent: &parent,
-                learned: &learned,
-            },
-            AlertKind::BaselineUnexpectedParent => Unexpected::Parent {
-                exe: &exe,
-                parent: &parent,
-                learned: &learned,
-            },
-            _ => Unexpected::Write {
-                dir: &dir,
-                learned: &learned,
-            },
-        };
-        let d = draft::draft(&u, b, &container, Some(process), repeats);
+        let d = draft::draft(&unexpected, b, &container, Some(process), repeats);
         self.stats.alerts += 1;
         if alerts.send(d).await.is_err() {
             error!("alert stage stopped; a baseline alert could not be delivered");
@@ -741,35 +713,6 @@ fn is_runtime(exe: &str) -> bool {
     name.starts_with("containerd-shim") || name == "runc" || name == "crun"
 }
 
-fn exec_process(e: &ExecSeen) -> AlertProcess {
-    AlertProcess {
-        pid: e.exec.process.tgid,
-        ppid: e.exec.ppid,
-        uid: e.exec.uid,
-        gid: e.exec.gid,
-        exe: e.exe.clone(),
-        argv: e.exec.argv.clone(),
-        argv_truncated: e.exec.argv_truncated,
-        ancestry: crate::process::complete_ancestry(e.ancestry.clone()),
-        exec_time: Some(
-            humantime::format_rfc3339_micros(crate::clock::to_wall(e.exec.process.ktime_ns))
-                .to_string(),
-        ),
-    }
-}
-
-fn write_process(w: &WriteSeen) -> AlertProcess {
-    let ancestry = crate::process::complete_ancestry(w.ancestry.clone());
-    AlertProcess {
-        pid: w.pid,
-        ppid: ancestry.first().map_or(0, |a| a.pid),
-        exe: crate::procfs::exe_path(w.pid).unwrap_or_else(|| w.comm.clone()),
-        argv: crate::procfs::argv(w.pid).unwrap_or_default(),
-        ancestry,
-        ..Default::default()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -807,8 +750,7 @@ mod tests {
             container: container("c1"),
             dir: "/tmp".into(),
             clean: true,
-            pid: 1,
-            comm: "sh".into(),
+            event: Arc::new(crate::fixtures::file_write(1, "/snapshots/1/fs/tmp/x")),
             ancestry: Vec::new(),
         };
         stage.on_observed(Observed::Write(w), &alerts).await;

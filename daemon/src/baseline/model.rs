@@ -257,6 +257,12 @@ impl Baseline {
     }
 }
 
+/// A document's time (Unix seconds) as RFC 3339, for people.
+pub fn rfc3339(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix))
+        .to_string()
+}
+
 /// Why a document could not be read as a baseline.
 #[derive(Debug, thiserror::Error)]
 pub enum DocumentError {

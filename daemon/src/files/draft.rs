@@ -4,7 +4,7 @@
 
 use super::judge::Finding;
 use super::layers::{Layer, Located};
-use crate::alert::{AlertDraft, AlertKind, AlertProcess, Evidence, Severity};
+use crate::alert::{AlertDraft, AlertKind, Evidence, Severity};
 use crate::identity::ContainerInfo;
 use crate::process::Forebear;
 use crate::sensor::{FileEvent, FileOp};
@@ -119,19 +119,6 @@ pub fn draft(finding: &Finding, s: Subject<'_>) -> AlertDraft {
     if let Some(note) = &s.note {
         reason.push_str(&format!(" ({note})"));
     }
-    let pid = s.event.process.tgid;
-    let ancestry = crate::process::complete_ancestry(s.ancestry.clone());
-    let exe = ancestry
-        .first()
-        .filter(|a| a.pid == pid)
-        .and_then(|a| a.exe.clone())
-        .or_else(|| crate::procfs::exe_path(pid))
-        .unwrap_or_else(|| s.event.comm.clone());
-    let ppid = ancestry
-        .get(1)
-        .map(|a| a.pid)
-        .or_else(|| crate::procfs::ppid_of(pid))
-        .unwrap_or(0);
     let op = match s.event.op {
         FileOp::Write => "write",
         FileOp::Map => "map",
@@ -151,17 +138,7 @@ pub fn draft(finding: &Finding, s: Subject<'_>) -> AlertDraft {
             }
         ),
         container: s.container.alert_container(s.manifest),
-        process: Some(AlertProcess {
-            pid,
-            ppid,
-            uid: s.event.uid,
-            gid: s.event.gid,
-            exe,
-            argv: crate::procfs::argv(pid).unwrap_or_default(),
-            argv_truncated: false,
-            ancestry: ancestry.into_iter().filter(|a| a.pid != pid).collect(),
-            exec_time: None,
-        }),
+        process: Some(crate::process::file_actor(s.event, s.ancestry.clone())),
         evidence: Some(Evidence {
             path: Some(path),
             expected_sha256,

@@ -85,18 +85,15 @@ pub enum Concern {
 /// `None` for the writes that cannot alert (data files): they are dropped without a
 /// look at the image or the file.
 pub fn write_concern(rules: &Rules, path: &str, mode: u32) -> Option<Concern> {
-    if Rules::matches(&rules.sensitive, path) {
-        return Some(Concern::Sensitive {
-            critical: Rules::matches(&rules.critical, path),
-        });
-    }
-    (mode & 0o111 != 0 || is_library_name(path) || Rules::matches(&rules.protect, path))
-        .then_some(Concern::Candidate)
+    sensitive_concern(rules, path).or_else(|| {
+        (mode & 0o111 != 0 || is_library_name(path) || Rules::matches(&rules.protect, path))
+            .then_some(Concern::Candidate)
+    })
 }
 
-/// What a name going away could be about: only a `files.sensitive` path matters (an
-/// image file removed is not a changed one).
-pub fn unlink_concern(rules: &Rules, path: &str) -> Option<Concern> {
+/// A `files.sensitive` path's concern, `None` for any other path. All that a name going
+/// away could be about (an image file removed is not a changed one).
+pub fn sensitive_concern(rules: &Rules, path: &str) -> Option<Concern> {
     Rules::matches(&rules.sensitive, path).then(|| Concern::Sensitive {
         critical: Rules::matches(&rules.critical, path),
     })

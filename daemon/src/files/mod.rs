@@ -387,7 +387,7 @@ impl FilesStage {
     /// Tells the baseline a directory of the writable layer was written.
     fn learn_write(
         &self,
-        file: &FileEvent,
+        file: &Arc<FileEvent>,
         container: &Arc<ContainerInfo>,
         ancestry: &[Forebear],
         located: &Located,
@@ -405,8 +405,7 @@ impl FilesStage {
                 container: container.clone(),
                 dir,
                 clean,
-                pid: file.process.tgid,
-                comm: file.comm.clone(),
+                event: file.clone(),
                 ancestry: ancestry.to_vec(),
             },
         ));
@@ -442,7 +441,7 @@ impl FilesStage {
         };
         match file.op {
             FileOp::Unlinked => {
-                let concern = judge::unlink_concern(&self.shared.rules, path)?;
+                let concern = judge::sensitive_concern(&self.shared.rules, path)?;
                 Some((file.clone(), located, concern))
             }
             _ => {

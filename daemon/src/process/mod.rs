@@ -15,9 +15,10 @@ pub mod table;
 
 pub use table::{complete_ancestry, Forebear, ProcessTable};
 
+use crate::alert::AlertProcess;
 use crate::containers::ContainerEvent;
 use crate::identity::Attribution;
-use crate::sensor::{ExecEvent, LossCounts, Observation, ProcessEvent};
+use crate::sensor::{ExecEvent, FileEvent, LossCounts, Observation, ProcessEvent};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::info;
@@ -91,6 +92,59 @@ pub fn absolute(path: &str, cwd: Option<&str>) -> String {
         out.push('/');
     }
     out
+}
+
+/// The wall-clock time (RFC 3339, microseconds) of a kernel CLOCK_MONOTONIC stamp, by
+/// the two clocks' offset now (an NTP step since the event would shift it).
+pub fn wall_clock_of(ktime_ns: u64) -> String {
+    humantime::format_rfc3339_micros(crate::clock::to_wall(ktime_ns)).to_string()
+}
+
+/// The process an alert about an exec names: the exec's own ids and argv, `exe` the path
+/// that was judged, `parents` (nearest first, as [`ProcessContext`] has them for an exec)
+/// completed from `/proc`, and when it ran.
+pub fn exec_actor(exec: &ExecEvent, exe: &str, parents: Vec<Forebear>) -> AlertProcess {
+    AlertProcess {
+        pid: exec.process.tgid,
+        ppid: exec.ppid,
+        uid: exec.uid,
+        gid: exec.gid,
+        exe: exe.to_string(),
+        argv: exec.argv.clone(),
+        argv_truncated: exec.argv_truncated,
+        ancestry: complete_ancestry(parents),
+        exec_time: Some(wall_clock_of(exec.process.ktime_ns)),
+    }
+}
+
+/// The process an alert about a file event names: the acting process (`chain` has it
+/// first, then its parents, as [`ProcessContext`] has them for a file event), its exe as
+/// the tracker or `/proc` knew it, its parent, and its argv from `/proc`.
+pub fn file_actor(event: &FileEvent, chain: Vec<Forebear>) -> AlertProcess {
+    let pid = event.process.tgid;
+    let chain = complete_ancestry(chain);
+    let exe = chain
+        .first()
+        .filter(|a| a.pid == pid)
+        .and_then(|a| a.exe.clone())
+        .or_else(|| crate::procfs::exe_path(pid))
+        .unwrap_or_else(|| event.comm.clone());
+    let ppid = chain
+        .get(1)
+        .map(|a| a.pid)
+        .or_else(|| crate::procfs::ppid_of(pid))
+        .unwrap_or(0);
+    AlertProcess {
+        pid,
+        ppid,
+        uid: event.uid,
+        gid: event.gid,
+        exe,
+        argv: crate::procfs::argv(pid).unwrap_or_default(),
+        argv_truncated: false,
+        ancestry: chain.into_iter().filter(|a| a.pid != pid).collect(),
+        exec_time: None,
+    }
 }
 
 /// The executable an exec leaves its process with, as ancestry shows it: the interpreter

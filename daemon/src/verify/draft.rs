@@ -9,7 +9,7 @@ use super::allowlist;
 use super::images::ImageEntry;
 use super::verdict::{ExecVerdict, ImageRecord};
 use super::{ExecJob, Shared};
-use crate::alert::{AlertDraft, AlertKind, AlertProcess, Evidence, Loss};
+use crate::alert::{AlertDraft, AlertKind, Evidence, Loss};
 use crate::identity::{Attribution, ContainerInfo};
 use crate::logging;
 use crate::metrics::Verdict;
@@ -126,23 +126,16 @@ pub(super) async fn finish_with(
         _ => (None, None),
     };
     let reason = reason_sentence(&verdict, path, c);
-    let ancestry = crate::process::complete_ancestry(job.ancestry.clone());
     let draft = AlertDraft {
         severity: None,
         kind,
         summary: format!("{}: {} {}", kind.as_str(), path, where_it_ran(c, &job.exec)),
         container: c.alert_container(manifest),
-        process: Some(AlertProcess {
-            pid: job.exec.process.tgid,
-            ppid: job.exec.ppid,
-            uid: job.exec.uid,
-            gid: job.exec.gid,
-            exe: path.to_string(),
-            argv: job.exec.argv.clone(),
-            argv_truncated: job.exec.argv_truncated,
-            ancestry,
-            exec_time: Some(wall_clock_of(job.exec.process.ktime_ns)),
-        }),
+        process: Some(crate::process::exec_actor(
+            &job.exec,
+            path,
+            job.ancestry.clone(),
+        )),
         evidence: Some(Evidence {
             path: Some(path.to_string()),
             expected_sha256,
@@ -176,12 +169,6 @@ fn where_it_ran(c: &ContainerInfo, exec: &ExecEvent) -> String {
         .map(|i| format!(" (image {i})"))
         .unwrap_or_default();
     format!("in container {}/{}{image}", c.namespace, c.id)
-}
-
-/// The wall-clock time (RFC 3339, microseconds) of a kernel CLOCK_MONOTONIC stamp, by
-/// the two clocks' offset now (an NTP step since the event would shift it).
-fn wall_clock_of(ktime_ns: u64) -> String {
-    humantime::format_rfc3339_micros(crate::clock::to_wall(ktime_ns)).to_string()
 }
 
 fn reason_sentence(v: &ExecVerdict, path: &str, c: &ContainerInfo) -> String {
@@ -283,7 +270,7 @@ mod tests {
     fn kernel_times_become_wall_clock_times() {
         let mono = crate::clock::now();
         let wall = |ktime| {
-            humantime::parse_rfc3339(&wall_clock_of(ktime))
+            humantime::parse_rfc3339(&crate::process::wall_clock_of(ktime))
                 .unwrap()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
