@@ -558,8 +558,16 @@ fn a_watcher_refused_at_the_subscriber_limit_misses_nothing_and_the_socket_goes_
         DaemonProcess::spawn(&args).expect("spawn layerguard watch")
     };
     let mut first = watch(&[]);
-    // Once the first holds the only slot, the second is refused and waits.
-    std::thread::sleep(Duration::from_millis(500));
+    // Once the first holds the only slot (the daemon counts it), the second is refused
+    // and waits. A fixed sleep here raced a slow start of the first watcher.
+    let deadline = Instant::now() + WAIT;
+    while node.status()["subscribers"].as_u64() != Some(1) {
+        assert!(
+            Instant::now() < deadline,
+            "the first watcher never subscribed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let second = watch(&[]);
     second
         .wait_for_text_after(0, |l| l.contains("api.max_subscribers"), WAIT)
