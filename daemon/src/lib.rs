@@ -2,7 +2,8 @@
 //!
 //! Stages, in the order data flows (each owns its state; bounded channels between them):
 //! `sensor` (kernel events) -> `containers` (which container) -> `process` (the process
-//! tracker) -> analyzers (`verify` judges execs, `files` writes and executable mappings;
+//! tracker) -> analyzers (`verify` judges execs, `files` writes and executable mappings,
+//! `trust` each container's image signature;
 //! `baseline` learns what each workload does from their outcomes) -> [`alert`] (sinks: log, file, journal)
 //! -> `respond` (pause, release, kill). [`api`] serves the gRPC API; [`image`] is the OCI
 //! content and layer-index library `verify` asks; [`containerd`] the one containerd
@@ -37,4 +38,11 @@ pub(crate) mod procfs;
 pub(crate) mod respond;
 pub mod run;
 pub(crate) mod sensor;
+pub(crate) mod trust;
 pub(crate) mod verify;
+
+/// Image signature checks against `[trust]`, for `layerguard image verify`.
+pub mod signatures {
+    pub use crate::trust::judge::{Judgement, SignatureReport, SignatureState};
+    pub use crate::trust::verify_image;
+}

@@ -150,7 +150,26 @@ pub struct Metrics {
     /// The files analyzer's figures, `None` when it does not run.
     pub files: Option<FileMetrics>,
     verdicts: Mutex<VerdictBook>,
+    signatures: Mutex<SignatureBook>,
     rate: Mutex<RateWindow>,
+}
+
+/// The signature state of each container's image (as of its first exec), and how many
+/// containers had each state.
+#[derive(Debug, Default)]
+struct SignatureBook {
+    per_container: HashMap<ContainerKey, ContainerSignature>,
+    totals: BTreeMap<&'static str, u64>,
+}
+
+/// What the trust stage concluded for one container's image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerSignature {
+    /// `signed`, `unsigned`, `signature_invalid`, `key_revoked`, `key_expired`,
+    /// `not_required`, `unverifiable`.
+    pub state: &'static str,
+    /// The key, when signed.
+    pub key: Option<String>,
 }
 
 /// What the file programs and the files analyzer did (see `FileIntegrity` in the proto).
@@ -203,6 +222,7 @@ impl Metrics {
             verdicts_untracked: Counter::default(),
             files: None,
             verdicts: Mutex::new(VerdictBook::default()),
+            signatures: Mutex::new(SignatureBook::default()),
             rate: Mutex::new(RateWindow::default()),
         }
     }
@@ -291,6 +311,45 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner())
             .per_container
             .remove(container);
+        self.signatures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .per_container
+            .remove(container);
+    }
+
+    /// Records the signature state of a container's image; counted once per container
+    /// (a state judged again replaces the container's, and is counted under the new one).
+    pub fn record_signature(&self, container: &ContainerKey, signature: ContainerSignature) {
+        let mut book = self.signatures.lock().unwrap_or_else(|e| e.into_inner());
+        *book.totals.entry(signature.state).or_default() += 1;
+        if let Some(old) = book.per_container.get(container).map(|s| s.state) {
+            if let Some(n) = book.totals.get_mut(old) {
+                *n = n.saturating_sub(1);
+            }
+        } else if book.per_container.len() >= MAX_TRACKED_CONTAINERS {
+            return;
+        }
+        book.per_container.insert(container.clone(), signature);
+    }
+
+    /// The signature state of a container's image, if judged.
+    pub fn signature(&self, container: &ContainerKey) -> Option<ContainerSignature> {
+        self.signatures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .per_container
+            .get(container)
+            .cloned()
+    }
+
+    /// Containers judged, by signature state.
+    pub fn signature_totals(&self) -> BTreeMap<&'static str, u64> {
+        self.signatures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .totals
+            .clone()
     }
 
     #[cfg(test)]

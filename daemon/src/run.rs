@@ -1,7 +1,7 @@
 //! `layerguard run`: wires the stages together and owns the daemon's lifetime.
 //!
 //! Data flows one way over bounded channels: kernel -> sensor -> containers -> process
-//! -> analyzers (verify) -> alert (log, file, journal sinks; the API serves the journal). This module only builds
+//! -> analyzers (verify, files, trust, baseline) -> alert (log, file, journal sinks; the API serves the journal). This module only builds
 //! the stages, starts them, and shuts them down in order on SIGINT/SIGTERM so that nothing
 //! in flight is lost.
 
@@ -10,7 +10,7 @@ use crate::alert::journal::{Journal, JournalError, JournalLimits, JournalSink};
 use crate::alert::log::LogSink;
 use crate::alert::{AlertSink, AlertStage, AlertStats};
 use crate::api::{ApiError, ApiServer, ApiSources, LiveDirectory, NodeInfo};
-use crate::config::{AlertsConfig, Config, JournalConfig, PipelineScheduling};
+use crate::config::{AlertsConfig, Config, ConfigSource, JournalConfig, PipelineScheduling};
 use crate::containerd::Containerd;
 use crate::containers::{ContainersStage, StageStats};
 use crate::files::{FilesStage, FilesStats};
@@ -19,6 +19,7 @@ use crate::logging;
 use crate::metrics::Metrics;
 use crate::process::{Analyzer, ProcessStage, Wants};
 use crate::sensor::{Pace, Sensor, SensorError};
+use crate::trust::TrustStage;
 use crate::verify::images::ImageCatalog;
 use crate::verify::{VerifyStage, VerifyStats};
 use serde::Serialize;
@@ -63,6 +64,9 @@ pub enum RunError {
     /// The API could not be bound or served.
     #[error(transparent)]
     Api(#[from] ApiError),
+    /// A `[[trust.keys]]` file could not be read.
+    #[error("{0}")]
+    TrustKeys(String),
 }
 
 #[derive(Serialize)]
@@ -79,7 +83,7 @@ struct Ready<'a> {
 /// Runs the daemon until SIGINT or SIGTERM, then stops every stage in order: the sensor
 /// drains the ring buffer and detaches, each later stage ends when its input closes, so
 /// every event the kernel delivered is judged and alerted.
-pub async fn run(config: Config) -> Result<(), RunError> {
+pub async fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
     // Privileges and BTF first: a non-root user should hear that, not a state-dir error.
     crate::sensor::preflight::check().map_err(SensorError::from)?;
     std::fs::create_dir_all(&config.state_dir).map_err(|source| RunError::StateDir {
@@ -92,6 +96,10 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     })?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(|source| RunError::Signal {
         signal: "SIGINT",
+        source,
+    })?;
+    let mut sighup = signal(SignalKind::hangup()).map_err(|source| RunError::Signal {
+        signal: "SIGHUP",
         source,
     })?;
 
@@ -121,6 +129,9 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             .with_metrics(metrics.clone());
     let containers_table = containers.directory();
 
+    // Keys are read before "ready": a missing key file stops the start.
+    let (trust, trust_handle) = TrustStage::new(&config.trust, containerd.clone(), metrics.clone())
+        .map_err(|e| RunError::TrustKeys(e.to_string()))?;
     let catalog = Arc::new(ImageCatalog::new(
         containerd.clone(),
         IndexerConfig::new(&config.state_dir),
@@ -204,10 +215,17 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let analyzer_queue = (config.sensor.event_queue / crate::process::EVENT_BATCH).max(2);
     let (to_verify, verify_rx) = mpsc::channel(analyzer_queue);
     let (to_files, files_rx) = mpsc::channel(analyzer_queue);
-    let mut analyzers = vec![Analyzer {
-        tx: to_verify,
-        wants: Wants::Everything,
-    }];
+    let (to_trust, trust_rx) = mpsc::channel(analyzer_queue);
+    let mut analyzers = vec![
+        Analyzer {
+            tx: to_verify,
+            wants: Wants::Everything,
+        },
+        Analyzer {
+            tx: to_trust,
+            wants: Wants::ContainerExecs,
+        },
+    ];
     if files.is_some() {
         analyzers.push(Analyzer {
             tx: to_files,
@@ -231,12 +249,17 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let baseline_task = baseline_stage.map(|(stage, input, commands)| {
         pipeline.spawn(stage.run(input, commands, verified_tx.clone()))
     });
+    // Its judgements run as tasks on the pipeline thread too: containerd reads are async.
+    let trust_task = pipeline.spawn(trust.run(trust_rx, verified_tx.clone()));
     let verify_task = pipeline.spawn(verify.run(verify_rx, verified_tx));
     let alert_task = pipeline.spawn(alerts.run(alert_drafts));
 
-    tokio::select! {
-        _ = sigterm.recv() => info!(signal = "SIGTERM", "shutting down"),
-        _ = sigint.recv() => info!(signal = "SIGINT", "shutting down"),
+    loop {
+        tokio::select! {
+            _ = sigterm.recv() => { info!(signal = "SIGTERM", "shutting down"); break }
+            _ = sigint.recv() => { info!(signal = "SIGINT", "shutting down"); break }
+            _ = sighup.recv() => reload_trust(&source, &config, &trust_handle),
+        }
     }
     let _ = shutdown_tx.send(true);
     // The sensor drains what is left and detaches; each later stage ends when its input
@@ -252,6 +275,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         Some(t) => Some(t.await.map_err(stage("files"))?),
         None => None,
     };
+    let trust = trust_task.await.map_err(stage("trust"))?;
     let baseline = match baseline_task {
         Some(t) => Some(t.await.map_err(stage("baseline"))?),
         None => None,
@@ -272,10 +296,41 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             verify,
             files,
             baseline,
+            trust,
             alerts,
         },
     );
     Ok(())
+}
+
+/// SIGHUP: reads the config file again and replaces the trust section (keys, policies);
+/// says what changed, or why nothing did. Other sections need a restart, and the log says
+/// so when they differ.
+fn reload_trust(source: &ConfigSource, running: &Config, trust: &crate::trust::TrustHandle) {
+    let new = match source.load() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: the config does not load; the trust section in use stays");
+            return;
+        }
+    };
+    match trust.reload(&new.trust) {
+        Ok(changes) if changes.is_empty() => {
+            info!(path = %source.path.display(), "SIGHUP: trust section reloaded, nothing changed")
+        }
+        Ok(changes) => info!(path = %source.path.display(), changes = %changes.join("; "),
+            "SIGHUP: trust section reloaded; every image is judged again at its next container"),
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: the trust section does not load; the one in use stays")
+        }
+    }
+    let mut others = new;
+    others.trust = running.trust.clone();
+    if others != *running {
+        tracing::warn!(
+            "SIGHUP reloads only [trust]; the other changes in the config take effect at the next restart"
+        );
+    }
 }
 
 /// The thread the per-event stages (sensor, containers, process, the analyzers) and the
@@ -401,5 +456,6 @@ struct Stopped {
     files: Option<FilesStats>,
     #[serde(skip_serializing_if = "Option::is_none")]
     baseline: Option<crate::baseline::BaselineStats>,
+    trust: crate::trust::TrustStats,
     alerts: AlertStats,
 }

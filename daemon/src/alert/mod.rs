@@ -12,7 +12,7 @@ mod model;
 
 pub use model::{
     Alert, AlertContainer, AlertKind, AlertProcess, Ancestor, BaselineEvidence, Evidence, Loss,
-    Severity,
+    Severity, SignatureEvidence, SignatureFound,
 };
 
 use tokio::sync::mpsc;

@@ -70,11 +70,19 @@ pub enum AlertKind {
     BaselineUnexpectedParent,
     /// A directory the workload never wrote while it learned was written.
     BaselineUnexpectedWrite,
+    /// A `[[trust.policy]]` requires a signature of the image and none was found.
+    ImageUnsigned,
+    /// The image's signatures are all malformed, for another image, or by no trusted key.
+    ImageSignatureInvalid,
+    /// The image is signed by a revoked key.
+    ImageKeyRevoked,
+    /// The image is signed by a key outside its validity period.
+    ImageKeyExpired,
 }
 
 impl AlertKind {
     /// Every kind, for listings and flag parsing.
-    pub const ALL: [AlertKind; 16] = [
+    pub const ALL: [AlertKind; 20] = [
         Self::ExecModified,
         Self::ExecNotInImage,
         Self::ExecFileless,
@@ -91,6 +99,10 @@ impl AlertKind {
         Self::BaselineUnexpectedExec,
         Self::BaselineUnexpectedParent,
         Self::BaselineUnexpectedWrite,
+        Self::ImageUnsigned,
+        Self::ImageSignatureInvalid,
+        Self::ImageKeyRevoked,
+        Self::ImageKeyExpired,
     ];
 
     /// The name in JSON, filters and flags (`exec_modified`, ...).
@@ -112,6 +124,10 @@ impl AlertKind {
             Self::BaselineUnexpectedExec => "baseline_unexpected_exec",
             Self::BaselineUnexpectedParent => "baseline_unexpected_parent",
             Self::BaselineUnexpectedWrite => "baseline_unexpected_write",
+            Self::ImageUnsigned => "image_unsigned",
+            Self::ImageSignatureInvalid => "image_signature_invalid",
+            Self::ImageKeyRevoked => "image_key_revoked",
+            Self::ImageKeyExpired => "image_key_expired",
         }
     }
 
@@ -128,8 +144,12 @@ impl AlertKind {
             | Self::ImageUntrusted
             | Self::FileImageModified
             | Self::LibraryModified
-            | Self::LibraryFileless => Severity::Critical,
+            | Self::LibraryFileless
+            | Self::ImageSignatureInvalid
+            | Self::ImageKeyRevoked => Severity::Critical,
             Self::ExecNotInImage
+            | Self::ImageUnsigned
+            | Self::ImageKeyExpired
             | Self::ExecDeleted
             | Self::FileExecutableCreated
             | Self::FileSensitiveWrite
@@ -246,6 +266,10 @@ pub struct Evidence {
     /// For baseline alerts: the baseline and what it learned instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<BaselineEvidence>,
+    /// For image signature alerts: the image, its digests, the signatures found and the
+    /// keys tried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureEvidence>,
     /// One sentence, for people.
     pub reason: String,
 }
@@ -273,6 +297,41 @@ pub struct BaselineEvidence {
     /// Repeats folded since the last alert of the same (baseline, kind, entry).
     #[serde(default)]
     pub repeats: u64,
+}
+
+/// What the signature check of an image found.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureEvidence {
+    /// `unsigned`, `signature_invalid`, `key_revoked`, `key_expired` (or `signed`).
+    pub state: String,
+    /// The image reference the policy matched.
+    pub image: String,
+    /// The digests signatures were looked for under: the index (what `cosign sign`
+    /// signs), then the platform manifest.
+    pub digests: Vec<String>,
+    /// `trust.policy[N]`.
+    pub policy: String,
+    /// `enforce` or `audit`.
+    pub mode: String,
+    /// The keys one of which had to sign it.
+    pub keys_tried: Vec<String>,
+    /// Every signature found, and what became of it.
+    #[serde(default)]
+    pub signatures: Vec<SignatureFound>,
+}
+
+/// One signature found for an image.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureFound {
+    /// Where it was found (`containerd default/repo:sha256-<hex>.sig layer 0`, a file).
+    pub source: String,
+    /// `cosign-simple-signing`, `sigstore-bundle-dsse`, `unparsable`.
+    pub format: String,
+    /// The configured key it verified with, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// `verified with key ...`, or what is wrong with it.
+    pub result: String,
 }
 
 /// Counts of lost events, for `sensor_events_lost`.

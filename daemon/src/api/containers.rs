@@ -123,7 +123,10 @@ pub fn list(
     all.into_iter()
         .map(|c| {
             let verdicts = metrics.verdicts(&c.key());
+            let signature = metrics.signature(&c.key());
             pb::Container {
+                signature: signature.as_ref().map(|s| s.state.to_string()),
+                signature_key: signature.and_then(|s| s.key),
                 task_pid: c.task_pid,
                 running: c.running,
                 started_at: c.started_at.map(timestamp),

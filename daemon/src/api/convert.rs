@@ -7,7 +7,7 @@
 
 use crate::alert::{
     Alert, AlertContainer, AlertKind, AlertProcess, Ancestor, BaselineEvidence, Evidence, Loss,
-    Severity,
+    Severity, SignatureEvidence, SignatureFound,
 };
 use layerguard_proto::v1 as pb;
 use std::time::SystemTime;
@@ -64,6 +64,10 @@ pub fn kind_to_proto(k: AlertKind) -> pb::AlertKind {
         AlertKind::BaselineUnexpectedExec => pb::AlertKind::BaselineUnexpectedExec,
         AlertKind::BaselineUnexpectedParent => pb::AlertKind::BaselineUnexpectedParent,
         AlertKind::BaselineUnexpectedWrite => pb::AlertKind::BaselineUnexpectedWrite,
+        AlertKind::ImageUnsigned => pb::AlertKind::ImageUnsigned,
+        AlertKind::ImageSignatureInvalid => pb::AlertKind::ImageSignatureInvalid,
+        AlertKind::ImageKeyRevoked => pb::AlertKind::ImageKeyRevoked,
+        AlertKind::ImageKeyExpired => pb::AlertKind::ImageKeyExpired,
     }
 }
 
@@ -91,6 +95,10 @@ pub fn kind_from_proto(v: i32) -> Result<Option<AlertKind>, ConvertError> {
         pb::AlertKind::BaselineUnexpectedExec => Some(AlertKind::BaselineUnexpectedExec),
         pb::AlertKind::BaselineUnexpectedParent => Some(AlertKind::BaselineUnexpectedParent),
         pb::AlertKind::BaselineUnexpectedWrite => Some(AlertKind::BaselineUnexpectedWrite),
+        pb::AlertKind::ImageUnsigned => Some(AlertKind::ImageUnsigned),
+        pb::AlertKind::ImageSignatureInvalid => Some(AlertKind::ImageSignatureInvalid),
+        pb::AlertKind::ImageKeyRevoked => Some(AlertKind::ImageKeyRevoked),
+        pb::AlertKind::ImageKeyExpired => Some(AlertKind::ImageKeyExpired),
     })
 }
 
@@ -167,6 +175,24 @@ impl From<&Alert> for pb::Alert {
                     entry: b.entry.clone(),
                     learned_instead: b.learned_instead.clone(),
                     repeats: b.repeats,
+                }),
+                signature: e.signature.as_ref().map(|g| pb::SignatureEvidence {
+                    state: g.state.clone(),
+                    image: g.image.clone(),
+                    digests: g.digests.clone(),
+                    policy: g.policy.clone(),
+                    mode: g.mode.clone(),
+                    keys_tried: g.keys_tried.clone(),
+                    signatures: g
+                        .signatures
+                        .iter()
+                        .map(|f| pb::SignatureFound {
+                            source: f.source.clone(),
+                            format: f.format.clone(),
+                            key: f.key.clone(),
+                            result: f.result.clone(),
+                        })
+                        .collect(),
                 }),
             }),
             loss: a.loss.as_ref().map(|l| pb::Loss {
@@ -265,6 +291,24 @@ impl TryFrom<pb::Alert> for Alert {
                     entry: b.entry,
                     learned_instead: b.learned_instead,
                     repeats: b.repeats,
+                }),
+                signature: e.signature.map(|g| SignatureEvidence {
+                    state: g.state,
+                    image: g.image,
+                    digests: g.digests,
+                    policy: g.policy,
+                    mode: g.mode,
+                    keys_tried: g.keys_tried,
+                    signatures: g
+                        .signatures
+                        .into_iter()
+                        .map(|f| SignatureFound {
+                            source: f.source,
+                            format: f.format,
+                            key: f.key,
+                            result: f.result,
+                        })
+                        .collect(),
                 }),
             }),
             loss: a.loss.map(|l| Loss {

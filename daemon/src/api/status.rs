@@ -97,6 +97,11 @@ impl StatusApi {
                 kernel_syscalls: f.kernel_syscalls.get(),
                 names: f.names.get(),
             }),
+            signatures: m
+                .signature_totals()
+                .into_iter()
+                .map(|(state, n)| (state.to_string(), n))
+                .collect(),
         }
     }
 }

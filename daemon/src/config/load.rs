@@ -107,6 +107,24 @@ impl Override {
     }
 }
 
+/// Where a running daemon's config came from, to read it again on SIGHUP.
+#[derive(Clone, Debug)]
+pub struct ConfigSource {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// Given with `--config` (a missing file is then an error).
+    pub explicit: bool,
+    /// The flags' overrides, applied again.
+    pub overrides: Vec<Override>,
+}
+
+impl ConfigSource {
+    /// Reads and validates the config as at start.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        Config::load(&self.path, self.explicit, &self.overrides)
+    }
+}
+
 impl Config {
     /// Loads the file (a missing file at the default path means defaults), then applies
     /// overrides in order, then validates.
@@ -234,6 +252,7 @@ impl Config {
         self.verify.validate()?;
         self.files.validate()?;
         self.baseline.validate()?;
+        self.trust.validate()?;
         self.alerts.validate()?;
         self.api.validate()?;
         self.journal.validate()?;

@@ -5,7 +5,7 @@
 //!
 //! One type, [`Config`], in a few files: this one has the top level and the sections of
 //! the event pipeline (`[sensor]`, `[containerd]`, `[containers]`, `[process]`); the
-//! analyzers' and outputs' sections have a file each (`verify`, `files`, `baseline`, `alerts`, `api`); `load`
+//! analyzers' and outputs' sections have a file each (`verify`, `files`, `baseline`, `trust`, `alerts`, `api`); `load`
 //! reads a file and overrides and says where a bad value came from.
 
 mod alerts;
@@ -15,13 +15,15 @@ mod files;
 mod load;
 #[cfg(test)]
 mod tests;
+mod trust;
 mod verify;
 
 pub use alerts::{AlertsConfig, FsyncMode, JournalConfig};
 pub use api::{ApiConfig, Role, DEFAULT_API_SOCKET};
 pub use baseline::BaselineConfig;
 pub use files::FilesConfig;
-pub use load::{ConfigError, Origin, Override};
+pub use load::{ConfigError, ConfigSource, Origin, Override};
+pub use trust::{KeyStatus, Rfc3339, TrustConfig, TrustKeyConfig, TrustMode, TrustPolicyConfig};
 pub use verify::{AllowRule, VerifyConfig};
 
 use serde::{Deserialize, Serialize};
@@ -81,6 +83,8 @@ pub struct Config {
     pub files: FilesConfig,
     /// `[baseline]`.
     pub baseline: BaselineConfig,
+    /// `[trust]`.
+    pub trust: TrustConfig,
     /// `[alerts]`.
     pub alerts: AlertsConfig,
     /// `[api]`.
@@ -204,6 +208,7 @@ impl Default for Config {
             verify: VerifyConfig::default(),
             files: FilesConfig::default(),
             baseline: BaselineConfig::default(),
+            trust: TrustConfig::default(),
             alerts: AlertsConfig::default(),
             api: ApiConfig::default(),
             journal: JournalConfig::default(),

@@ -91,6 +91,47 @@ impl ContainerdStore {
         })
     }
 
+    /// Every image record of the namespace: its name and target. Records whose target is
+    /// malformed are left out.
+    pub async fn list_images(&self) -> Result<Vec<(String, Descriptor)>, ContentError> {
+        let mut images = self.conn.client().images();
+        let req =
+            request(ListImagesRequest::default(), self.namespace.as_str()).map_err(unavailable)?;
+        let list = self
+            .conn
+            .call("Images.List", images.list(req))
+            .await
+            .map_err(unavailable)?;
+        Ok(list
+            .images
+            .into_iter()
+            .filter_map(|i| {
+                let target = descriptor_from_proto(&i.name, i.target?).ok()?;
+                Some((i.name, target))
+            })
+            .collect())
+    }
+
+    /// The target of the image record named exactly `name`, `None` when there is none.
+    pub async fn image_target(&self, name: &str) -> Result<Option<Descriptor>, ContentError> {
+        let mut images = self.conn.client().images();
+        let req = request(
+            GetImageRequest {
+                name: name.to_string(),
+            },
+            &self.namespace,
+        )
+        .map_err(unavailable)?;
+        match self.conn.call("Images.Get", images.get(req)).await {
+            Ok(response) => match response.image.and_then(|i| i.target) {
+                Some(t) => descriptor_from_proto(name, t).map(Some),
+                None => Ok(None),
+            },
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
+    }
+
     /// Every layer blob referenced by any image in any namespace (all platforms of an index
     /// whose manifests are present). Used to decide what the layer cache may evict.
     pub async fn layers_in_use(&self) -> Result<HashSet<Digest>, ContentError> {

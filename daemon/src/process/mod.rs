@@ -64,6 +64,8 @@ pub enum Wants {
     Everything,
     /// File events only, and only batches that have one.
     Files,
+    /// Batches that have an exec in a container, whole (trust: a container's first exec).
+    ContainerExecs,
 }
 
 /// An analyzer as the process stage sees it: its channel and what it wants.
@@ -223,6 +225,22 @@ impl ProcessStage {
                             continue;
                         }
                         Arc::new(files)
+                    }
+                    Wants::ContainerExecs => {
+                        let has_exec = batch.iter().any(|t| {
+                            matches!(
+                                t,
+                                Tracked::Observed {
+                                    event: Observation::Process(ProcessEvent::Exec(_)),
+                                    attribution: Attribution::Container(_),
+                                    ..
+                                }
+                            )
+                        });
+                        if !has_exec {
+                            continue;
+                        }
+                        batch.clone()
                     }
                 };
                 // An analyzer that is gone stops getting events; the others go on.

@@ -2,8 +2,9 @@
 //! reports the verdict.
 //!
 //! Owns: argument parsing, the terminal progress line, the text and JSON summaries, exit codes
-//! (0 verified, 1 untrusted, 2 error), and cache eviction after a run. All verification logic
-//! lives in `indexer`.
+//! (0 verified, 1 untrusted or a required signature that does not verify, 2 error), and cache
+//! eviction after a run. All verification logic lives in `indexer` (the chain) and the
+//! library's `signatures` (the `[trust]` section, read from the daemon's config file).
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -13,11 +14,13 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use layerguard::config::Config;
 use layerguard::containerd::{Containerd, Timeouts};
 use layerguard::image::{
     ContainerdStore, EntryKind, FileEntry, ImageIndexer, ImageVerdict, IndexReport, IndexerConfig,
     Progress, Untrusted,
 };
+use layerguard::signatures::{verify_image, Judgement, SignatureState};
 
 pub const EXIT_VERIFIED: u8 = 0;
 pub const EXIT_UNTRUSTED: u8 = 1;
@@ -37,12 +40,17 @@ pub struct VerifyArgs {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
-    /// containerd's gRPC socket.
-    #[arg(long, default_value = "/run/containerd/containerd.sock")]
-    pub containerd_socket: PathBuf,
-    /// Where the layer cache lives.
-    #[arg(long, default_value = "/var/lib/layerguard")]
-    pub state_dir: PathBuf,
+    /// containerd's gRPC socket [default: the config's containerd_socket, or
+    /// /run/containerd/containerd.sock].
+    #[arg(long)]
+    pub containerd_socket: Option<PathBuf>,
+    /// Where the layer cache lives [default: the config's state_dir, or /var/lib/layerguard].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// The daemon's config file: its `[trust]` section decides whether the image must be
+    /// signed and by which keys (a missing file at the default path means no policy).
+    #[arg(long, default_value = layerguard::config::DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
     /// Trust layers already verified into the layer cache instead of re-reading their blobs
     /// (the daemon's fast path). By default every blob is read and verified again.
     #[arg(long)]
@@ -78,6 +86,55 @@ pub struct VerifySummary {
     /// Every indexed path, with `--list` on a verified image.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entries: Option<Vec<ListedEntry>>,
+    /// The signature verdict against the config's `[trust]` section.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<SignatureSummary>,
+}
+
+/// The signature part of the summary.
+#[derive(Debug, Serialize)]
+pub struct SignatureSummary {
+    /// `signed`, `unsigned`, `signature_invalid`, `key_revoked`, `key_expired`,
+    /// `not_required`, `unverifiable`.
+    pub state: &'static str,
+    pub key: Option<String>,
+    pub reason: String,
+    pub policy: Option<String>,
+    pub mode: Option<&'static str>,
+    pub keys_tried: Vec<String>,
+    pub digests: Vec<String>,
+    pub signatures: Vec<serde_json::Value>,
+}
+
+impl SignatureSummary {
+    fn of(j: &Judgement) -> Self {
+        Self {
+            state: j.state.as_str(),
+            key: match &j.state {
+                SignatureState::Signed { key } => Some(key.clone()),
+                _ => None,
+            },
+            reason: j.reason.clone(),
+            policy: j.policy.map(|p| format!("trust.policy[{p}]")),
+            mode: j.mode.map(|m| m.as_str()),
+            keys_tried: j.keys_tried.clone(),
+            digests: j.digests.iter().map(|d| d.to_string()).collect(),
+            signatures: j
+                .signatures
+                .iter()
+                .map(|s| {
+                    serde_json::json!({"source": s.source, "format": s.format, "key": s.key,
+                        "result": s.result})
+                })
+                .collect(),
+        }
+    }
+
+    /// A policy requires a signature and none verifies (audit mode included: the
+    /// command answers "is it signed?").
+    fn fails(&self) -> bool {
+        !matches!(self.state, "signed" | "not_required" | "unverifiable")
+    }
 }
 
 /// One line of `--list`.
@@ -109,6 +166,7 @@ impl VerifySummary {
             reason: None,
             error: None,
             entries: None,
+            signature: None,
         }
     }
 
@@ -132,7 +190,10 @@ impl VerifySummary {
     }
 
     pub fn exit_code(&self) -> u8 {
+        let signature = self.signature.as_ref();
         match self.verdict {
+            _ if signature.is_some_and(|s| s.state == "unverifiable") => EXIT_ERROR,
+            "verified" if signature.is_some_and(SignatureSummary::fails) => EXIT_UNTRUSTED,
             "verified" => EXIT_VERIFIED,
             "untrusted" => EXIT_UNTRUSTED,
             _ => EXIT_ERROR,
@@ -175,6 +236,34 @@ impl VerifySummary {
             (other, _, _) => other.to_uppercase(),
         };
         line("verdict", &verdict);
+        if let Some(sig) = &self.signature {
+            let state = match (&sig.key, sig.state) {
+                (Some(key), _) => format!("SIGNED by {key}"),
+                (None, state) => state.to_uppercase(),
+            };
+            line("signature", &format!("{state}: {}", sig.reason));
+            if let Some(policy) = &sig.policy {
+                line(
+                    "policy",
+                    &format!(
+                        "{policy} ({}), keys {}",
+                        sig.mode.unwrap_or("enforce"),
+                        sig.keys_tried.join(", ")
+                    ),
+                );
+            }
+            for found in &sig.signatures {
+                line(
+                    "  found",
+                    &format!(
+                        "{} [{}]: {}",
+                        found["source"].as_str().unwrap_or_default(),
+                        found["format"].as_str().unwrap_or_default(),
+                        found["result"].as_str().unwrap_or_default()
+                    ),
+                );
+            }
+        }
         for listed in self.entries.iter().flatten() {
             let kind = match &listed.entry.kind {
                 EntryKind::File => "file".to_string(),
@@ -207,10 +296,22 @@ fn reason_json(reason: &Untrusted) -> serde_json::Value {
 /// Entry point the binary wires to `layerguard image verify`.
 pub async fn verify_command(args: VerifyArgs) -> ExitCode {
     let started = Instant::now();
-    let mut config = IndexerConfig::new(&args.state_dir);
+    let explicit = args.config != std::path::Path::new(layerguard::config::DEFAULT_CONFIG_PATH);
+    let daemon_config = match Config::load(&args.config, explicit, &[]) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("layerguard: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let state_dir = args
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| daemon_config.state_dir.clone());
+    let mut config = IndexerConfig::new(&state_dir);
     config.trust_layer_cache = args.cached;
     let mut summary = VerifySummary::new(&args, &config);
-    if let Err(error) = run(&args, config, &mut summary).await {
+    if let Err(error) = run(&args, &daemon_config, config, &mut summary).await {
         summary.verdict = "error";
         summary.error = Some(error);
     }
@@ -226,10 +327,15 @@ pub async fn verify_command(args: VerifyArgs) -> ExitCode {
 
 async fn run(
     args: &VerifyArgs,
+    daemon_config: &Config,
     config: IndexerConfig,
     summary: &mut VerifySummary,
 ) -> Result<(), String> {
-    let containerd = Containerd::new(&args.containerd_socket, Timeouts::default());
+    let socket = args
+        .containerd_socket
+        .clone()
+        .unwrap_or_else(|| daemon_config.containerd_socket.clone());
+    let containerd = Containerd::new(&socket, Timeouts::default());
     let store = ContainerdStore::connect(&containerd, &args.namespace)
         .await
         .map_err(|e| e.to_string())?;
@@ -237,8 +343,8 @@ async fn run(
         .resolve(&args.reference)
         .await
         .map_err(|e| e.to_string())?;
-    summary.image = Some(name);
-    let indexer = ImageIndexer::new(store, config).map_err(|e| e.to_string())?;
+    summary.image = Some(name.clone());
+    let indexer = ImageIndexer::new(store.clone(), config).map_err(|e| e.to_string())?;
 
     let progress = Progress::new();
     let show_progress = !args.json && std::io::stderr().is_terminal();
@@ -251,6 +357,15 @@ async fn run(
     }
     let report = result.map_err(|e| e.to_string())?;
     summary.record(&report);
+    let judgement = verify_image(
+        &store,
+        &daemon_config.trust,
+        &name,
+        report.target,
+        report.manifest,
+    )
+    .await?;
+    summary.signature = Some(SignatureSummary::of(&judgement));
     if let (true, ImageVerdict::Verified(index)) = (args.list, &report.verdict) {
         summary.entries = Some(
             index
@@ -321,11 +436,12 @@ mod tests {
     fn defaults_match_the_documented_ones() {
         let parsed = Harness::parse_from(["x", "alpine"]).args;
         assert_eq!(parsed.namespace, "default");
+        assert_eq!(parsed.containerd_socket, None);
+        assert_eq!(parsed.state_dir, None);
         assert_eq!(
-            parsed.containerd_socket,
-            PathBuf::from("/run/containerd/containerd.sock")
+            parsed.config,
+            PathBuf::from(layerguard::config::DEFAULT_CONFIG_PATH)
         );
-        assert_eq!(parsed.state_dir, PathBuf::from("/var/lib/layerguard"));
         assert!(!parsed.json && !parsed.cached && !parsed.list);
     }
 

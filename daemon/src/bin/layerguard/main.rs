@@ -5,7 +5,7 @@ mod image_verify;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use layerguard::config::{Config, LogFormat, Override, DEFAULT_CONFIG_PATH};
+use layerguard::config::{LogFormat, Override, DEFAULT_CONFIG_PATH};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -166,7 +166,12 @@ fn client(command: impl std::future::Future<Output = anyhow::Result<()>>) -> Exi
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
     let explicit = args.config != std::path::Path::new(DEFAULT_CONFIG_PATH);
-    let config = Config::load(&args.config, explicit, &args.overrides())?;
+    let source = layerguard::config::ConfigSource {
+        path: args.config.clone(),
+        explicit,
+        overrides: args.overrides(),
+    };
+    let config = source.load()?;
     layerguard::logging::init(config.log_format, &config.log_level);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -174,7 +179,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .thread_name("layerguard")
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(layerguard::run::run(config));
+    let result = runtime.block_on(layerguard::run::run(config, source));
     // A blocking read stuck in the kernel (a hung FUSE file, say) must not hold up the
     // exit: dropping the runtime would wait for it forever.
     runtime.shutdown_timeout(std::time::Duration::from_secs(2));

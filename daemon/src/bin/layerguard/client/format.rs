@@ -86,7 +86,7 @@ pub fn lag_json(l: &pb::Lag) -> serde_json::Value {
 }
 
 pub const CONTAINER_HEADER: &str =
-    "NAMESPACE    CONTAINER                POD                        IMAGE                                 PID STATE    IMAGE-CHECK  VERIFIED ALERTED UNVERIF";
+    "NAMESPACE    CONTAINER                POD                        IMAGE                                 PID STATE    IMAGE-CHECK  SIGNATURE          VERIFIED ALERTED UNVERIF";
 
 pub fn container_line(c: &pb::Container) -> String {
     let v = c.verdicts.unwrap_or_default();
@@ -95,7 +95,7 @@ pub fn container_line(c: &pb::Container) -> String {
         _ => "-".into(),
     };
     format!(
-        "{:<12} {:<24} {:<26} {:<36} {:>4} {:<8} {:<12} {:>8} {:>7} {:>7}",
+        "{:<12} {:<24} {:<26} {:<36} {:>4} {:<8} {:<12} {:<18} {:>8} {:>7} {:>7}",
         truncate(&c.namespace, 12),
         truncate(short_id(&c.id), 24),
         truncate(&pod, 26),
@@ -103,6 +103,7 @@ pub fn container_line(c: &pb::Container) -> String {
         c.task_pid,
         if c.running { "running" } else { "stopped" },
         c.image_verdict.as_deref().unwrap_or("-"),
+        truncate(c.signature.as_deref().unwrap_or("-"), 18),
         v.verified,
         v.alerted,
         v.unverifiable
@@ -119,6 +120,7 @@ pub fn container_json(c: &pb::Container) -> serde_json::Value {
         "started_at": c.started_at.as_ref().and_then(layerguard::api::system_time)
             .map(|t| humantime::format_rfc3339_seconds(t).to_string()),
         "image_verdict": c.image_verdict,
+        "signature": c.signature, "signature_key": c.signature_key,
         "verdicts": {"verified": v.verified, "alerted": v.alerted,
             "unverifiable": v.unverifiable, "skipped": v.skipped},
     })
@@ -153,6 +155,7 @@ pub fn status_json(s: &pb::GetStatusResponse) -> serde_json::Value {
             "outside_layers": f.outside_layers, "kernel_data_writes": f.kernel_data_writes,
             "kernel_syscalls": f.kernel_syscalls, "names": f.names,
         })),
+        "signatures": s.signatures,
     })
 }
 
@@ -208,6 +211,20 @@ pub fn status_text(s: &pb::GetStatusResponse) -> String {
     line(
         "containers",
         format!("{} ({} running)", s.containers, s.running_containers),
+    );
+    let mut signatures: Vec<(&String, &u64)> = s.signatures.iter().collect();
+    signatures.sort();
+    line(
+        "signatures",
+        if signatures.is_empty() {
+            "no container judged yet".to_string()
+        } else {
+            signatures
+                .iter()
+                .map(|(state, n)| format!("{n} {state}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
     );
     line(
         "alerts",
