@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:/root/.cargo/bin:/usr/local/sbin:/usr/sbin:/sbin:$(PATH)
 
 DEB_PACKAGES := build-essential clang libbpf-dev protobuf-compiler libprotobuf-dev \
-	containerd runc busybox-static python3 pkg-config
+	containerd runc busybox-static python3 pkg-config openssl
 HOST_CONTAINERD_SOCK := /run/containerd/containerd.sock
 PRIVATE_DIR := /var/lib/layerguard/containerd
 PRIVATE_RUN := /run/layerguard/containerd
@@ -15,7 +15,7 @@ DEBUG_BIN := target/debug/layerguard
 # Extra arguments for `make run`, e.g. ARGS="--log-format text".
 ARGS ?=
 
-.PHONY: all deps build release run test unit-test integration-test lint bench clean
+.PHONY: all deps test-deps build release run test unit-test integration-test lint bench clean
 
 all: build
 
@@ -31,6 +31,12 @@ deps:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
 	fi
 	@command -v cargo >/dev/null || { echo "make deps: cargo not found; install Rust (rustup) first" >&2; exit 1; }
+
+## test-deps: what only the tests need: Node.js and npm's Sigstore packages (tests/sigstore),
+## which make and check real Sigstore bundles.
+test-deps: deps
+	@command -v npm >/dev/null || { apt-get update -q; DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm; }
+	@[ -d tests/sigstore/node_modules/@sigstore/sign ] || npm ci --no-audit --no-fund --prefix tests/sigstore
 
 build: deps
 	cargo build --workspace --all-targets
@@ -62,14 +68,14 @@ run: release
 ## test: everything CI checks: format, lints, unit tests, real-kernel/real-containerd tests.
 # The integration tests run the debug daemon: a release build would double CI's compile
 # time, and no test asserts speed (that is `make bench`).
-test: deps lint
+test: deps test-deps lint
 	cargo build --workspace --all-targets
 	LAYERGUARD_BIN=$(CURDIR)/$(DEBUG_BIN) cargo test --workspace --all-targets -- --test-threads=1
 
 unit-test: deps
 	cargo test -p layerguard
 
-integration-test: build
+integration-test: build test-deps
 	LAYERGUARD_BIN=$(CURDIR)/$(DEBUG_BIN) cargo test -p layerguard-tests -- --test-threads=1
 
 lint: deps

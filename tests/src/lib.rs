@@ -29,6 +29,7 @@
 
 pub mod container;
 pub mod containerd;
+pub mod cosign;
 pub mod daemon;
 pub mod node;
 pub mod oci;
