@@ -168,6 +168,30 @@ impl Artifact {
         }
     }
 
+    /// Writes it into `dir` as `cosign save` lays a signed image out: an OCI layout whose
+    /// `index.json` lists the image (`kind: dev.cosignproject.cosign/image`) and this
+    /// signature manifest (`kind: dev.cosignproject.cosign/sigs`). The image's own blobs are
+    /// left out: only the signature is needed on the node.
+    pub fn save_layout(&self, dir: &Path, image_digest: &str, image_size: usize) -> Result<()> {
+        std::fs::create_dir_all(dir.join("blobs/sha256"))?;
+        std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        let index = serde_json::to_vec(&json!({
+            "schemaVersion": 2, "mediaType": MEDIA_TYPE_INDEX,
+            "manifests": [
+                {"mediaType": MEDIA_TYPE_MANIFEST, "digest": image_digest, "size": image_size,
+                    "annotations": {"kind": "dev.cosignproject.cosign/image"}},
+                {"mediaType": MEDIA_TYPE_MANIFEST, "digest": self.digest(),
+                    "size": self.manifest.len(), "annotations": {"kind": "dev.cosignproject.cosign/sigs"}}
+            ]
+        }))?;
+        std::fs::write(dir.join("index.json"), index)?;
+        for blob in self.blobs.iter().chain([&self.manifest]) {
+            let hex = sha256(blob);
+            std::fs::write(dir.join("blobs/sha256").join(&hex["sha256:".len()..]), blob)?;
+        }
+        Ok(())
+    }
+
     /// Writes it as an OCI layout tar and imports it with `ctr images import --no-unpack`
     /// (containerd cannot unpack signature media types).
     pub fn import(&self, containerd: &Ctr, ns: &str) -> Result<()> {

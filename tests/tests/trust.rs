@@ -250,6 +250,26 @@ fn each_signature_state_is_judged_at_the_first_exec_of_a_real_container() {
     );
     s.assert_signed(&s.container(&bundled), "second");
 
+    // `cosign save`'s layout of the image and its signature, in the signature directory.
+    let saved = s.image("layerguard.test/trust/saved:1");
+    let payload =
+        cosign::simple_signing_payload("layerguard.test/trust/saved", &saved.manifest_digest);
+    let signature = cosign::base64(&s.release.sign(&payload).unwrap());
+    let size = saved.blob(&saved.manifest_digest).unwrap().len();
+    Artifact::cosign_sig(
+        "layerguard.test/trust/saved",
+        &saved.manifest_digest,
+        payload,
+        &signature,
+    )
+    .save_layout(
+        &s.dir.path().join("signatures/saved"),
+        &saved.manifest_digest,
+        size,
+    )
+    .unwrap();
+    s.assert_signed(&s.container(&saved), "release");
+
     // A bundle attached as an OCI 1.1 referrer in containerd.
     let referred = s.image("layerguard.test/trust/referrer:1");
     let bundle =
@@ -265,6 +285,28 @@ fn each_signature_state_is_judged_at_the_first_exec_of_a_real_container() {
     .import(&s.node.containerd, NS)
     .unwrap();
     s.assert_signed(&s.container(&referred), "release");
+
+    // A multi-platform image: `cosign sign` signs the index, the container runs the
+    // platform manifest; the signature of the index covers it.
+    let multi = busybox_image("layerguard.test/trust/multi:1")
+        .unwrap()
+        .label("test.image", "multi")
+        .build()
+        .unwrap();
+    let index = layerguard_tests::oci::import_as_index(&s.node.containerd, NS, &multi);
+    s.cosign_sign(
+        "layerguard.test/trust/multi",
+        &index,
+        &index,
+        &s.release,
+        false,
+    );
+    s.assert_signed(&s.container(&multi), "release");
+    let (code, summary) = s.image_verify(&multi.reference);
+    assert_eq!(code, 0, "{summary}");
+    let digests = summary["signature"]["digests"].as_array().unwrap();
+    assert_eq!(digests[0], index.as_str(), "{summary}");
+    assert_eq!(digests[1], multi.manifest_digest.as_str(), "{summary}");
 
     // Unsigned under an enforce policy.
     let unsigned = s.image("layerguard.test/trust/unsigned:1");
@@ -389,7 +431,7 @@ fn each_signature_state_is_judged_at_the_first_exec_of_a_real_container() {
 
     let status = s.node.status();
     let counts = &status["signatures"];
-    assert!(counts["signed"].as_u64().unwrap() >= 3, "{status}");
+    assert!(counts["signed"].as_u64().unwrap() >= 5, "{status}");
     assert!(
         counts["signature_invalid"].as_u64().unwrap() >= 3,
         "{status}"

@@ -1,6 +1,7 @@
 //! Fuzz entry points for everything that reads bytes someone else wrote: image content
-//! (layer blobs, manifests, the layer cache), the kernel sensor's ring-buffer records and
-//! the alert journal's segment files. `daemon/fuzz` calls them from libFuzzer (feature
+//! (layer blobs, manifests, the layer cache), image signatures (cosign `.sig` manifests
+//! and payloads, Sigstore bundles, Rekor entries), the kernel sensor's ring-buffer records
+//! and the alert journal's segment files. `daemon/fuzz` calls them from libFuzzer (feature
 //! `fuzzing`); the tests here run each over generated and mutated inputs, so CI exercises
 //! them without nightly. Every entry point asserts its parser's contract itself: a fuzzer
 //! reports any panic.
@@ -13,6 +14,97 @@ pub use image::{fuzz_cache_file, fuzz_layer, fuzz_metadata, fuzz_one as fuzz_ima
 
 use crate::alert::journal::{Entry, Journal, JournalLimits, JournalReader, MAGIC};
 use crate::sensor::event::{decode, SensorEvent};
+
+/// Signature bytes (the first byte picks the format: a `.sig` manifest whose payload is
+/// the rest after a NUL, a Sigstore bundle, or cosign's Rekor annotation): parsing never
+/// panics, a bundle parses into DSSE-encoded candidates naming at least one digest, and no
+/// such input is judged `signed` (nobody can sign it with the key the judge trusts).
+pub fn fuzz_signature(data: &[u8]) {
+    use crate::trust::{formats, judge, keys, rekor};
+    let (selector, body) = data.split_first().unwrap_or((&0, &[]));
+    let candidates: Vec<formats::Found> = match selector % 3 {
+        0 => {
+            let (manifest, payload) = match body.iter().position(|&b| b == 0) {
+                Some(i) => (&body[..i], &body[i + 1..]),
+                None => (body, &[][..]),
+            };
+            match formats::simple_signing_layers(manifest) {
+                Ok(layers) => layers
+                    .iter()
+                    .map(|l| formats::Found {
+                        source: "fuzz".into(),
+                        parsed: formats::simple_signing(l, payload),
+                    })
+                    .collect(),
+                Err(_) => Vec::new(),
+            }
+        }
+        1 => {
+            let _ = formats::bundle_subjects(body);
+            match formats::bundle(body) {
+                Ok(cs) => {
+                    for c in &cs {
+                        assert!(!c.digests.is_empty(), "a bundle names a digest");
+                        assert!(c.signed.starts_with(b"DSSEv1 "), "DSSE signs the PAE");
+                    }
+                    cs.into_iter()
+                        .map(|c| formats::Found {
+                            source: "fuzz".into(),
+                            parsed: Ok(c),
+                        })
+                        .collect()
+                }
+                Err(_) => Vec::new(),
+            }
+        }
+        _ => {
+            if let Ok(text) = std::str::from_utf8(body) {
+                if let Ok(entry) = rekor::TlogEntry::from_cosign_annotation(text) {
+                    let _ = entry.set_payload();
+                }
+            }
+            Vec::new()
+        }
+    };
+    let key = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).expect("a fixed test key");
+    let trust = keys::TrustSet {
+        generation: 1,
+        keys: vec![keys::TrustKey {
+            id: "k".into(),
+            path: "/k.pub".into(),
+            key: keys::PublicKey::P256(*key.verifying_key()),
+            not_before: None,
+            not_after: None,
+            status: crate::config::KeyStatus::Active,
+        }],
+        policies: vec![keys::Policy {
+            index: 0,
+            images: vec!["**".into()],
+            keys: vec!["k".into()],
+            mode: crate::config::TrustMode::Enforce,
+        }],
+        rekor: None,
+        allow_no_tlog: true,
+        signature_dirs: Vec::new(),
+        recheck: std::time::Duration::from_secs(60),
+    };
+    let digests: Vec<crate::image::digest::Digest> = candidates
+        .iter()
+        .filter_map(|f| f.parsed.as_ref().ok())
+        .flat_map(|c| c.digests.clone())
+        .collect();
+    let j = judge::judge(
+        "fuzz/image",
+        &digests,
+        &candidates,
+        &trust,
+        std::time::SystemTime::now(),
+    );
+    assert!(
+        !matches!(j.state, judge::SignatureState::Signed { .. }),
+        "unsigned bytes judged signed"
+    );
+}
 
 /// A ring-buffer record: decoding never panics, and what an exec record decodes to stays
 /// within what the record carried.
@@ -175,6 +267,35 @@ mod tests {
         let mut bytes = vec![0u8];
         bytes.extend_from_slice(&std::fs::read(seg).unwrap()[MAGIC.len()..]);
         bytes
+    }
+
+    #[test]
+    fn signatures_survive_mutation() {
+        use crate::trust::formats::tests as f;
+        use crate::trust::keys::tests::key_pair;
+        let image = crate::image::digest::Digest::of(b"image");
+        let (other, _) = key_pair(3);
+        let payload = f::payload_for(&image);
+        let mut simple = vec![0u8];
+        simple.extend(f::sig_manifest(&payload, "MEUCIQ=="));
+        simple.push(0);
+        simple.extend(&payload);
+        let mut bundle = vec![1u8];
+        bundle.extend(f::bundle_for(&other, &image));
+        let mut annotation = vec![2u8];
+        annotation.extend_from_slice(
+            br#"{"SignedEntryTimestamp":"AAAA","Payload":{"body":"e30=","integratedTime":1,"logIndex":2,"logID":"ff"}}"#,
+        );
+        let seeds = [simple, bundle, annotation];
+        let mut rng = Rng(0x519_5eed_0003);
+        for seed in &seeds {
+            fuzz_signature(seed);
+        }
+        for i in 0..3000 {
+            let mut input = seeds[i % seeds.len()].clone();
+            mutate(&mut rng, &mut input, &[1, 2, 10, 40]);
+            fuzz_signature(&input);
+        }
     }
 
     #[test]
