@@ -9,12 +9,13 @@
 //! - `files`: file workloads (small files, a tar, opens, a dynamic exec loop, syscalls
 //!   in a container and on the host) off and on; write-to-alert latency.
 //! - `baseline`: CPU per exec with the behaviour baseline on against off (both daemons).
+//! - `trust`: the same for the image signature analyzer.
 //! - `index`: `layerguard image verify` of a large image (layers made from host
 //!   directories) against `gzip -dc | sha256sum` of its blobs; warm re-index; peak RSS.
 
 mod alert_latency;
-mod baseline_overhead;
 mod exec_overhead;
+mod feature_overhead;
 mod file_overhead;
 mod image_index;
 
@@ -98,7 +99,10 @@ fn main() -> anyhow::Result<()> {
         file_overhead::run(&args)?;
     }
     if wants("baseline") {
-        baseline_overhead::run(&args)?;
+        feature_overhead::run(&args, &feature_overhead::BASELINE)?;
+    }
+    if wants("trust") {
+        feature_overhead::run(&args, &feature_overhead::TRUST)?;
     }
     if wants("index") {
         image_index::run(&args)?;

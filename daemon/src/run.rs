@@ -130,8 +130,14 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
     let containers_table = containers.directory();
 
     // Keys are read before "ready": a missing key file stops the start.
-    let (trust, trust_handle) = TrustStage::new(&config.trust, containerd.clone(), metrics.clone())
-        .map_err(|e| RunError::TrustKeys(e.to_string()))?;
+    let trust = match config.trust.enabled {
+        true => Some(
+            TrustStage::new(&config.trust, containerd.clone(), metrics.clone())
+                .map_err(|e| RunError::TrustKeys(e.to_string()))?,
+        ),
+        false => None,
+    };
+    let (trust, trust_handle) = trust.unzip();
     let catalog = Arc::new(ImageCatalog::new(
         containerd.clone(),
         IndexerConfig::new(&config.state_dir),
@@ -216,16 +222,16 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
     let (to_verify, verify_rx) = mpsc::channel(analyzer_queue);
     let (to_files, files_rx) = mpsc::channel(analyzer_queue);
     let (to_trust, trust_rx) = mpsc::channel(analyzer_queue);
-    let mut analyzers = vec![
-        Analyzer {
-            tx: to_verify,
-            wants: Wants::Everything,
-        },
-        Analyzer {
+    let mut analyzers = vec![Analyzer {
+        tx: to_verify,
+        wants: Wants::Everything,
+    }];
+    if trust.is_some() {
+        analyzers.push(Analyzer {
             tx: to_trust,
             wants: Wants::ContainerExecs,
-        },
-    ];
+        });
+    }
     if files.is_some() {
         analyzers.push(Analyzer {
             tx: to_files,
@@ -250,7 +256,7 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
         pipeline.spawn(stage.run(input, commands, verified_tx.clone()))
     });
     // Its judgements run as tasks on the pipeline thread too: containerd reads are async.
-    let trust_task = pipeline.spawn(trust.run(trust_rx, verified_tx.clone()));
+    let trust_task = trust.map(|t| pipeline.spawn(t.run(trust_rx, verified_tx.clone())));
     let verify_task = pipeline.spawn(verify.run(verify_rx, verified_tx));
     let alert_task = pipeline.spawn(alerts.run(alert_drafts));
 
@@ -258,7 +264,7 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
         tokio::select! {
             _ = sigterm.recv() => { info!(signal = "SIGTERM", "shutting down"); break }
             _ = sigint.recv() => { info!(signal = "SIGINT", "shutting down"); break }
-            _ = sighup.recv() => reload_trust(&source, &config, &trust_handle),
+            _ = sighup.recv() => reload_trust(&source, &config, trust_handle.as_ref()),
         }
     }
     let _ = shutdown_tx.send(true);
@@ -275,7 +281,10 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
         Some(t) => Some(t.await.map_err(stage("files"))?),
         None => None,
     };
-    let trust = trust_task.await.map_err(stage("trust"))?;
+    let trust = match trust_task {
+        Some(t) => Some(t.await.map_err(stage("trust"))?),
+        None => None,
+    };
     let baseline = match baseline_task {
         Some(t) => Some(t.await.map_err(stage("baseline"))?),
         None => None,
@@ -306,13 +315,23 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
 /// SIGHUP: reads the config file again and replaces the trust section (keys, policies);
 /// says what changed, or why nothing did. Other sections need a restart, and the log says
 /// so when they differ.
-fn reload_trust(source: &ConfigSource, running: &Config, trust: &crate::trust::TrustHandle) {
+fn reload_trust(
+    source: &ConfigSource,
+    running: &Config,
+    trust: Option<&crate::trust::TrustHandle>,
+) {
     let new = match source.load() {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "SIGHUP: the config does not load; the trust section in use stays");
             return;
         }
+    };
+    let Some(trust) = trust else {
+        tracing::warn!(
+            "SIGHUP: trust.enabled is false; nothing is reloaded (a restart applies the config)"
+        );
+        return;
     };
     match trust.reload(&new.trust) {
         Ok(changes) if changes.is_empty() => {
@@ -456,6 +475,7 @@ struct Stopped {
     files: Option<FilesStats>,
     #[serde(skip_serializing_if = "Option::is_none")]
     baseline: Option<crate::baseline::BaselineStats>,
-    trust: crate::trust::TrustStats,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trust: Option<crate::trust::TrustStats>,
     alerts: AlertStats,
 }

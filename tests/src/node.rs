@@ -240,6 +240,18 @@ impl TestNode {
         serde_json::from_slice(&out.stdout).expect("status JSON")
     }
 
+    /// `layerguard containers --json` on the node's socket: one object per container.
+    pub fn containers(&self) -> Vec<Value> {
+        let socket = self.api_socket();
+        let out = self.cli(&["containers", "--json", "--socket", socket.to_str().unwrap()]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout)
+            .expect("UTF-8")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect()
+    }
+
     /// The daemon's API socket (in its state dir, see [`DaemonProcess::spawn_with`]).
     pub fn api_socket(&self) -> PathBuf {
         self.state.path().join("api.sock")

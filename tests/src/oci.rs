@@ -876,6 +876,92 @@ pub fn overlay_test_image(reference: &str) -> Result<ImageBuilder> {
         ))
 }
 
+/// Writes an OCI archive whose `index.json` names an image index (two platforms) instead
+/// of a manifest, the way multi-platform images arrive from a registry.
+pub fn import_as_index(containerd: &Ctr, ns: &str, image: &BuiltImage) -> String {
+    let manifest = image.blob(&image.manifest_digest).expect("manifest blob");
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    let other_arch = if arch == "s390x" { "ppc64le" } else { "s390x" };
+    let bogus = format!("sha256:{}", "0".repeat(64));
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_TYPE_INDEX,
+        "manifests": [
+            {"mediaType": MEDIA_TYPE_MANIFEST, "digest": bogus, "size": 1,
+             "platform": {"os": "linux", "architecture": other_arch}},
+            {"mediaType": MEDIA_TYPE_MANIFEST, "digest": image.manifest_digest,
+             "size": manifest.len(), "platform": {"os": "linux", "architecture": arch}},
+        ],
+    }))
+    .unwrap();
+    let index_digest = crate::util::sha256_digest(&index);
+    let layout = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_TYPE_INDEX,
+        "manifests": [{
+            "mediaType": MEDIA_TYPE_INDEX, "digest": index_digest, "size": index.len(),
+            "annotations": {"io.containerd.image.name": image.reference},
+        }],
+    }))
+    .unwrap();
+    let mut blobs: Vec<(String, Vec<u8>)> = vec![(index_digest.clone(), index)];
+    let mut digests = vec![image.manifest_digest.clone(), image.config_digest.clone()];
+    digests.extend(image.layers.iter().map(|l| l.blob_digest.clone()));
+    for d in digests {
+        blobs.push((d.clone(), image.blob(&d).expect("blob").to_vec()));
+    }
+    let archive = containerd
+        .dir()
+        .join(format!("{}.tar", crate::container::unique_id("index")));
+    write_layout(&archive, &layout, &blobs);
+    let out = containerd
+        .ctr_ok(
+            ns,
+            &[
+                "images",
+                "import",
+                "--snapshotter",
+                "overlayfs",
+                archive.to_str().unwrap(),
+            ],
+        )
+        .expect("import index archive");
+    let _ = std::fs::remove_file(&archive);
+    let listed = containerd.ctr_ok(ns, &["images", "ls"]).expect("images ls");
+    assert!(
+        listed.contains(&index_digest),
+        "containerd should list the image by its index digest; import said {out:?}, ls:\n{listed}"
+    );
+    index_digest
+}
+
+fn write_layout(path: &Path, index_json: &[u8], blobs: &[(String, Vec<u8>)]) {
+    let mut tar = tar::Builder::new(std::fs::File::create(path).expect("archive"));
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, name, data).expect("tar entry");
+    };
+    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    add("index.json", index_json);
+    for (digest, data) in blobs {
+        add(
+            &format!("blobs/sha256/{}", digest.strip_prefix("sha256:").unwrap()),
+            data,
+        );
+    }
+    tar.into_inner()
+        .expect("finish tar")
+        .flush()
+        .expect("flush");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1017,90 +1103,4 @@ mod tests {
         };
         assert_eq!(build().manifest_digest, build().manifest_digest);
     }
-}
-
-/// Writes an OCI archive whose `index.json` names an image index (two platforms) instead
-/// of a manifest, the way multi-platform images arrive from a registry.
-pub fn import_as_index(containerd: &Ctr, ns: &str, image: &BuiltImage) -> String {
-    let manifest = image.blob(&image.manifest_digest).expect("manifest blob");
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        other => other,
-    };
-    let other_arch = if arch == "s390x" { "ppc64le" } else { "s390x" };
-    let bogus = format!("sha256:{}", "0".repeat(64));
-    let index = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": MEDIA_TYPE_INDEX,
-        "manifests": [
-            {"mediaType": MEDIA_TYPE_MANIFEST, "digest": bogus, "size": 1,
-             "platform": {"os": "linux", "architecture": other_arch}},
-            {"mediaType": MEDIA_TYPE_MANIFEST, "digest": image.manifest_digest,
-             "size": manifest.len(), "platform": {"os": "linux", "architecture": arch}},
-        ],
-    }))
-    .unwrap();
-    let index_digest = crate::util::sha256_digest(&index);
-    let layout = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": MEDIA_TYPE_INDEX,
-        "manifests": [{
-            "mediaType": MEDIA_TYPE_INDEX, "digest": index_digest, "size": index.len(),
-            "annotations": {"io.containerd.image.name": image.reference},
-        }],
-    }))
-    .unwrap();
-    let mut blobs: Vec<(String, Vec<u8>)> = vec![(index_digest.clone(), index)];
-    let mut digests = vec![image.manifest_digest.clone(), image.config_digest.clone()];
-    digests.extend(image.layers.iter().map(|l| l.blob_digest.clone()));
-    for d in digests {
-        blobs.push((d.clone(), image.blob(&d).expect("blob").to_vec()));
-    }
-    let archive = containerd
-        .dir()
-        .join(format!("{}.tar", crate::container::unique_id("index")));
-    write_layout(&archive, &layout, &blobs);
-    let out = containerd
-        .ctr_ok(
-            ns,
-            &[
-                "images",
-                "import",
-                "--snapshotter",
-                "overlayfs",
-                archive.to_str().unwrap(),
-            ],
-        )
-        .expect("import index archive");
-    let _ = std::fs::remove_file(&archive);
-    let listed = containerd.ctr_ok(ns, &["images", "ls"]).expect("images ls");
-    assert!(
-        listed.contains(&index_digest),
-        "containerd should list the image by its index digest; import said {out:?}, ls:\n{listed}"
-    );
-    index_digest
-}
-
-fn write_layout(path: &Path, index_json: &[u8], blobs: &[(String, Vec<u8>)]) {
-    let mut tar = tar::Builder::new(std::fs::File::create(path).expect("archive"));
-    let mut add = |name: &str, data: &[u8]| {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(data.len() as u64);
-        h.set_mode(0o644);
-        h.set_cksum();
-        tar.append_data(&mut h, name, data).expect("tar entry");
-    };
-    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
-    add("index.json", index_json);
-    for (digest, data) in blobs {
-        add(
-            &format!("blobs/sha256/{}", digest.strip_prefix("sha256:").unwrap()),
-            data,
-        );
-    }
-    tar.into_inner()
-        .expect("finish tar")
-        .flush()
-        .expect("flush");
 }

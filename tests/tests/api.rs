@@ -398,13 +398,7 @@ fn alerts_and_status_answer_from_the_cli() {
     );
 
     // The live container table, with this container's verdict counts.
-    let out = node.cli(&["containers", "--json", "--socket", socket.to_str().unwrap()]);
-    assert!(out.status.success(), "{out:?}");
-    let listed: Vec<Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let listed = node.containers();
     let mine = listed
         .iter()
         .find(|x| x["id"] == c.id())

@@ -10,6 +10,9 @@ use std::time::{Duration, SystemTime};
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrustConfig {
+    /// Run the trust analyzer (a restart is needed to turn it on or off; SIGHUP reloads
+    /// the rest of the section).
+    pub enabled: bool,
     /// Directories of signatures besides containerd's content store: `*.sigstore.json`
     /// (or any `*.json`) bundles and OCI layouts as `cosign save` writes them.
     pub signature_dirs: Vec<PathBuf>,
@@ -33,6 +36,7 @@ pub struct TrustConfig {
 impl Default for TrustConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             signature_dirs: Vec::new(),
             rekor_public_key: None,
             allow_no_tlog: true,

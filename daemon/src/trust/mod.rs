@@ -98,7 +98,9 @@ impl TrustHandle {
 /// The stage.
 pub struct TrustStage {
     shared: Arc<Shared>,
-    judged: HashSet<ContainerKey>,
+    /// Containers judged (or being judged): namespace -> ids, looked up without
+    /// allocating, since every container exec asks.
+    judged: HashMap<String, HashSet<String>>,
     judged_order: VecDeque<ContainerKey>,
 }
 
@@ -121,24 +123,43 @@ impl TrustStage {
         Ok((
             Self {
                 shared,
-                judged: HashSet::new(),
+                judged: HashMap::new(),
                 judged_order: VecDeque::new(),
             },
             handle,
         ))
     }
 
-    fn remember(&mut self, key: ContainerKey) -> bool {
-        if !self.judged.insert(key.clone()) {
+    /// True the first time `container` is seen (then remembered, within the bound).
+    fn remember(&mut self, container: &ContainerInfo) -> bool {
+        if self
+            .judged
+            .get(&container.namespace)
+            .is_some_and(|ids| ids.contains(&container.id))
+        {
             return false;
         }
-        self.judged_order.push_back(key);
+        self.judged
+            .entry(container.namespace.clone())
+            .or_default()
+            .insert(container.id.clone());
+        self.judged_order.push_back(container.key());
         if self.judged_order.len() > MAX_JUDGED_CONTAINERS {
             if let Some(old) = self.judged_order.pop_front() {
-                self.judged.remove(&old);
+                self.forget(&old);
             }
         }
         true
+    }
+
+    /// Judged again at its next exec.
+    fn forget(&mut self, key: &ContainerKey) {
+        if let Some(ids) = self.judged.get_mut(&key.namespace) {
+            ids.remove(&key.id);
+            if ids.is_empty() {
+                self.judged.remove(&key.namespace);
+            }
+        }
     }
 
     /// Judges the image of every container at its first exec, until `events` closes and
@@ -167,7 +188,7 @@ impl TrustStage {
                         } = event else {
                             continue;
                         };
-                        if !self.remember(container.key()) {
+                        if !self.remember(container) {
                             continue;
                         }
                         let shared = self.shared.clone();
@@ -202,7 +223,7 @@ impl TrustStage {
                 Some(done) = jobs.join_next(), if !jobs.is_empty() => match done {
                     Ok((key, retry, sent)) => {
                         if retry {
-                            self.judged.remove(&key);
+                            self.forget(&key);
                         }
                         alerted += u64::from(sent);
                     }

@@ -124,6 +124,23 @@ pub fn repository(reference: &str) -> &str {
     }
 }
 
+/// A signature manifest or index: its bytes, or (inner error) the one `Found` saying why a
+/// bad blob is no signature. A store that does not answer is the outer error.
+async fn read_manifest(
+    blobs: &Blobs<'_>,
+    digest: &Digest,
+    source: &str,
+) -> Result<Result<Vec<u8>, Vec<Found>>, ReadError> {
+    match blobs.read(digest, MAX_MANIFEST_BYTES).await {
+        Ok(b) => Ok(Ok(b)),
+        Err(ReadError::Bad(reason)) => Ok(Err(vec![Found {
+            source: source.to_string(),
+            parsed: Err(reason),
+        }])),
+        Err(e) => Err(e),
+    }
+}
+
 /// The signatures of one signature manifest (`.sig` image or referrer): simple-signing
 /// layers, bundle layers, or the reason it holds neither.
 async fn from_manifest(
@@ -131,15 +148,9 @@ async fn from_manifest(
     digest: &Digest,
     source: &str,
 ) -> Result<Vec<Found>, ReadError> {
-    let bytes = match blobs.read(digest, MAX_MANIFEST_BYTES).await {
+    let bytes = match read_manifest(blobs, digest, source).await? {
         Ok(b) => b,
-        Err(ReadError::Bad(reason)) => {
-            return Ok(vec![Found {
-                source: source.to_string(),
-                parsed: Err(reason),
-            }])
-        }
-        Err(e) => return Err(e),
+        Err(unreadable) => return Ok(unreadable),
     };
     let manifest: Manifest = match serde_json::from_slice(&bytes) {
         Ok(m) => m,
@@ -315,15 +326,9 @@ async fn referrers_in_index(
     source: &str,
     seen: &mut Vec<Digest>,
 ) -> Result<Vec<Found>, ReadError> {
-    let bytes = match blobs.read(index, MAX_MANIFEST_BYTES).await {
+    let bytes = match read_manifest(blobs, index, source).await? {
         Ok(b) => b,
-        Err(ReadError::Bad(reason)) => {
-            return Ok(vec![Found {
-                source: source.into(),
-                parsed: Err(reason),
-            }])
-        }
-        Err(e) => return Err(e),
+        Err(unreadable) => return Ok(unreadable),
     };
     let Ok(m) = serde_json::from_slice::<Manifest>(&bytes) else {
         return Ok(vec![Found {

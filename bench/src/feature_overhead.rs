@@ -1,12 +1,13 @@
-//! Baseline overhead: what learning and checking every exec against a workload's baseline
-//! adds, as CPU per exec: the same exec loop in a labelled container with the daemon
-//! running `baseline.enabled = false` and with the baseline on (default), in alternating
-//! rounds. Wall time does not resolve 1 % on these machines, and neither does the
-//! workload's own CPU (rounds spread +-10 %); but the baseline adds no work in the
-//! workload's context (an exec loop writes no file: no kernel record is added), so the
-//! figure is the daemon's CPU per exec on each side (every thread's schedstat), over the
-//! exec's whole cost: (workload + daemon on) / (workload + daemon off), with the workload's
-//! CPU the median of both sides.
+//! What one analyzer adds to an exec, as CPU per exec: the same exec loop in a labelled
+//! container with the daemon running `<analyzer>.enabled = false` and with it on (the
+//! default), in alternating rounds. `baseline`: learning and checking every exec against
+//! the workload's baseline; `trust`: the trust stage seeing every container exec (its
+//! image was judged at the first one). Wall time does not resolve 1 % on these machines,
+//! and neither does the workload's own CPU (rounds spread +-10 %); but neither analyzer adds
+//! work in the workload's context (an exec loop writes no file: no kernel record is added),
+//! so the figure is the daemon's CPU per exec on each side (every thread's schedstat), over
+//! the exec's whole cost: (workload + daemon on) / (workload + daemon off), with the
+//! workload's CPU the median of both sides.
 
 use crate::alert_latency::load_average;
 use crate::exec_overhead::{exec_loop, exec_loop_container, median, median_ci, BpfStats, Daemon};
@@ -15,18 +16,33 @@ use anyhow::{ensure, Result};
 use layerguard_tests::PrivateContainerd;
 use std::time::Duration;
 
-const NS: &str = "lg-bench-baseline";
-const TARGET: f64 = 1.01;
+/// An analyzer measured on against off.
+pub struct Feature {
+    /// `baseline`, `trust`: the config section whose `enabled` is switched.
+    pub name: &'static str,
+    pub target: f64,
+}
 
-pub fn run(args: &Args) -> Result<()> {
-    println!("\n== baseline overhead: the exec loop with baseline.enabled = false and true");
+pub const BASELINE: Feature = Feature {
+    name: "baseline",
+    target: 1.01,
+};
+pub const TRUST: Feature = Feature {
+    name: "trust",
+    target: 1.005,
+};
+
+pub fn run(args: &Args, feature: &Feature) -> Result<()> {
+    let name = feature.name;
+    let target = feature.target;
+    println!("\n== {name} overhead: the exec loop with {name}.enabled = false and true");
     println!("load average (1/5/15 min) at the start: {}", load_average());
     let _stats = BpfStats::enable()?;
     let containerd = PrivateContainerd::start()?;
     let c = exec_loop_container(
         &containerd,
-        NS,
-        "layerguard.bench/baseline:1",
+        &format!("lg-bench-{name}"),
+        &format!("layerguard.bench/{name}:1"),
         &[("io.layerguard.workload", "bench")],
     )?;
     let dir = tempfile::tempdir()?;
@@ -44,14 +60,14 @@ pub fn run(args: &Args) -> Result<()> {
         let mut daemon = [0.0f64; 2];
         for on in sides {
             let mut daemon_args = args.daemon_args.clone();
-            daemon_args.extend(["--set".to_string(), format!("baseline.enabled={on}")]);
+            daemon_args.extend(["--set".to_string(), format!("{name}.enabled={on}")]);
             let d = Daemon::start(
                 &args.layerguard,
                 &containerd.socket_path(),
                 dir.path(),
                 &daemon_args,
             )?;
-            exec_loop(&c, 200)?; // attribution, the image index, the baseline's entries
+            exec_loop(&c, 200)?; // attribution, the image index, the analyzer's first look
             std::thread::sleep(Duration::from_millis(200));
             let before = d.sched()?;
             let block = exec_loop(&c, n)?;
@@ -60,14 +76,11 @@ pub fn run(args: &Args) -> Result<()> {
             daemon[usize::from(on)] = daemon_us;
             workload_us.push(block.cpu_us);
         }
-        ensure!(
-            daemon[0] > 0.0,
-            "no daemon CPU measured with the baseline off"
-        );
+        ensure!(daemon[0] > 0.0, "no daemon CPU measured with {name} off");
         off_us.push(daemon[0]);
         on_us.push(daemon[1]);
         println!(
-            "  round {round}: daemon per exec, baseline off {:.2} us, on {:.2} us",
+            "  round {round}: daemon per exec, {name} off {:.2} us, on {:.2} us",
             daemon[0], daemon[1]
         );
     }
@@ -80,10 +93,10 @@ pub fn run(args: &Args) -> Result<()> {
         .map(|(lo, hi, _)| format!("[{lo:.4}, {hi:.4}]"))
         .unwrap_or_else(|| "(no interval below 6 rounds)".into());
     println!(
-        "baseline on/off, CPU per exec (workload {w:.1} us + daemon): {r:.4} {interval}; daemon per exec off {:.2} us, on {:.2} us (target <= {TARGET}) {}",
+        "{name} on/off, CPU per exec (workload {w:.1} us + daemon): {r:.4} {interval}; daemon per exec off {:.2} us, on {:.2} us (target <= {target}) {}",
         median(&off_us),
         median(&on_us),
-        if r <= TARGET { "OK" } else { "OVER TARGET" }
+        if r <= target { "OK" } else { "OVER TARGET" }
     );
     println!("load average (1/5/15 min) at the end: {}", load_average());
     Ok(())
