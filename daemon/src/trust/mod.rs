@@ -206,11 +206,8 @@ impl TrustStage {
                                     _ => None,
                                 },
                             });
+                            // Said once per judgement (below), not per exec that waits for it.
                             let retry = judgement.state == SignatureState::Unverifiable;
-                            if retry {
-                                warn!(container = %container.id, namespace = %container.namespace,
-                                    reason = %judgement.reason, "image signature not checked; will try again at the next exec");
-                            }
                             let draft = draft::signature_draft(&judgement, &container, &exec, ancestry);
                             let sent = match draft {
                                 Some(d) => alerts.send(d).await.is_ok(),
@@ -315,9 +312,14 @@ impl Shared {
             let j = self
                 .judge_image(&container.namespace, &reference, digests, &trust)
                 .await;
-            info!(image = %reference, namespace = %container.namespace, state = j.state.as_str(),
-                signatures = j.signatures.len(), ms = started.elapsed().as_millis() as u64,
-                reason = %j.reason, "image signature judged");
+            let ms = started.elapsed().as_millis() as u64;
+            if j.state == SignatureState::Unverifiable {
+                warn!(image = %reference, namespace = %container.namespace, reason = %j.reason,
+                    "image signature not checked; tried again at the next exec of its containers");
+            } else {
+                info!(image = %reference, namespace = %container.namespace, state = j.state.as_str(),
+                    signatures = j.signatures.len(), ms, reason = %j.reason, "image signature judged");
+            }
             Arc::new(j)
         })
         .await
@@ -362,7 +364,24 @@ impl Shared {
             }
         }
         match find_signatures(&store, reference, &digests, &trust.signature_dirs).await {
-            Ok(found) => judge::judge(reference, &digests, &found, trust, SystemTime::now()),
+            // Every signature against every key: CPU that must not stall the pipeline.
+            Ok(found) => {
+                let (owned_reference, owned_digests) = (reference.to_string(), digests.clone());
+                let owned_trust = self.trust();
+                tokio::task::spawn_blocking(move || {
+                    judge::judge(
+                        &owned_reference,
+                        &owned_digests,
+                        &found,
+                        &owned_trust,
+                        SystemTime::now(),
+                    )
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    unverifiable(trust, reference, &digests, &format!("judging failed: {e}"))
+                })
+            }
             Err(e) => {
                 // The connection may be stale after a containerd restart.
                 *self.stores.lock().await = None;
@@ -408,11 +427,15 @@ pub async fn find_signatures(
     let mut found = sources::from_containerd(store, reference, digests)
         .await
         .map_err(unavailable)?;
-    found.extend(
-        sources::from_dirs(dirs, digests)
+    // Directories are read with blocking file I/O: on the blocking pool, never on the
+    // pipeline thread.
+    let (dirs, wanted) = (dirs.to_vec(), digests.to_vec());
+    let handle = tokio::runtime::Handle::current();
+    let from_dirs =
+        tokio::task::spawn_blocking(move || handle.block_on(sources::from_dirs(&dirs, &wanted)))
             .await
-            .map_err(unavailable)?,
-    );
+            .map_err(|e| format!("reading trust.signature_dirs failed: {e}"))?;
+    found.extend(from_dirs.map_err(unavailable)?);
     Ok(found)
 }
 

@@ -293,8 +293,12 @@ pub async fn from_containerd(
         {
             continue;
         }
-        let Ok(bytes) = blobs.read(&target.digest, MAX_MANIFEST_BYTES).await else {
-            continue;
+        let bytes = match blobs.read(&target.digest, MAX_MANIFEST_BYTES).await {
+            Ok(b) => b,
+            // Not a signature of ours, and not our business to judge.
+            Err(ReadError::Bad(_)) => continue,
+            // containerd went away mid-scan: "unsigned" would be a guess.
+            Err(e) => return Err(e),
         };
         let Ok(m) = serde_json::from_slice::<Manifest>(&bytes) else {
             continue;
