@@ -35,11 +35,13 @@ pub mod logging;
 pub(crate) mod metrics;
 pub(crate) mod process;
 pub(crate) mod procfs;
+pub(crate) mod prometheus;
 pub(crate) mod respond;
 pub mod run;
 pub(crate) mod sensor;
 pub(crate) mod trust;
 pub(crate) mod verify;
+pub(crate) mod webhook;
 
 /// Image signature checks against `[trust]`, for `layerguard image verify`.
 pub mod signatures {

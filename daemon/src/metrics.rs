@@ -125,6 +125,13 @@ impl VerdictCounts {
     }
 }
 
+/// Buckets of the exec-to-alert histogram, in seconds (a cached verdict is well under a
+/// millisecond, a first-seen one a few, one behind a slow read up to
+/// `verify.inspect_timeout_ms`).
+const EXEC_TO_ALERT_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0, 30.0,
+];
+
 /// Every counter of the daemon. One instance, shared as `Arc<Metrics>`.
 #[derive(Debug)]
 pub struct Metrics {
@@ -151,6 +158,15 @@ pub struct Metrics {
     pub files: Option<FileMetrics>,
     verdicts: Mutex<VerdictBook>,
     signatures: Mutex<SignatureBook>,
+    /// Alerts published, by (kind, severity).
+    alerts: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// From an exec (the kernel's event) to its alert being published, for alerts about
+    /// an exec.
+    pub exec_to_alert: prometheus_client::metrics::histogram::Histogram,
+    /// Responses to containers, by (action, result).
+    responses: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// The webhooks' figures, one per `[[alerts.webhook]]`.
+    pub webhooks: Mutex<Vec<std::sync::Arc<WebhookStatus>>>,
     rate: Mutex<RateWindow>,
 }
 
@@ -223,6 +239,12 @@ impl Metrics {
             files: None,
             verdicts: Mutex::new(VerdictBook::default()),
             signatures: Mutex::new(SignatureBook::default()),
+            alerts: Mutex::new(BTreeMap::new()),
+            exec_to_alert: prometheus_client::metrics::histogram::Histogram::new(
+                EXEC_TO_ALERT_BUCKETS,
+            ),
+            responses: Mutex::new(BTreeMap::new()),
+            webhooks: Mutex::new(Vec::new()),
             rate: Mutex::new(RateWindow::default()),
         }
     }
@@ -311,18 +333,55 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner())
             .per_container
             .remove(container);
-        self.signatures
+        let mut book = self.signatures.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(gone) = book.per_container.remove(container) {
+            if let Some(n) = book.totals.get_mut(gone.state) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Counts a published alert.
+    pub fn record_alert(&self, kind: &'static str, severity: &'static str) {
+        *self
+            .alerts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .per_container
-            .remove(container);
+            .entry((kind, severity))
+            .or_default() += 1;
+    }
+
+    /// Alerts published since start, by (kind, severity).
+    pub fn alert_counts(&self) -> BTreeMap<(&'static str, &'static str), u64> {
+        self.alerts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Counts a response (`pause`, `kill`, ...) and its result (`taken`, `failed`,
+    /// `dry_run`, `rate_limited`, `never`).
+    pub fn record_response(&self, action: &'static str, result: &'static str) {
+        *self
+            .responses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((action, result))
+            .or_default() += 1;
+    }
+
+    /// Responses since start, by (action, result).
+    pub fn response_counts(&self) -> BTreeMap<(&'static str, &'static str), u64> {
+        self.responses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Records the signature state of a container's image; counted once per container
     /// (a state judged again replaces the container's, and is counted under the new one).
     pub fn record_signature(&self, container: &ContainerKey, signature: ContainerSignature) {
         let mut book = self.signatures.lock().unwrap_or_else(|e| e.into_inner());
-        *book.totals.entry(signature.state).or_default() += 1;
         if let Some(old) = book.per_container.get(container).map(|s| s.state) {
             if let Some(n) = book.totals.get_mut(old) {
                 *n = n.saturating_sub(1);
@@ -330,6 +389,7 @@ impl Metrics {
         } else if book.per_container.len() >= MAX_TRACKED_CONTAINERS {
             return;
         }
+        *book.totals.entry(signature.state).or_default() += 1;
         book.per_container.insert(container.clone(), signature);
     }
 
@@ -343,7 +403,7 @@ impl Metrics {
             .cloned()
     }
 
-    /// Containers judged, by signature state.
+    /// Containers in the table, by the signature state of their image.
     pub fn signature_totals(&self) -> BTreeMap<&'static str, u64> {
         self.signatures
             .lock()
@@ -403,6 +463,57 @@ impl RateWindow {
             }
             _ => 0.0,
         }
+    }
+}
+
+/// What one webhook did, shared with status and metrics.
+#[derive(Debug, Default)]
+pub struct WebhookStatus {
+    pub url: String,
+    /// Alerts the receiver accepted (2xx).
+    pub delivered: AtomicU64,
+    /// POSTs that failed (connection, timeout, 5xx, 408, 429) and were retried.
+    pub failures: AtomicU64,
+    /// Alerts the receiver refused with a 4xx, skipped.
+    pub rejected: AtomicU64,
+    /// Alerts below `min_severity`, not posted.
+    pub filtered: AtomicU64,
+    /// Alerts the journal no longer had (retention, damage) when delivery reached them.
+    pub lost: AtomicU64,
+    /// The next seq to deliver.
+    pub next_seq: AtomicU64,
+    /// The last failure, for status.
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl WebhookStatus {
+    /// Alerts published but not yet delivered (or skipped).
+    pub fn lag(&self, journal_next_seq: u64) -> u64 {
+        journal_next_seq.saturating_sub(self.next_seq.load(Ordering::Relaxed))
+    }
+}
+
+/// Counts every alert by kind and severity, and the time from an exec to its alert, for
+/// the Prometheus endpoint. Never fails.
+pub(crate) struct MetricsSink(pub std::sync::Arc<Metrics>);
+
+impl crate::alert::AlertSink for MetricsSink {
+    fn name(&self) -> &'static str {
+        "metrics"
+    }
+
+    fn write(&mut self, alert: &crate::alert::Alert) -> Result<(), crate::alert::SinkError> {
+        self.0
+            .record_alert(alert.kind.as_str(), alert.severity.as_str());
+        let exec = alert.process.as_ref().and_then(|p| p.exec_time.as_deref());
+        if let Some(Ok(exec)) = exec.map(humantime::parse_rfc3339) {
+            if let Ok(published) = humantime::parse_rfc3339(&alert.time) {
+                if let Ok(d) = published.duration_since(exec) {
+                    self.0.exec_to_alert.observe(d.as_secs_f64());
+                }
+            }
+        }
+        Ok(())
     }
 }
 

@@ -64,6 +64,18 @@ pub enum RunError {
     /// The API could not be bound or served.
     #[error(transparent)]
     Api(#[from] ApiError),
+    /// The metrics port could not be bound.
+    #[error("cannot listen on metrics.listen {listen}: {source}")]
+    Metrics {
+        /// The address.
+        listen: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A webhook could not be set up (its headers file, its cursor directory).
+    #[error("{0}")]
+    Webhook(String),
     /// A `[[trust.keys]]` file could not be read.
     #[error("{0}")]
     TrustKeys(String),
@@ -115,6 +127,7 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
     let file_feedback = sensor.file_feedback()?;
     let containerd = Containerd::new(&config.containerd_socket, config.containerd.timeouts());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (webhook_stop, webhook_stop_rx) = watch::channel(false);
     let (event_tx, event_rx) = mpsc::channel(config.sensor.event_queue);
     // The same capacity after the containers stage: it adds no burst of its own.
     let (attributed_tx, attributed_rx) = mpsc::channel(config.sensor.event_queue);
@@ -132,8 +145,13 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
     // Keys are read before "ready": a missing key file stops the start.
     let trust = match config.trust.enabled {
         true => Some(
-            TrustStage::new(&config.trust, containerd.clone(), metrics.clone())
-                .map_err(|e| RunError::TrustKeys(e.to_string()))?,
+            TrustStage::new(
+                &config.trust,
+                containerd.clone(),
+                metrics.clone(),
+                tokio::runtime::Handle::current(),
+            )
+            .map_err(|e| RunError::TrustKeys(e.to_string()))?,
         ),
         false => None,
     };
@@ -152,6 +170,7 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
         )
     });
     let baseline_handle = baseline.as_ref().map(|(_, _, _, handle, _)| handle.clone());
+    let baseline_for_metrics = baseline_handle.clone();
     // The journal seeds the alert sequence, and the API is bound before "ready" so that a
     // taken socket or bad TLS files stop the start, not a running daemon.
     let (journal, first_seq) = if config.journal.enabled {
@@ -162,6 +181,32 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
     } else {
         (Journal::disabled(1, config.api.subscriber_queue), 1)
     };
+    // The metrics port is bound before "ready" too.
+    let metrics_listener = match config.metrics.address() {
+        Ok(Some(addr)) => {
+            Some(
+                crate::prometheus::bind(addr)
+                    .await
+                    .map_err(|source| RunError::Metrics {
+                        listen: config.metrics.listen.clone(),
+                        source,
+                    })?,
+            )
+        }
+        _ => None,
+    };
+    // Webhooks resume from their cursors (or start at this run's first alert).
+    let mut webhooks = Vec::new();
+    for w in &config.alerts.webhook {
+        let hook = crate::webhook::Webhook::new(w, journal.clone(), &config.state_dir, first_seq)
+            .map_err(RunError::Webhook)?;
+        metrics
+            .webhooks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(hook.status());
+        webhooks.push(hook);
+    }
     let api = if config.api.enabled {
         let sources = ApiSources {
             responder: crate::respond::Responder::new(containerd.clone()),
@@ -239,11 +284,29 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
         });
     }
     let mut sinks = alert_sinks(&config.alerts);
+    sinks.push(Box::new(crate::metrics::MetricsSink(metrics.clone())));
     // Last: the journal publishes to live subscribers after the log line is out.
+    let journal_for_outputs = journal.clone();
     sinks.push(Box::new(JournalSink::new(journal)));
     let alerts = AlertStage::new(&config.node_name, first_seq, sinks);
 
     let api_task = api.map(|api| tokio::spawn(api.run(shutdown_rx.clone())));
+    let metrics_task = metrics_listener.map(|listener| {
+        tokio::spawn(crate::prometheus::serve(
+            listener,
+            crate::prometheus::Sources {
+                metrics: metrics.clone(),
+                journal: journal_for_outputs.clone(),
+                baseline: baseline_for_metrics.clone(),
+                node: config.node_name.clone(),
+            },
+            shutdown_rx.clone(),
+        ))
+    });
+    let webhook_tasks: Vec<_> = webhooks
+        .into_iter()
+        .map(|w| tokio::spawn(w.run(webhook_stop_rx.clone())))
+        .collect();
     let pipeline = PipelineThread::start(config.sensor.scheduling)?;
     let pace = Pace::new(config.sensor.scheduling, pipeline.tid);
     let sensor_task = pipeline.spawn(sensor.run(event_tx, shutdown_rx.clone(), pace));
@@ -290,6 +353,15 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
         None => None,
     };
     let alerts = alert_task.await.map_err(stage("alert"))?;
+    // Webhooks stop after the last alert is journaled; what they have not delivered yet is
+    // delivered after the next start (their cursors are saved).
+    let _ = webhook_stop.send(true);
+    for t in webhook_tasks {
+        let _ = t.await;
+    }
+    if let Some(t) = metrics_task {
+        let _ = t.await;
+    }
     pipeline.stop();
     if let Some(task) = api_task {
         task.await.map_err(stage("api"))??;
@@ -455,11 +527,10 @@ fn alert_sinks(config: &AlertsConfig) -> Vec<Box<dyn AlertSink>> {
         sinks.push(Box::new(LogSink));
     }
     if let Some(path) = &config.file {
-        sinks.push(Box::new(FileSink::new(
-            path,
-            config.file_max_bytes,
-            config.file_keep,
-        )));
+        sinks.push(Box::new(
+            FileSink::new(path, config.file_max_bytes, config.file_keep)
+                .with_format(config.file_format),
+        ));
     }
     sinks
 }

@@ -429,14 +429,12 @@ fn each_signature_state_is_judged_at_the_first_exec_of_a_real_container() {
         s.signature_alerts(&c2)
     );
 
+    // Status counts the containers in the table by state: the ones still running here.
     let status = s.node.status();
     let counts = &status["signatures"];
-    assert!(counts["signed"].as_u64().unwrap() >= 5, "{status}");
-    assert!(
-        counts["signature_invalid"].as_u64().unwrap() >= 3,
-        "{status}"
-    );
-    assert_eq!(counts["key_revoked"], 1, "{status}");
+    assert!(counts["signed"].as_u64().unwrap() >= 1, "{status}");
+    assert!(counts["unsigned"].as_u64().unwrap() >= 2, "{status}");
+    assert!(counts["not_required"].as_u64().unwrap() >= 1, "{status}");
 }
 
 #[test]

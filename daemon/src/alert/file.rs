@@ -31,6 +31,8 @@ pub struct FileSink {
     backlog: VecDeque<Vec<u8>>,
     /// Lines given up since the file last took a write.
     given_up: u64,
+    /// The alert's JSON, or Falco's.
+    format: super::AlertFormat,
 }
 
 impl FileSink {
@@ -43,7 +45,14 @@ impl FileSink {
             size: 0,
             backlog: VecDeque::new(),
             given_up: 0,
+            format: super::AlertFormat::Layerguard,
         }
+    }
+
+    /// Lines in `format` (`alerts.file_format`).
+    pub fn with_format(mut self, format: super::AlertFormat) -> Self {
+        self.format = format;
+        self
     }
 
     fn io(&self, source: std::io::Error) -> SinkError {
@@ -148,7 +157,11 @@ impl AlertSink for FileSink {
     }
 
     fn write(&mut self, alert: &Alert) -> Result<(), SinkError> {
-        let mut line = serde_json::to_vec(alert).map_err(|e| SinkError::Other {
+        let encoded = match self.format {
+            super::AlertFormat::Layerguard => serde_json::to_vec(alert),
+            super::AlertFormat::Falco => serde_json::to_vec(&super::falco::to_falco(alert)),
+        };
+        let mut line = encoded.map_err(|e| SinkError::Other {
             sink: "alert-log",
             message: e.to_string(),
         })?;

@@ -5,6 +5,7 @@
 //! seed it at start) and the sinks. A sink that fails says so once per failure streak and
 //! the others keep going: a full disk must not silence the log or the stream.
 
+pub(crate) mod falco;
 pub(crate) mod file;
 pub(crate) mod journal;
 pub(crate) mod log;
@@ -17,6 +18,16 @@ pub use model::{
 
 use tokio::sync::mpsc;
 use tracing::{error, info};
+
+/// How an alert is written for a receiver (`alerts.file_format`, a webhook's `format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertFormat {
+    /// The alert's own JSON (README "Alerts").
+    Layerguard,
+    /// Falco's JSON output, as Falcosidekick accepts it.
+    Falco,
+}
 
 /// Everything of an alert but what the stage stamps on it.
 #[derive(Clone, Debug)]

@@ -209,7 +209,10 @@ impl ApiServer {
             containers: self.sources.containers.clone(),
         };
 
-        let response = response::ResponseApi::new(self.sources.responder.clone());
+        let response = response::ResponseApi::new(
+            self.sources.responder.clone(),
+            self.sources.metrics.clone(),
+        );
         let baselines = baseline::BaselineApi::new(self.sources.baseline.clone());
 
         let sampler = tokio::spawn(sample_metrics(metrics, shutdown.clone()));

@@ -14,11 +14,13 @@ use tracing::{info, warn};
 
 pub struct ResponseApi {
     responder: Responder,
+    /// Responses by action and result (the Prometheus endpoint).
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl ResponseApi {
-    pub fn new(responder: Responder) -> Self {
-        Self { responder }
+    pub fn new(responder: Responder, metrics: Arc<crate::metrics::Metrics>) -> Self {
+        Self { responder, metrics }
     }
 
     async fn act(
@@ -35,12 +37,14 @@ impl ResponseApi {
         let (namespace, id) = (req.containerd_namespace, req.container_id);
         match self.responder.act(&namespace, &id, action).await {
             Ok(task_status) => {
+                self.metrics.record_response(action.as_str(), "taken");
                 info!(action = action.as_str(), namespace = %namespace, container_id = %id,
                     caller = %caller, reason = %req.reason, task_status = %task_status,
                     "container response done");
                 Ok(Response::new(pb::ContainerActionResponse { task_status }))
             }
             Err(e) => {
+                self.metrics.record_response(action.as_str(), "failed");
                 warn!(action = action.as_str(), namespace = %namespace, container_id = %id,
                     caller = %caller, reason = %req.reason, error = %e,
                     "container response failed");

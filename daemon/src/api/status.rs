@@ -97,6 +97,30 @@ impl StatusApi {
                 kernel_syscalls: f.kernel_syscalls.get(),
                 names: f.names.get(),
             }),
+            webhooks: m
+                .webhooks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .map(|w| {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    pb::WebhookDelivery {
+                        url: w.url.clone(),
+                        delivered: w.delivered.load(Relaxed),
+                        failures: w.failures.load(Relaxed),
+                        rejected: w.rejected.load(Relaxed),
+                        filtered: w.filtered.load(Relaxed),
+                        lost: w.lost.load(Relaxed),
+                        next_seq: w.next_seq.load(Relaxed),
+                        lag: w.lag(j.next_seq),
+                        last_error: w
+                            .last_error
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .clone(),
+                    }
+                })
+                .collect(),
             signatures: m
                 .signature_totals()
                 .into_iter()

@@ -19,6 +19,80 @@ pub struct AlertsConfig {
     pub file_keep: u32,
     /// Alert drafts waiting for the alert stage.
     pub queue: usize,
+    /// The JSONL file's lines: `layerguard` (the alert as every sink carries it) or `falco`
+    /// (Falco's output JSON, as the `falco` webhook posts it).
+    pub file_format: AlertFormat,
+    /// `[[alerts.webhook]]`: receivers alerts are POSTed to, from the journal.
+    pub webhook: Vec<WebhookConfig>,
+}
+
+pub use crate::alert::AlertFormat;
+
+/// One `[[alerts.webhook]]`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookConfig {
+    /// `http://host:port/path` (Falcosidekick listens on `http://HOST:2801/`).
+    pub url: String,
+    /// The body: `falco` or `layerguard`.
+    #[serde(default = "falco")]
+    pub format: AlertFormat,
+    /// Alerts below this severity are not posted.
+    #[serde(default = "info")]
+    pub min_severity: crate::alert::Severity,
+    /// A file of `Name: value` lines sent as headers with every POST (an Authorization
+    /// header): it must not be readable by group or others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers_file: Option<PathBuf>,
+    /// One POST may take this long before it counts as failed and is retried.
+    #[serde(default = "webhook_timeout")]
+    pub timeout_ms: u64,
+}
+
+fn falco() -> AlertFormat {
+    AlertFormat::Falco
+}
+fn info() -> crate::alert::Severity {
+    crate::alert::Severity::Info
+}
+fn webhook_timeout() -> u64 {
+    5000
+}
+
+impl WebhookConfig {
+    /// `timeout_ms` as a duration.
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    /// (host, port, path and query) of an `http://` URL, or why it is not one.
+    pub fn target(&self) -> Result<(String, u16, String), String> {
+        let uri: http::Uri = self
+            .url
+            .parse()
+            .map_err(|e| format!("{:?} is not a URL: {e}", self.url))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(format!(
+                    "{:?}: https is not supported yet; post to a Falcosidekick (or a TLS proxy) over http on a trusted network",
+                    self.url
+                ))
+            }
+            _ => return Err(format!("{:?} must start with http://", self.url)),
+        }
+        let host = uri
+            .host()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| format!("{:?} has no host", self.url))?
+            .to_string();
+        let path = uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "/".into());
+        Ok((host, uri.port_u16().unwrap_or(80), path))
+    }
 }
 
 impl Default for AlertsConfig {
@@ -29,6 +103,8 @@ impl Default for AlertsConfig {
             file_max_bytes: 64 * 1024 * 1024,
             file_keep: 5,
             queue: 16 * 1024,
+            file_format: AlertFormat::Layerguard,
+            webhook: Vec::new(),
         }
     }
 }
@@ -43,6 +119,21 @@ impl AlertsConfig {
         }
         if self.queue == 0 {
             return Err(("alerts.queue".into(), "must be at least 1".into()));
+        }
+        for (i, w) in self.webhook.iter().enumerate() {
+            let at = |field: &str| format!("alerts.webhook[{i}].{field}");
+            if let Err(problem) = w.target() {
+                return Err((at("url"), problem));
+            }
+            if self.webhook[..i].iter().any(|o| o.url == w.url) {
+                return Err((at("url"), format!("{:?} is given twice", w.url)));
+            }
+            if !(100..=600_000).contains(&w.timeout_ms) {
+                return Err((
+                    at("timeout_ms"),
+                    format!("must be between 100 and 600000, not {}", w.timeout_ms),
+                ));
+            }
         }
         Ok(())
     }

@@ -256,6 +256,13 @@ impl Config {
         self.alerts.validate()?;
         self.api.validate()?;
         self.journal.validate()?;
+        self.metrics.address()?;
+        if !self.alerts.webhook.is_empty() && !self.journal.enabled {
+            return bad(
+                "alerts.webhook",
+                "needs the journal (journal.enabled = true): webhooks are delivered from it".into(),
+            );
+        }
         if self.node_name.trim().is_empty() {
             return bad("node_name", "must not be empty".into());
         }

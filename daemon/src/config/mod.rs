@@ -18,7 +18,7 @@ mod tests;
 mod trust;
 mod verify;
 
-pub use alerts::{AlertsConfig, FsyncMode, JournalConfig};
+pub use alerts::{AlertFormat, AlertsConfig, FsyncMode, JournalConfig, WebhookConfig};
 pub use api::{ApiConfig, Role, DEFAULT_API_SOCKET};
 pub use baseline::BaselineConfig;
 pub use files::FilesConfig;
@@ -91,6 +91,32 @@ pub struct Config {
     pub api: ApiConfig,
     /// `[journal]`.
     pub journal: JournalConfig,
+    /// `[metrics]`.
+    pub metrics: MetricsConfig,
+}
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `HOST:PORT` to serve `/metrics` (OpenMetrics text) on; empty: off. Anyone who can
+    /// connect can read it: keep it on loopback or a trusted network.
+    pub listen: String,
+}
+
+impl MetricsConfig {
+    /// The address, `None` when off.
+    pub fn address(&self) -> Result<Option<std::net::SocketAddr>, (String, String)> {
+        if self.listen.is_empty() {
+            return Ok(None);
+        }
+        self.listen.parse().map(Some).map_err(|_| {
+            (
+                "metrics.listen".to_string(),
+                format!("{:?} is not HOST:PORT (like 127.0.0.1:9464)", self.listen),
+            )
+        })
+    }
 }
 
 /// `[sensor]`: the kernel sensor and how the daemon drains it.
@@ -212,6 +238,7 @@ impl Default for Config {
             alerts: AlertsConfig::default(),
             api: ApiConfig::default(),
             journal: JournalConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

@@ -55,7 +55,7 @@ pub fn signature_draft(
         process: Some(crate::process::exec_actor(exec, &path, ancestry)),
         evidence: Some(Evidence {
             path: Some(path),
-            reason: j.reason.clone(),
+            reason: j.reason.chars().take(1024).collect(),
             signature: Some(SignatureEvidence {
                 state: j.state.as_str().into(),
                 image,
@@ -66,19 +66,37 @@ pub fn signature_draft(
                     .unwrap_or_default(),
                 mode: j.mode.map(|m| m.as_str()).unwrap_or("enforce").into(),
                 keys_tried: j.keys_tried.clone(),
-                signatures: j
-                    .signatures
-                    .iter()
-                    .map(|s| SignatureFound {
-                        source: s.source.clone(),
-                        format: s.format.into(),
-                        key: s.key.clone(),
-                        result: s.result.clone(),
-                    })
-                    .collect(),
+                signatures: found(j),
             }),
             ..Evidence::default()
         }),
         loss: None,
     })
+}
+
+/// Signatures shown in one alert; the rest are counted (an alert must stay well inside the
+/// journal's record limit whatever a hostile registry attached).
+const SHOWN: usize = 16;
+
+fn found(j: &Judgement) -> Vec<SignatureFound> {
+    let mut out: Vec<SignatureFound> = j
+        .signatures
+        .iter()
+        .take(SHOWN)
+        .map(|s| SignatureFound {
+            source: s.source.chars().take(512).collect(),
+            format: s.format.into(),
+            key: s.key.clone(),
+            result: s.result.chars().take(512).collect(),
+        })
+        .collect();
+    if j.signatures.len() > SHOWN {
+        out.push(SignatureFound {
+            source: format!("{} more", j.signatures.len() - SHOWN),
+            format: "omitted".into(),
+            key: None,
+            result: "not shown in the alert; `layerguard image verify` lists them all".into(),
+        });
+    }
+    out
 }

@@ -28,6 +28,12 @@ const BUNDLE_V02_MEDIA_TYPE: &str = "application/vnd.dev.sigstore.bundle+json;ve
 pub const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
 /// A signature payload or bundle larger than this is refused.
 pub const MAX_SIGNATURE_BYTES: u64 = 1024 * 1024;
+/// Signature layers read from one `.sig` manifest, and DSSE signatures from one bundle:
+/// more is no real signer's doing, and each costs a read and a check per key.
+pub const MAX_SIGNATURES_PER_SOURCE: usize = 16;
+/// The predicate type cosign gives an image signature in a DSSE bundle; statements of any
+/// other type are attestations (SBOM, provenance, scans), not signatures.
+pub const COSIGN_SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
 
 /// Which format a signature came in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,7 +106,8 @@ struct SigManifest {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SimpleSigningLayer {
     pub index: usize,
-    pub digest: Digest,
+    /// The payload's digest (`None` when the layer's is malformed: then `signature` says so).
+    pub digest: Option<Digest>,
     pub size: u64,
     /// The payload's signature, or why the layer has none usable.
     pub signature: Result<Vec<u8>, String>,
@@ -114,19 +121,24 @@ pub fn simple_signing_layers(manifest: &[u8]) -> Result<Vec<SimpleSigningLayer>,
     let m: SigManifest = serde_json::from_slice(manifest)
         .map_err(|e| format!("the signature manifest is not valid JSON: {e}"))?;
     let mut out = Vec::new();
-    for (index, layer) in m.layers.into_iter().enumerate() {
-        if layer.media_type != SIMPLE_SIGNING_MEDIA_TYPE {
-            continue;
-        }
-        let digest = Digest::parse(&layer.digest)
-            .map_err(|e| format!("signature layer {index}: bad digest: {e}"))?;
-        if layer.size > MAX_SIGNATURE_BYTES {
-            return Err(format!(
+    let layers = m
+        .layers
+        .into_iter()
+        .enumerate()
+        .filter(|(_, l)| l.media_type == SIMPLE_SIGNING_MEDIA_TYPE)
+        .take(MAX_SIGNATURES_PER_SOURCE);
+    for (index, layer) in layers {
+        // A bad layer is a bad signature of its own; the manifest's other layers (cosign
+        // adds one per signature) are still judged.
+        let digest = Digest::parse(&layer.digest);
+        let signature = if let Err(e) = &digest {
+            Err(format!("signature layer {index}: bad digest: {e}"))
+        } else if layer.size > MAX_SIGNATURE_BYTES {
+            Err(format!(
                 "signature layer {index} claims {} bytes, more than the {MAX_SIGNATURE_BYTES}-byte limit",
                 layer.size
-            ));
-        }
-        let signature = if layer.annotations.contains_key(CERTIFICATE_ANNOTATION) {
+            ))
+        } else if layer.annotations.contains_key(CERTIFICATE_ANNOTATION) {
             Err("a keyless signature (Fulcio certificate): keyless verification is not supported yet".to_string())
         } else {
             match layer.annotations.get(SIGNATURE_ANNOTATION) {
@@ -138,7 +150,7 @@ pub fn simple_signing_layers(manifest: &[u8]) -> Result<Vec<SimpleSigningLayer>,
         };
         out.push(SimpleSigningLayer {
             index,
-            digest,
+            digest: digest.ok(),
             size: layer.size,
             signature,
             rekor_bundle: layer.annotations.get(REKOR_BUNDLE_ANNOTATION).cloned(),
@@ -244,6 +256,8 @@ struct Statement {
     #[serde(rename = "_type")]
     kind: String,
     subject: Vec<Subject>,
+    #[serde(rename = "predicateType", default)]
+    predicate_type: String,
 }
 
 #[derive(Deserialize)]
@@ -251,6 +265,10 @@ struct Subject {
     #[serde(default)]
     digest: BTreeMap<String, String>,
 }
+
+/// How [`bundle`]'s error starts for a valid attestation (not a signature, so not a bad
+/// one either): finders leave it out.
+pub const NOT_A_SIGNATURE: &str = "not a signature";
 
 /// DSSE's pre-authentication encoding: what a DSSE signature covers.
 pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
@@ -318,6 +336,12 @@ pub fn bundle(bytes: &[u8]) -> Result<Vec<Candidate>, String> {
             statement.kind
         ));
     }
+    if statement.predicate_type != COSIGN_SIGN_PREDICATE {
+        return Err(format!(
+            "{NOT_A_SIGNATURE}: an attestation of predicate type {:?}, not an image signature ({COSIGN_SIGN_PREDICATE})",
+            statement.predicate_type
+        ));
+    }
     let mut digests = Vec::new();
     for s in &statement.subject {
         if let Some(hex) = s.digest.get("sha256") {
@@ -341,6 +365,7 @@ pub fn bundle(bytes: &[u8]) -> Result<Vec<Candidate>, String> {
     envelope
         .signatures
         .into_iter()
+        .take(MAX_SIGNATURES_PER_SOURCE)
         .map(|s| {
             Ok(Candidate {
                 format: Format::Bundle,
@@ -405,8 +430,12 @@ pub(crate) mod tests {
     }
 
     pub fn bundle_for(key: &p256::ecdsa::SigningKey, digest: &Digest) -> Vec<u8> {
+        bundle_of(key, digest, COSIGN_SIGN_PREDICATE)
+    }
+
+    pub fn bundle_of(key: &p256::ecdsa::SigningKey, digest: &Digest, predicate: &str) -> Vec<u8> {
         let statement = format!(
-            r#"{{"_type":"https://in-toto.io/Statement/v1","subject":[{{"name":"app","digest":{{"sha256":"{}"}}}}],"predicateType":"https://sigstore.dev/cosign/sign/v1","predicate":{{}}}}"#,
+            r#"{{"_type":"https://in-toto.io/Statement/v1","subject":[{{"name":"app","digest":{{"sha256":"{}"}}}}],"predicateType":"{predicate}","predicate":{{}}}}"#,
             digest.hex()
         );
         let sig = sign(key, &pae(IN_TOTO_PAYLOAD_TYPE, statement.as_bytes()));
@@ -430,7 +459,7 @@ pub(crate) mod tests {
         let e = base64::engine::general_purpose::STANDARD;
         let layers = simple_signing_layers(&sig_manifest(&payload, &e.encode(&sig))).unwrap();
         assert_eq!(layers.len(), 1);
-        assert_eq!(layers[0].digest, Digest::of(&payload));
+        assert_eq!(layers[0].digest, Some(Digest::of(&payload)));
         let c = simple_signing(&layers[0], &payload).unwrap();
         assert_eq!(c.digests, vec![image]);
         assert!(pk.verifies(&c.signed, &c.signature));
@@ -457,12 +486,20 @@ pub(crate) mod tests {
         let payload = payload_for(&image);
         for (manifest, want) in [
             (b"{".to_vec(), "not valid JSON"),
-            (br#"{"layers":[]}"#.to_vec(), "has no application/vnd.dev.cosign.simplesigning"),
-            (br#"{"layers":[{"mediaType":"application/vnd.dev.cosign.simplesigning.v1+json","digest":"sha256:zz","size":1}]}"#.to_vec(), "bad digest"),
+            (
+                br#"{"layers":[]}"#.to_vec(),
+                "has no application/vnd.dev.cosign.simplesigning",
+            ),
         ] {
             let e = simple_signing_layers(&manifest).unwrap_err();
             assert!(e.contains(want), "{e}");
         }
+        let bad = simple_signing_layers(br#"{"layers":[{"mediaType":"application/vnd.dev.cosign.simplesigning.v1+json","digest":"sha256:zz","size":1}]}"#).unwrap();
+        assert!(bad[0]
+            .signature
+            .as_ref()
+            .unwrap_err()
+            .contains("bad digest"));
         let layers = simple_signing_layers(&sig_manifest(&payload, "!!!")).unwrap();
         let e = simple_signing(&layers[0], &payload).unwrap_err();
         assert!(e.contains("not valid base64"), "{e}");
@@ -495,5 +532,10 @@ pub(crate) mod tests {
             assert!(e.contains(want), "{text}: {e}");
         }
         assert!(bundle_subjects(b"nope").is_empty());
+        // An attestation by the same key is not a signature of the image.
+        let attestation = bundle_of(&k, &image, "https://slsa.dev/provenance/v1");
+        assert!(bundle(&attestation)
+            .unwrap_err()
+            .starts_with(NOT_A_SIGNATURE));
     }
 }

@@ -222,9 +222,13 @@ fn judge_one(
             )
         }
         (Some(rekor), false) => {
+            // A bundle's entries are shared by its signatures: one entry that verifies
+            // and carries this signature is enough.
             let checked: Vec<Result<(), String>> =
                 c.tlog.iter().map(|e| e.verify(rekor, &c.signature)).collect();
-            if let Some(Err(e)) = checked.iter().find(|r| r.is_err()) {
+            if let (false, Some(Err(e))) =
+                (checked.iter().any(|r| r.is_ok()), checked.iter().find(|r| r.is_err()))
+            {
                 return (
                     Outcome::Invalid,
                     id,

@@ -49,14 +49,19 @@ impl PublicKey {
         }
     }
 
-    /// True when `signature` (ASN.1 DER, as cosign and openssl write it) signs `message`
-    /// (hashed with SHA-256 for P-256, SHA-384 for P-384, as cosign does).
+    /// True when `signature` (ASN.1 DER, as cosign and openssl write it) signs `message`.
+    /// cosign hashes with SHA-256 whatever the curve; a P-384 signature over SHA-384 (what
+    /// `openssl dgst -sha384` makes) is accepted too.
     pub fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
+        use p256::ecdsa::signature::hazmat::PrehashVerifier;
+        use sha2::Digest as _;
         match self {
             Self::P256(k) => p256::ecdsa::DerSignature::try_from(signature)
                 .is_ok_and(|s| k.verify(message, &s).is_ok()),
-            Self::P384(k) => p384::ecdsa::DerSignature::try_from(signature)
-                .is_ok_and(|s| k.verify(message, &s).is_ok()),
+            Self::P384(k) => p384::ecdsa::DerSignature::try_from(signature).is_ok_and(|s| {
+                k.verify_prehash(&sha2::Sha256::digest(message), &s).is_ok()
+                    || k.verify(message, &s).is_ok()
+            }),
         }
     }
 }

@@ -42,6 +42,9 @@ const MAX_JUDGED_CONTAINERS: usize = 65_536;
 const MAX_CACHED_IMAGES: usize = 1024;
 /// Images judged at once (each reads from containerd and the signature directories).
 const CONCURRENT_JUDGEMENTS: usize = 4;
+/// One image's judgement may take this long (containerd's own deadlines bound each call;
+/// this bounds them all, and a signature directory that blocks): past it, `unverifiable`.
+const JUDGE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long an `unverifiable` verdict is kept before the next exec tries again.
 const UNVERIFIABLE_RETRY: Duration = Duration::from_secs(5);
 
@@ -98,6 +101,9 @@ impl TrustHandle {
 /// The stage.
 pub struct TrustStage {
     shared: Arc<Shared>,
+    /// Where judgements run: the main runtime's workers, not the pipeline thread (reading
+    /// and hashing signature blobs, parsing, evidence).
+    runtime: tokio::runtime::Handle,
     /// Containers judged (or being judged): namespace -> ids, looked up without
     /// allocating, since every container exec asks.
     judged: HashMap<String, HashSet<String>>,
@@ -110,6 +116,7 @@ impl TrustStage {
         config: &TrustConfig,
         containerd: Containerd,
         metrics: Arc<Metrics>,
+        runtime: tokio::runtime::Handle,
     ) -> Result<(Self, TrustHandle), KeyError> {
         let shared = Arc::new(Shared {
             trust: RwLock::new(Arc::new(TrustSet::load(config, 1)?)),
@@ -123,6 +130,7 @@ impl TrustStage {
         Ok((
             Self {
                 shared,
+                runtime,
                 judged: HashMap::new(),
                 judged_order: VecDeque::new(),
             },
@@ -195,7 +203,7 @@ impl TrustStage {
                         let alerts = alerts.clone();
                         let limit = limit.clone();
                         let (exec, container, ancestry) = (exec.clone(), container.clone(), process.ancestry.clone());
-                        jobs.spawn(async move {
+                        jobs.spawn_on(async move {
                             let _permit = limit.acquire_owned().await;
                             let judgement = shared.judgement_for(&container).await;
                             let key = container.key();
@@ -214,7 +222,7 @@ impl TrustStage {
                                 None => false,
                             };
                             (key, retry, sent)
-                        });
+                        }, &self.runtime);
                     }
                 }
                 Some(done) = jobs.join_next(), if !jobs.is_empty() => match done {
@@ -309,9 +317,20 @@ impl Shared {
         };
         cell.get_or_init(|| async {
             let started = Instant::now();
-            let j = self
-                .judge_image(&container.namespace, &reference, digests, &trust)
-                .await;
+            let j = match tokio::time::timeout(
+                JUDGE_TIMEOUT,
+                self.judge_image(&container.namespace, &reference, digests.clone(), &trust),
+            )
+            .await
+            {
+                Ok(j) => j,
+                Err(_) => unverifiable(
+                    &trust,
+                    &reference,
+                    &digests,
+                    &format!("judging took longer than {} s", JUDGE_TIMEOUT.as_secs()),
+                ),
+            };
             let ms = started.elapsed().as_millis() as u64;
             if j.state == SignatureState::Unverifiable {
                 warn!(image = %reference, namespace = %container.namespace, reason = %j.reason,
@@ -436,6 +455,11 @@ pub async fn find_signatures(
             .await
             .map_err(|e| format!("reading trust.signature_dirs failed: {e}"))?;
     found.extend(from_dirs.map_err(unavailable)?);
+    if found.len() > sources::MAX_FOUND {
+        warn!(image = %reference, found = found.len(), judged = sources::MAX_FOUND,
+            "more signatures than are judged for one image; the rest are left out");
+        found.truncate(sources::MAX_FOUND);
+    }
     Ok(found)
 }
 

@@ -21,6 +21,10 @@ use std::path::{Path, PathBuf};
 const MAX_MANIFEST_BYTES: u64 = 256 * 1024;
 /// Files looked at in one signature directory (and its subdirectories).
 const MAX_DIR_FILES: usize = 10_000;
+/// Entries of one OCI layout's `index.json` looked at.
+const MAX_LAYOUT_ENTRIES: usize = 256;
+/// Signatures judged for one image, wherever found (the rest are left out, with a warning).
+pub const MAX_FOUND: usize = 64;
 /// How deep signature directories are walked.
 const MAX_DIR_DEPTH: usize = 4;
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -46,16 +50,7 @@ impl Blobs<'_> {
             }
             Self::Layout(dir) => {
                 let path = dir.join("blobs").join("sha256").join(digest.hex());
-                let len = std::fs::metadata(&path)
-                    .map_err(|e| ReadError::Bad(format!("{}: {e}", path.display())))?
-                    .len();
-                if len > limit {
-                    return Err(ReadError::Bad(format!(
-                        "blob {digest} is {len} bytes, more than the {limit}-byte limit"
-                    )));
-                }
-                std::fs::read(&path)
-                    .map_err(|e| ReadError::Bad(format!("{}: {e}", path.display())))?
+                read_regular(&path, limit).map_err(ReadError::Bad)?
             }
         };
         if Digest::of(&bytes) != *digest {
@@ -65,6 +60,42 @@ impl Blobs<'_> {
         }
         Ok(bytes)
     }
+}
+
+/// A regular file (no symlink, FIFO or device: a read of one could block or never end)
+/// of at most `limit` bytes, read within that bound even if it grows meanwhile.
+pub fn read_regular(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{} is not a regular file", path.display()));
+    }
+    if meta.len() > limit {
+        return Err(format!(
+            "{} is {} bytes, more than the {limit}-byte limit",
+            path.display(),
+            meta.len()
+        ));
+    }
+    let mut out = Vec::with_capacity(meta.len() as usize);
+    file.take(limit + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if out.len() as u64 > limit {
+        return Err(format!(
+            "{} grew past the {limit}-byte limit while it was read",
+            path.display()
+        ));
+    }
+    Ok(out)
 }
 
 /// A failure to read: the store is away (the verdict waits), or the blob is bad (the
@@ -180,10 +211,14 @@ async fn from_manifest(
             .config
             .as_ref()
             .is_some_and(|c| c.media_type == BUNDLE_V03_MEDIA_TYPE);
-    for (i, layer) in manifest.layers.iter().enumerate() {
-        if !(is_bundle(layer) || (bundle_artifact && layer.media_type.contains("json"))) {
-            continue;
-        }
+    let mut attestations = 0;
+    let bundle_layers = manifest
+        .layers
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| is_bundle(l) || (bundle_artifact && l.media_type.contains("json")))
+        .take(formats::MAX_SIGNATURES_PER_SOURCE);
+    for (i, layer) in bundle_layers {
         let at = format!("{source} layer {i}");
         let parsed = match Digest::parse(&layer.digest) {
             Err(e) => Err(format!("bad layer digest: {e}")),
@@ -194,6 +229,10 @@ async fn from_manifest(
                             source: at.clone(),
                             parsed: Ok(c),
                         }));
+                        continue;
+                    }
+                    Err(e) if e.starts_with(formats::NOT_A_SIGNATURE) => {
+                        attestations += 1;
                         continue;
                     }
                     Err(e) => Err(e),
@@ -217,20 +256,25 @@ async fn from_manifest(
             Ok(layers) => {
                 for layer in layers {
                     let at = format!("{source} layer {}", layer.index);
-                    let parsed = match blobs
-                        .read(&layer.digest, formats::MAX_SIGNATURE_BYTES)
-                        .await
-                    {
-                        Ok(payload) => formats::simple_signing(&layer, &payload),
-                        Err(ReadError::Bad(reason)) => Err(format!("the payload: {reason}")),
-                        Err(e) => return Err(e),
+                    let parsed = match (&layer.signature, layer.digest) {
+                        (Err(reason), _) => Err(reason.clone()),
+                        (Ok(_), None) => Err("the layer has no digest".into()),
+                        (Ok(_), Some(d)) => {
+                            match blobs.read(&d, formats::MAX_SIGNATURE_BYTES).await {
+                                Ok(payload) => formats::simple_signing(&layer, &payload),
+                                Err(ReadError::Bad(reason)) => {
+                                    Err(format!("the payload: {reason}"))
+                                }
+                                Err(e) => return Err(e),
+                            }
+                        }
                     };
                     out.push(Found { source: at, parsed });
                 }
             }
         }
     }
-    if out.is_empty() {
+    if out.is_empty() && attestations == 0 {
         out.push(Found {
             source: source.to_string(),
             parsed: Err(
@@ -380,7 +424,7 @@ pub async fn from_dirs(dirs: &[PathBuf], digests: &[Digest]) -> Result<Vec<Found
                 tracing::warn!(path = %path.display(), bytes = meta.len(), "signature file too large; skipped");
                 continue;
             }
-            let bytes = match std::fs::read(&path) {
+            let bytes = match read_regular(&path, formats::MAX_SIGNATURE_BYTES) {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "cannot read a signature file");
@@ -400,6 +444,7 @@ pub async fn from_dirs(dirs: &[PathBuf], digests: &[Digest]) -> Result<Vec<Found
                     source: source.clone(),
                     parsed: Ok(c),
                 })),
+                Err(reason) if reason.starts_with(formats::NOT_A_SIGNATURE) => {}
                 Err(reason) => found.push(Found {
                     source,
                     parsed: Err(reason),
@@ -451,7 +496,7 @@ fn walk(dir: &Path, depth: usize, files: &mut Vec<PathBuf>, layouts: &mut Vec<Pa
 /// of them, `cosign save`'s signature manifests next to one of them, and referrers of one.
 async fn from_layout(dir: &Path, digests: &[Digest]) -> Result<Vec<Found>, ReadError> {
     let source = dir.display().to_string();
-    let index = match std::fs::read(dir.join("index.json")) {
+    let index = match read_regular(&dir.join("index.json"), MAX_MANIFEST_BYTES) {
         Ok(b) => b,
         Err(e) => {
             tracing::warn!(layout = %source, error = %e, "cannot read the layout's index.json");
@@ -472,10 +517,16 @@ async fn from_layout(dir: &Path, digests: &[Digest]) -> Result<Vec<Found>, ReadE
         .map(|d| format!("sha256-{}.sig", d.hex()))
         .collect();
     let mut found = Vec::new();
-    for m in &index.manifests {
+    let mut seen: Vec<Digest> = Vec::new();
+    // Bounded: a layout listing thousands of entries is not cosign's.
+    for m in index.manifests.iter().take(MAX_LAYOUT_ENTRIES) {
         let Ok(d) = Digest::parse(&m.digest) else {
             continue;
         };
+        if seen.contains(&d) {
+            continue;
+        }
+        seen.push(d);
         let name = m
             .annotations
             .get(REF_NAME)

@@ -156,6 +156,11 @@ pub fn status_json(s: &pb::GetStatusResponse) -> serde_json::Value {
             "kernel_syscalls": f.kernel_syscalls, "names": f.names,
         })),
         "signatures": s.signatures,
+        "webhooks": s.webhooks.iter().map(|w| serde_json::json!({
+            "url": w.url, "delivered": w.delivered, "failures": w.failures,
+            "rejected": w.rejected, "filtered": w.filtered, "lost": w.lost,
+            "next_seq": w.next_seq, "lag": w.lag, "last_error": w.last_error,
+        })).collect::<Vec<_>>(),
     })
 }
 
@@ -212,6 +217,25 @@ pub fn status_text(s: &pb::GetStatusResponse) -> String {
         "containers",
         format!("{} ({} running)", s.containers, s.running_containers),
     );
+    for w in &s.webhooks {
+        line(
+            "webhook",
+            format!(
+                "{}: {} delivered, {} behind (next seq {}), {} failed POSTs, {} refused, {} filtered{}",
+                w.url,
+                w.delivered,
+                w.lag,
+                w.next_seq,
+                w.failures,
+                w.rejected,
+                w.filtered,
+                w.last_error
+                    .as_deref()
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default()
+            ),
+        );
+    }
     let mut signatures: Vec<(&String, &u64)> = s.signatures.iter().collect();
     signatures.sort();
     line(
