@@ -33,10 +33,14 @@ deps:
 	@command -v cargo >/dev/null || { echo "make deps: cargo not found; install Rust (rustup) first" >&2; exit 1; }
 
 ## test-deps: what only the tests need: Node.js and npm's Sigstore packages (tests/sigstore),
-## which make and check real Sigstore bundles.
+## which make and check real Sigstore bundles, and Debian's Prometheus server.
 test-deps: deps
 	@command -v npm >/dev/null || { apt-get update -q; DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm; }
 	@[ -d tests/sigstore/node_modules/@sigstore/sign ] || npm ci --no-audit --no-fund --prefix tests/sigstore
+	@# Prometheus for the metrics test (each test starts its own on loopback; the package's
+	@# own service is not wanted).
+	@command -v prometheus >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; \
+		systemctl disable --now prometheus >/dev/null 2>&1 || true; }
 
 build: deps
 	cargo build --workspace --all-targets
