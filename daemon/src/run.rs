@@ -207,11 +207,14 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
             .push(hook.status());
         webhooks.push(hook);
     }
+    // Response alerts (by policy or by hand) reach the alert stage here.
+    let (reports_tx, reports_rx) = mpsc::channel(1024);
     let api = if config.api.enabled {
         let sources = ApiSources {
             responder: crate::respond::Responder::new(containerd.clone()),
             containers: Arc::new(LiveDirectory(containers.directory())),
             metrics: metrics.clone(),
+            reports: reports_tx.clone(),
             baseline: baseline_handle,
             node: NodeInfo {
                 node_name: config.node_name.clone(),
@@ -288,6 +291,17 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
     // Last: the journal publishes to live subscribers after the log line is out.
     let journal_for_outputs = journal.clone();
     sinks.push(Box::new(JournalSink::new(journal)));
+    // After the journal: a response answers an alert already kept.
+    let respond = (!config.respond.policy.is_empty()).then(|| {
+        let (tx, rx) = mpsc::channel(crate::respond::stage::QUEUE);
+        sinks.push(Box::new(crate::respond::stage::RespondSink::new(tx)));
+        let stage = crate::respond::stage::RespondStage::new(
+            &config.respond,
+            crate::respond::Responder::new(containerd.clone()),
+            metrics.clone(),
+        );
+        (stage, rx)
+    });
     let alerts = AlertStage::new(&config.node_name, first_seq, sinks);
 
     let api_task = api.map(|api| tokio::spawn(api.run(shutdown_rx.clone())));
@@ -321,7 +335,9 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
     // Its judgements run as tasks on the pipeline thread too: containerd reads are async.
     let trust_task = trust.map(|t| pipeline.spawn(t.run(trust_rx, verified_tx.clone())));
     let verify_task = pipeline.spawn(verify.run(verify_rx, verified_tx));
-    let alert_task = pipeline.spawn(alerts.run(alert_drafts));
+    let alert_task = pipeline.spawn(alerts.run(alert_drafts, reports_rx));
+    let respond_task = respond.map(|(stage, rx)| tokio::spawn(stage.run(rx, reports_tx.clone())));
+    drop(reports_tx);
 
     loop {
         tokio::select! {
@@ -353,6 +369,10 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
         None => None,
     };
     let alerts = alert_task.await.map_err(stage("alert"))?;
+    if let Some(t) = respond_task {
+        // Its input closed with the alert stage; an action in flight may finish.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), t).await;
+    }
     // Webhooks stop after the last alert is journaled; what they have not delivered yet is
     // delivered after the next start (their cursors are saved).
     let _ = webhook_stop.send(true);

@@ -43,6 +43,8 @@ pub fn rule(kind: AlertKind) -> &'static str {
         AlertKind::ImageSignatureInvalid => "Container image signature invalid",
         AlertKind::ImageKeyRevoked => "Container image signed by a revoked key",
         AlertKind::ImageKeyExpired => "Container image signed by an expired key",
+        AlertKind::ResponseTaken => "layerguard response taken on a container",
+        AlertKind::ResponseFailed => "layerguard response on a container did not happen",
     }
 }
 
@@ -129,6 +131,16 @@ pub fn to_falco(alert: &Alert) -> Value {
             put("layerguard.signature_state", json!(s.state));
             put("layerguard.signature_policy", json!(s.policy));
         }
+        if let Some(r) = &e.response {
+            put("layerguard.response_action", json!(r.action));
+            put("layerguard.response_result", json!(r.result));
+            if let Some(rule) = &r.rule {
+                put("layerguard.response_rule", json!(rule));
+            }
+            if let Some(seq) = r.trigger_seq {
+                put("layerguard.trigger_seq", json!(seq));
+            }
+        }
         put("layerguard.reason", json!(e.reason));
     }
     let time = humantime::parse_rfc3339(&alert.time)
@@ -151,6 +163,7 @@ pub fn to_falco(alert: &Alert) -> Value {
         | AlertKind::ImageKeyRevoked
         | AlertKind::ImageKeyExpired => "supply_chain",
         AlertKind::SensorEventsLost => "health",
+        AlertKind::ResponseTaken | AlertKind::ResponseFailed => "response",
         _ => "container_drift",
     });
     json!({

@@ -13,7 +13,7 @@ mod model;
 
 pub use model::{
     Alert, AlertContainer, AlertKind, AlertProcess, Ancestor, BaselineEvidence, Evidence, Loss,
-    Severity, SignatureEvidence, SignatureFound,
+    ResponseEvidence, Severity, SignatureEvidence, SignatureFound,
 };
 
 use tokio::sync::mpsc;
@@ -144,9 +144,39 @@ impl AlertStage {
         }
     }
 
-    pub async fn run(mut self, mut drafts: mpsc::Receiver<AlertDraft>) -> AlertStats {
+    /// Publishes the pipeline's drafts until that channel closes, and the responders'
+    /// drafts (`responses`: response alerts, by policy or by hand) as they come. Only the
+    /// pipeline's channel keeps the stage alive: the responders act on published alerts,
+    /// so waiting for them to close would wait forever; their drafts ready at the end are
+    /// still published.
+    pub async fn run(
+        mut self,
+        mut drafts: mpsc::Receiver<AlertDraft>,
+        mut responses: mpsc::Receiver<AlertDraft>,
+    ) -> AlertStats {
         let mut stats = AlertStats::default();
-        while let Some(draft) = drafts.recv().await {
+        let mut responses_open = true;
+        loop {
+            let draft = tokio::select! {
+                biased;
+                d = drafts.recv() => match d {
+                    Some(d) => d,
+                    None => break,
+                },
+                r = responses.recv(), if responses_open => match r {
+                    Some(r) => r,
+                    None => {
+                        responses_open = false;
+                        continue;
+                    }
+                },
+            };
+            let alert = self.stamp(draft);
+            self.publish(&alert);
+            stats.alerts += 1;
+            stats.last_seq = alert.seq;
+        }
+        while let Ok(draft) = responses.try_recv() {
             let alert = self.stamp(draft);
             self.publish(&alert);
             stats.alerts += 1;
@@ -225,7 +255,7 @@ mod tests {
             tx.send(draft()).await.unwrap();
         }
         drop(tx);
-        let stats = stage.run(rx).await;
+        let stats = stage.run(rx, mpsc::channel(1).1).await;
         assert_eq!(*seen.lock().unwrap(), vec![41, 42, 43]);
         assert_eq!(stats.last_seq, 43);
         assert_eq!(stats.failed_writes[0].1, 3);

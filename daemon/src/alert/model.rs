@@ -78,11 +78,16 @@ pub enum AlertKind {
     ImageKeyRevoked,
     /// The image is signed by a key outside its validity period.
     ImageKeyExpired,
+    /// A response (pause, kill, isolate, release) was taken, by policy or by hand.
+    ResponseTaken,
+    /// A response was due and did not happen (it failed, a `respond.never` container, the
+    /// rate limit).
+    ResponseFailed,
 }
 
 impl AlertKind {
     /// Every kind, for listings and flag parsing.
-    pub const ALL: [AlertKind; 20] = [
+    pub const ALL: [AlertKind; 22] = [
         Self::ExecModified,
         Self::ExecNotInImage,
         Self::ExecFileless,
@@ -103,6 +108,8 @@ impl AlertKind {
         Self::ImageSignatureInvalid,
         Self::ImageKeyRevoked,
         Self::ImageKeyExpired,
+        Self::ResponseTaken,
+        Self::ResponseFailed,
     ];
 
     /// The name in JSON, filters and flags (`exec_modified`, ...).
@@ -128,6 +135,8 @@ impl AlertKind {
             Self::ImageSignatureInvalid => "image_signature_invalid",
             Self::ImageKeyRevoked => "image_key_revoked",
             Self::ImageKeyExpired => "image_key_expired",
+            Self::ResponseTaken => "response_taken",
+            Self::ResponseFailed => "response_failed",
         }
     }
 
@@ -150,6 +159,7 @@ impl AlertKind {
             Self::ExecNotInImage
             | Self::ImageUnsigned
             | Self::ImageKeyExpired
+            | Self::ResponseFailed
             | Self::ExecDeleted
             | Self::FileExecutableCreated
             | Self::FileSensitiveWrite
@@ -160,6 +170,7 @@ impl AlertKind {
             | Self::BaselineUnexpectedExec
             | Self::BaselineUnexpectedParent
             | Self::BaselineUnexpectedWrite => Severity::Medium,
+            Self::ResponseTaken => Severity::Info,
         }
     }
 }
@@ -270,6 +281,9 @@ pub struct Evidence {
     /// keys tried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<SignatureEvidence>,
+    /// For response alerts: what was done, by whom, and what triggered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<ResponseEvidence>,
     /// One sentence, for people.
     pub reason: String,
 }
@@ -318,6 +332,34 @@ pub struct SignatureEvidence {
     /// Every signature found, and what became of it.
     #[serde(default)]
     pub signatures: Vec<SignatureFound>,
+}
+
+/// A response to a container.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResponseEvidence {
+    /// `pause`, `kill`, `isolate`, `release`.
+    pub action: String,
+    /// The `[[respond.policy]]` name, for an automatic response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    /// Who asked, for a response by hand (mTLS identity, or `uid N` on the unix socket).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller: Option<String>,
+    /// The alert that triggered it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger_seq: Option<u64>,
+    /// ...and its id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger_id: Option<String>,
+    /// A `dry_run` policy: nothing was done.
+    #[serde(default)]
+    pub dry_run: bool,
+    /// `taken`, `dry_run`, `failed`, `never` (a `respond.never` container),
+    /// `rate_limited`.
+    pub result: String,
+    /// The task's status afterwards, as containerd reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_status: Option<String>,
 }
 
 /// One signature found for an image.

@@ -61,6 +61,10 @@ pub const PRODUCTION: &[(&str, Access)] = &[
         Access::Role(Role::Responder),
     ),
     (
+        "/layerguard.v1.ResponseService/Isolate",
+        Access::Role(Role::Responder),
+    ),
+    (
         "/layerguard.v1.BaselineService/List",
         Access::Role(Role::Viewer),
     ),
@@ -320,8 +324,8 @@ mod tests {
                 }
             }
         }
-        assert_eq!(n, 13);
-        for verb in ["Pause", "Release", "Kill"] {
+        assert_eq!(n, 14);
+        for verb in ["Pause", "Release", "Kill", "Isolate"] {
             let path = format!("/layerguard.v1.ResponseService/{verb}");
             assert_eq!(table.get(&path), Some(Access::Role(Role::Responder)));
         }

@@ -73,6 +73,7 @@ async fn start_daemon(dir: &Path, journal: Arc<Journal>) -> Daemon {
         ..ApiConfig::default()
     };
     let sources = ApiSources {
+        reports: tokio::sync::mpsc::channel(16).0,
         baseline: None,
         responder: crate::respond::Responder::new(crate::containerd::Containerd::new(
             "/nonexistent/containerd.sock",

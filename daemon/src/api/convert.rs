@@ -7,7 +7,7 @@
 
 use crate::alert::{
     Alert, AlertContainer, AlertKind, AlertProcess, Ancestor, BaselineEvidence, Evidence, Loss,
-    Severity, SignatureEvidence, SignatureFound,
+    ResponseEvidence, Severity, SignatureEvidence, SignatureFound,
 };
 use layerguard_proto::v1 as pb;
 use std::time::SystemTime;
@@ -68,6 +68,8 @@ pub fn kind_to_proto(k: AlertKind) -> pb::AlertKind {
         AlertKind::ImageSignatureInvalid => pb::AlertKind::ImageSignatureInvalid,
         AlertKind::ImageKeyRevoked => pb::AlertKind::ImageKeyRevoked,
         AlertKind::ImageKeyExpired => pb::AlertKind::ImageKeyExpired,
+        AlertKind::ResponseTaken => pb::AlertKind::ResponseTaken,
+        AlertKind::ResponseFailed => pb::AlertKind::ResponseFailed,
     }
 }
 
@@ -99,6 +101,8 @@ pub fn kind_from_proto(v: i32) -> Result<Option<AlertKind>, ConvertError> {
         pb::AlertKind::ImageSignatureInvalid => Some(AlertKind::ImageSignatureInvalid),
         pb::AlertKind::ImageKeyRevoked => Some(AlertKind::ImageKeyRevoked),
         pb::AlertKind::ImageKeyExpired => Some(AlertKind::ImageKeyExpired),
+        pb::AlertKind::ResponseTaken => Some(AlertKind::ResponseTaken),
+        pb::AlertKind::ResponseFailed => Some(AlertKind::ResponseFailed),
     })
 }
 
@@ -193,6 +197,16 @@ impl From<&Alert> for pb::Alert {
                             result: f.result.clone(),
                         })
                         .collect(),
+                }),
+                response: e.response.as_ref().map(|r| pb::ResponseEvidence {
+                    action: r.action.clone(),
+                    rule: r.rule.clone(),
+                    caller: r.caller.clone(),
+                    trigger_seq: r.trigger_seq,
+                    trigger_id: r.trigger_id.clone(),
+                    dry_run: r.dry_run,
+                    result: r.result.clone(),
+                    task_status: r.task_status.clone(),
                 }),
             }),
             loss: a.loss.as_ref().map(|l| pb::Loss {
@@ -309,6 +323,16 @@ impl TryFrom<pb::Alert> for Alert {
                             result: f.result,
                         })
                         .collect(),
+                }),
+                response: e.response.map(|r| ResponseEvidence {
+                    action: r.action,
+                    rule: r.rule,
+                    caller: r.caller,
+                    trigger_seq: r.trigger_seq,
+                    trigger_id: r.trigger_id,
+                    dry_run: r.dry_run,
+                    result: r.result,
+                    task_status: r.task_status,
                 }),
             }),
             loss: a.loss.map(|l| Loss {

@@ -126,6 +126,8 @@ pub(crate) struct ApiSources {
     /// Carries out ResponseService calls.
     pub responder: crate::respond::Responder,
     pub metrics: Arc<Metrics>,
+    /// Where a response by hand is reported as an alert (`response_taken`/`_failed`).
+    pub reports: tokio::sync::mpsc::Sender<crate::alert::AlertDraft>,
     /// Serves BaselineService, when the baseline runs.
     pub baseline: Option<crate::baseline::Handle>,
     pub node: NodeInfo,
@@ -212,6 +214,7 @@ impl ApiServer {
         let response = response::ResponseApi::new(
             self.sources.responder.clone(),
             self.sources.metrics.clone(),
+            self.sources.reports.clone(),
         );
         let baselines = baseline::BaselineApi::new(self.sources.baseline.clone());
 

@@ -16,11 +16,67 @@ pub struct ResponseApi {
     responder: Responder,
     /// Responses by action and result (the Prometheus endpoint).
     metrics: Arc<crate::metrics::Metrics>,
+    /// Every response is reported as an alert too.
+    reports: tokio::sync::mpsc::Sender<crate::alert::AlertDraft>,
 }
 
 impl ResponseApi {
-    pub fn new(responder: Responder, metrics: Arc<crate::metrics::Metrics>) -> Self {
-        Self { responder, metrics }
+    pub fn new(
+        responder: Responder,
+        metrics: Arc<crate::metrics::Metrics>,
+        reports: tokio::sync::mpsc::Sender<crate::alert::AlertDraft>,
+    ) -> Self {
+        Self {
+            responder,
+            metrics,
+            reports,
+        }
+    }
+
+    /// The response as an alert (never blocks the call: a full queue is logged).
+    fn report(
+        &self,
+        action: ContainerAction,
+        caller: &str,
+        namespace: &str,
+        id: &str,
+        outcome: Result<&str, String>,
+        reason: &str,
+    ) {
+        use crate::respond::stage::{response_draft, Origin};
+        let container = crate::alert::AlertContainer {
+            namespace: namespace.to_string(),
+            id: id.to_string(),
+            ..Default::default()
+        };
+        let why = if reason.is_empty() {
+            "no reason given".to_string()
+        } else {
+            format!("reason: {reason}")
+        };
+        let draft = match outcome {
+            Ok(status) => response_draft(
+                action.as_str(),
+                &Origin::Caller(caller.to_string()),
+                container,
+                "taken",
+                false,
+                Some(status.to_string()),
+                why,
+            ),
+            Err(e) => response_draft(
+                action.as_str(),
+                &Origin::Caller(caller.to_string()),
+                container,
+                "failed",
+                false,
+                None,
+                format!("{e} ({why})"),
+            ),
+        };
+        if self.reports.try_send(draft).is_err() {
+            warn!(action = action.as_str(), container_id = %id, "the response's alert could not be queued");
+        }
     }
 
     async fn act(
@@ -38,6 +94,14 @@ impl ResponseApi {
         match self.responder.act(&namespace, &id, action).await {
             Ok(task_status) => {
                 self.metrics.record_response(action.as_str(), "taken");
+                self.report(
+                    action,
+                    &caller,
+                    &namespace,
+                    &id,
+                    Ok(&task_status),
+                    &req.reason,
+                );
                 info!(action = action.as_str(), namespace = %namespace, container_id = %id,
                     caller = %caller, reason = %req.reason, task_status = %task_status,
                     "container response done");
@@ -45,6 +109,14 @@ impl ResponseApi {
             }
             Err(e) => {
                 self.metrics.record_response(action.as_str(), "failed");
+                self.report(
+                    action,
+                    &caller,
+                    &namespace,
+                    &id,
+                    Err(e.to_string()),
+                    &req.reason,
+                );
                 warn!(action = action.as_str(), namespace = %namespace, container_id = %id,
                     caller = %caller, reason = %req.reason, error = %e,
                     "container response failed");
@@ -62,7 +134,9 @@ fn status_of(e: &ResponseError) -> Status {
         ResponseError::Empty { .. } | ResponseError::BadNamespace(_) => {
             Status::invalid_argument(message)
         }
-        ResponseError::Refused { .. } => Status::failed_precondition(message),
+        ResponseError::Refused { .. } | ResponseError::Isolate { .. } => {
+            Status::failed_precondition(message)
+        }
     }
 }
 
@@ -80,6 +154,13 @@ impl pb::response_service_server::ResponseService for ResponseApi {
         request: Request<pb::ContainerActionRequest>,
     ) -> Result<Response<pb::ContainerActionResponse>, Status> {
         self.act(request, ContainerAction::Release).await
+    }
+
+    async fn isolate(
+        &self,
+        request: Request<pb::ContainerActionRequest>,
+    ) -> Result<Response<pb::ContainerActionResponse>, Status> {
+        self.act(request, ContainerAction::Isolate).await
     }
 
     async fn kill(

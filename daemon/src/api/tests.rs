@@ -55,6 +55,7 @@ async fn start(config: &ApiConfig, journal: Arc<Journal>, table: Option<AccessTa
         }]
     });
     let sources = ApiSources {
+        reports: tokio::sync::mpsc::channel(16).0,
         baseline: None,
         responder: crate::respond::Responder::new(crate::containerd::Containerd::new(
             "/nonexistent/containerd.sock",

@@ -257,6 +257,7 @@ impl Config {
         self.api.validate()?;
         self.journal.validate()?;
         self.metrics.address()?;
+        self.respond.validate()?;
         if !self.alerts.webhook.is_empty() && !self.journal.enabled {
             return bad(
                 "alerts.webhook",

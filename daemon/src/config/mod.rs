@@ -13,6 +13,7 @@ mod api;
 mod baseline;
 mod files;
 mod load;
+mod respond;
 #[cfg(test)]
 mod tests;
 mod trust;
@@ -23,6 +24,7 @@ pub use api::{ApiConfig, Role, DEFAULT_API_SOCKET};
 pub use baseline::BaselineConfig;
 pub use files::FilesConfig;
 pub use load::{ConfigError, ConfigSource, Origin, Override};
+pub use respond::{NeverConfig, PolicyAction, PolicyMode, RespondConfig, ResponsePolicyConfig};
 pub use trust::{KeyStatus, Rfc3339, TrustConfig, TrustKeyConfig, TrustMode, TrustPolicyConfig};
 pub use verify::{AllowRule, VerifyConfig};
 
@@ -93,6 +95,8 @@ pub struct Config {
     pub journal: JournalConfig,
     /// `[metrics]`.
     pub metrics: MetricsConfig,
+    /// `[respond]`.
+    pub respond: RespondConfig,
 }
 
 /// `[metrics]`: the Prometheus endpoint.
@@ -239,6 +243,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             journal: JournalConfig::default(),
             metrics: MetricsConfig::default(),
+            respond: RespondConfig::default(),
         }
     }
 }

@@ -1,11 +1,16 @@
-//! Incident response on one container: quarantine (pause), release (resume) and kill,
-//! through containerd's Tasks API in the container's namespace.
+//! Incident response on one container: quarantine (pause), network isolation, release
+//! (resume and lift the isolation) and kill, through containerd's Tasks API in the
+//! container's namespace ([`isolate`]: nftables in its network namespace).
 //!
-//! Owns the containerd calls and their errors. It must not decide *when* to respond: a
-//! caller (a responder over the API today) does, and the API logs who asked and why.
+//! Owns the actions and their errors. It must not decide *when* to respond: [`policy`]
+//! decides (pure), [`stage`] acts on alerts by policy, and the API acts for a responder.
 //!
 //! Each action opens its own connection: actions are rare, and a fresh connection is
 //! right after a containerd restart, when a long-lived channel would fail its first call.
+
+pub mod isolate;
+pub mod policy;
+pub mod stage;
 
 use crate::containerd::{request, Containerd, ContainerdError};
 use containerd_client::services::v1::{
@@ -23,6 +28,8 @@ pub enum ContainerAction {
     Release,
     /// SIGKILL to every process of the task.
     Kill,
+    /// Drop every packet of the container's network namespace but loopback.
+    Isolate,
 }
 
 impl ContainerAction {
@@ -31,6 +38,7 @@ impl ContainerAction {
             Self::Pause => "pause",
             Self::Release => "release",
             Self::Kill => "kill",
+            Self::Isolate => "isolate",
         }
     }
 }
@@ -52,6 +60,13 @@ pub enum ResponseError {
     Empty { what: &'static str },
     #[error("namespace {0:?} cannot be sent to containerd")]
     BadNamespace(String),
+    #[error("cannot isolate {namespace}/{id}: {source}")]
+    Isolate {
+        namespace: String,
+        id: String,
+        #[source]
+        source: isolate::IsolateError,
+    },
 }
 
 /// Acts on containers through containerd's socket.
@@ -91,16 +106,36 @@ impl Responder {
         let mut tasks = conn.client().tasks();
         let container_id = id.to_string();
         let fail = |e: ContainerdError| self.error(e, namespace, id, action);
+        let isolation_error = |source| ResponseError::Isolate {
+            namespace: namespace.to_string(),
+            id: id.to_string(),
+            source,
+        };
         match action {
+            ContainerAction::Isolate => {
+                let pid = self.task_pid(&conn, namespace, id, action).await?;
+                isolate::isolate(pid).map_err(isolation_error)?;
+            }
+            ContainerAction::Release => {
+                // A release ends a quarantine and an isolation, whichever are in place.
+                let pid = self.task_pid(&conn, namespace, id, action).await?;
+                let lifted = match isolate::release(pid) {
+                    Ok(lifted) => lifted,
+                    Err(isolate::IsolateError::HostNetwork) => false,
+                    Err(e) => return Err(isolation_error(e)),
+                };
+                let req = request(ResumeTaskRequest { container_id }, namespace).map_err(fail)?;
+                let resumed = conn.call("Tasks.Resume", tasks.resume(req)).await;
+                if let Err(e) = resumed {
+                    // Not paused: fine when the release was for an isolation.
+                    if !lifted {
+                        return Err(fail(e));
+                    }
+                }
+            }
             ContainerAction::Pause => {
                 let req = request(PauseTaskRequest { container_id }, namespace).map_err(fail)?;
                 conn.call("Tasks.Pause", tasks.pause(req))
-                    .await
-                    .map_err(fail)?;
-            }
-            ContainerAction::Release => {
-                let req = request(ResumeTaskRequest { container_id }, namespace).map_err(fail)?;
-                conn.call("Tasks.Resume", tasks.resume(req))
                     .await
                     .map_err(fail)?;
             }
@@ -134,6 +169,35 @@ impl Responder {
             .map(|p| TaskStatus::try_from(p.status).unwrap_or(TaskStatus::Unknown))
             .unwrap_or(TaskStatus::Unknown);
         Ok(status.as_str_name().to_ascii_lowercase())
+    }
+
+    /// The host pid of the task's init process.
+    async fn task_pid(
+        &self,
+        conn: &crate::containerd::Connection,
+        namespace: &str,
+        id: &str,
+        action: ContainerAction,
+    ) -> Result<u32, ResponseError> {
+        let req = request(
+            GetRequest {
+                container_id: id.to_string(),
+                exec_id: String::new(),
+            },
+            namespace,
+        )
+        .map_err(|e| self.error(e, namespace, id, action))?;
+        let got = conn
+            .call("Tasks.Get", conn.client().tasks().get(req))
+            .await
+            .map_err(|e| self.error(e, namespace, id, action))?;
+        got.process
+            .map(|p| p.pid)
+            .filter(|pid| *pid > 0)
+            .ok_or_else(|| ResponseError::NoTask {
+                namespace: namespace.to_string(),
+                id: id.to_string(),
+            })
     }
 
     /// What a containerd failure means for the action.

@@ -1,4 +1,4 @@
-//! `layerguard respond pause|release|kill`: incident response on one container through
+//! `layerguard respond pause|isolate|release|kill`: incident response on one container through
 //! the daemon (ResponseService; needs the `responder` role).
 
 use super::{connect, status_error, ConnectArgs};
@@ -14,8 +14,10 @@ pub struct RespondArgs {
 pub enum RespondAction {
     /// Quarantine: freeze every process of the container (state kept for forensics).
     Pause(TargetArgs),
-    /// End a quarantine: the frozen processes continue.
+    /// End a quarantine and a network isolation: the processes continue, traffic flows.
     Release(TargetArgs),
+    /// Cut the container's network (all but loopback); it keeps running.
+    Isolate(TargetArgs),
     /// SIGKILL every process of the container.
     Kill(TargetArgs),
 }
@@ -38,6 +40,7 @@ pub async fn respond_command(args: RespondArgs) -> anyhow::Result<()> {
     let (verb, t) = match &args.action {
         RespondAction::Pause(t) => ("pause", t),
         RespondAction::Release(t) => ("release", t),
+        RespondAction::Isolate(t) => ("isolate", t),
         RespondAction::Kill(t) => ("kill", t),
     };
     let target = t.connect.target();
@@ -51,6 +54,7 @@ pub async fn respond_command(args: RespondArgs) -> anyhow::Result<()> {
     let answer = match args.action {
         RespondAction::Pause(_) => client.pause(req).await,
         RespondAction::Release(_) => client.release(req).await,
+        RespondAction::Isolate(_) => client.isolate(req).await,
         RespondAction::Kill(_) => client.kill(req).await,
     }
     .map_err(|s| {
