@@ -5,7 +5,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:/root/.cargo/bin:/usr/local/sbin:/usr/sbin:/sbin:$(PATH)
 
 DEB_PACKAGES := build-essential clang libbpf-dev protobuf-compiler libprotobuf-dev \
-	containerd runc busybox-static python3 pkg-config openssl
+	containerd runc busybox-static python3 pkg-config openssl nftables iproute2
 HOST_CONTAINERD_SOCK := /run/containerd/containerd.sock
 PRIVATE_DIR := /var/lib/layerguard/containerd
 PRIVATE_RUN := /run/layerguard/containerd

@@ -462,6 +462,19 @@ done"#;
         .collect()
 }
 
+/// The cgroup v1 freezer state of `pid`'s cgroup, as the kernel reports it.
+pub fn freezer_state(pid: u32) -> String {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = cgroups
+        .lines()
+        .find_map(|l| l.split_once(":freezer:").map(|(_, p)| p.to_string()))
+        .unwrap_or_else(|| panic!("no freezer cgroup for {pid}:\n{cgroups}"));
+    std::fs::read_to_string(format!("/sys/fs/cgroup/freezer{path}/freezer.state"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -499,14 +499,14 @@ fn a_responder_pauses_releases_and_kills_a_container() {
     assert_eq!(c.status().unwrap(), "PAUSED");
     let pid = c.pid().unwrap();
     assert_eq!(
-        freezer_state(pid),
+        layerguard_tests::container::freezer_state(pid),
         "FROZEN",
         "the kernel froze the processes"
     );
     let said = respond("release");
     assert!(said.contains("task running"), "{said}");
     assert_eq!(c.status().unwrap(), "RUNNING");
-    assert_eq!(freezer_state(pid), "THAWED");
+    assert_eq!(layerguard_tests::container::freezer_state(pid), "THAWED");
     assert!(c.exec(&["true"]).unwrap().status.success(), "thawed");
     respond("kill");
     let deadline = Instant::now() + WAIT;
@@ -532,19 +532,6 @@ fn a_responder_pauses_releases_and_kills_a_container() {
         "{err}"
     );
     assert!(node.status()["version"].is_string());
-}
-
-/// The cgroup v1 freezer state of `pid`'s cgroup, as the kernel reports it.
-fn freezer_state(pid: u32) -> String {
-    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    let path = cgroups
-        .lines()
-        .find_map(|l| l.split_once(":freezer:").map(|(_, p)| p.to_string()))
-        .unwrap_or_else(|| panic!("no freezer cgroup for {pid}:\n{cgroups}"));
-    std::fs::read_to_string(format!("/sys/fs/cgroup/freezer{path}/freezer.state"))
-        .unwrap()
-        .trim()
-        .to_string()
 }
 
 /// Certificates made for the test: a CA, a server certificate for `localhost`, and

@@ -82,7 +82,14 @@ fn nft(pid: u32, args: &[&str], input: Option<&str>) -> Result<String, IsolateEr
 
 fn check_own_namespace(pid: u32) -> Result<(), IsolateError> {
     let theirs = netns_inode(pid).map_err(|source| IsolateError::Namespace { pid, source })?;
-    let host = netns_inode(1).map_err(|source| IsolateError::Namespace { pid: 1, source })?;
+    // The daemon's own namespace is the host's (a DaemonSet runs with hostNetwork); pid 1's
+    // is not always readable (ptrace access), ours always is.
+    let host = std::fs::metadata("/proc/self/ns/net")
+        .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+        .map_err(|source| IsolateError::Namespace {
+            pid: std::process::id(),
+            source,
+        })?;
     if theirs == host {
         return Err(IsolateError::HostNetwork);
     }
