@@ -165,6 +165,8 @@ pub struct Metrics {
     pub exec_to_alert: prometheus_client::metrics::histogram::Histogram,
     /// Responses to containers, by (action, result).
     responses: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    /// Baselines by state, as the baseline stage counted them at its last tick.
+    baseline_states: Mutex<BTreeMap<&'static str, u64>>,
     /// The webhooks' figures, one per `[[alerts.webhook]]`.
     pub webhooks: Mutex<Vec<std::sync::Arc<WebhookStatus>>>,
     rate: Mutex<RateWindow>,
@@ -244,6 +246,7 @@ impl Metrics {
                 EXEC_TO_ALERT_BUCKETS,
             ),
             responses: Mutex::new(BTreeMap::new()),
+            baseline_states: Mutex::new(BTreeMap::new()),
             webhooks: Mutex::new(Vec::new()),
             rate: Mutex::new(RateWindow::default()),
         }
@@ -354,6 +357,22 @@ impl Metrics {
     /// Alerts published since start, by (kind, severity).
     pub fn alert_counts(&self) -> BTreeMap<(&'static str, &'static str), u64> {
         self.alerts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The baselines by state (the baseline stage, once a second).
+    pub fn set_baseline_states(&self, states: BTreeMap<&'static str, u64>) {
+        *self
+            .baseline_states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = states;
+    }
+
+    /// Baselines by state; empty when the baseline does not run.
+    pub fn baseline_states(&self) -> BTreeMap<&'static str, u64> {
+        self.baseline_states
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()

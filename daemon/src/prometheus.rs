@@ -2,8 +2,7 @@
 //! to scrape, on `metrics.listen` (off by default).
 //!
 //! Owns the metric names, their labels and the HTTP endpoint. Every scrape builds its
-//! families afresh from the daemon's counters ([`crate::metrics`], the journal, the
-//! baselines), so nothing here is counted twice and nothing on the pipeline's path waits
+//! families afresh from the daemon's counters ([`crate::metrics`], the journal's stats), so nothing here is counted twice and nothing on the pipeline's path waits
 //! for a scrape. Labels are bounded sets (kinds, severities, states, actions, webhook
 //! URLs); no label names a pod or a container (cardinality).
 
@@ -34,7 +33,8 @@ type Labels = Vec<(&'static str, String)>;
 pub struct Sources {
     pub metrics: Arc<Metrics>,
     pub journal: Arc<Journal>,
-    pub baseline: Option<crate::baseline::Handle>,
+    /// The baseline runs (its states are reported).
+    pub baseline: bool,
     pub node: String,
 }
 
@@ -71,7 +71,7 @@ fn one(v: u64) -> Vec<(Labels, u64)> {
 }
 
 /// The text of one scrape.
-pub async fn render(s: &Sources) -> String {
+pub fn render(s: &Sources) -> String {
     let m = &s.metrics;
     let mut r = Registry::default();
     r.register(
@@ -169,26 +169,16 @@ pub async fn render(s: &Sources) -> String {
         .into_iter()
         .map(|(c, n)| (vec![("outcome", c.to_string())], n)),
     );
-    if let Some(handle) = &s.baseline {
-        let listed = tokio::time::timeout(
-            std::time::Duration::from_secs(2),
-            handle.ask(crate::baseline::Command::List),
-        )
-        .await;
-        if let Ok(Ok(all)) = listed {
-            let mut by_state = std::collections::BTreeMap::<&'static str, u64>::new();
-            for b in &all {
-                *by_state.entry(b.state.as_str()).or_default() += 1;
-            }
-            gauge_family(
-                &mut r,
-                "layerguard_baselines",
-                "Behaviour baselines, by state",
-                by_state
-                    .into_iter()
-                    .map(|(state, n)| (vec![("state", state.to_string())], n)),
-            );
-        }
+    if s.baseline {
+        // Counted by the baseline stage each second: a scrape must not copy the baselines.
+        gauge_family(
+            &mut r,
+            "layerguard_baselines",
+            "Behaviour baselines, by state",
+            m.baseline_states()
+                .into_iter()
+                .map(|(state, n)| (vec![("state", state.to_string())], n)),
+        );
     }
     counter_family(
         &mut r,
@@ -293,7 +283,7 @@ pub async fn serve(
                         {
                             hyper::Response::builder()
                                 .header(hyper::header::CONTENT_TYPE, CONTENT_TYPE)
-                                .body(Full::new(Bytes::from(render(&sources).await)))
+                                .body(Full::new(Bytes::from(render(&sources))))
                         } else {
                             hyper::Response::builder()
                                 .status(hyper::StatusCode::NOT_FOUND)

@@ -170,7 +170,6 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
         )
     });
     let baseline_handle = baseline.as_ref().map(|(_, _, _, handle, _)| handle.clone());
-    let baseline_for_metrics = baseline_handle.clone();
     // The journal seeds the alert sequence, and the API is bound before "ready" so that a
     // taken socket or bad TLS files stop the start, not a running daemon.
     let (journal, first_seq) = if config.journal.enabled {
@@ -311,7 +310,7 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
             crate::prometheus::Sources {
                 metrics: metrics.clone(),
                 journal: journal_for_outputs.clone(),
-                baseline: baseline_for_metrics.clone(),
+                baseline: config.baseline.enabled,
                 node: config.node_name.clone(),
             },
             shutdown_rx.clone(),

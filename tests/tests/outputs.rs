@@ -242,16 +242,23 @@ fn drop_binaries(c: &Container, tag: &str, n: usize) {
     }
 }
 
-/// The last seq the daemon published, once it stops growing for a moment.
-fn settled_last_seq(node: &TestNode) -> u64 {
-    let mut last = node.status()["last_alert_seq"].as_u64().unwrap();
+/// The last seq the daemon published, once it reached `at_least` and then stopped growing
+/// for a moment (the first exec of a new image waits for its index).
+fn settled_last_seq(node: &TestNode, at_least: u64) -> u64 {
+    let start = Instant::now();
+    let mut last = 0;
     loop {
-        std::thread::sleep(Duration::from_millis(700));
         let now = node.status()["last_alert_seq"].as_u64().unwrap();
-        if now == last {
+        if now >= at_least && now == last {
             return now;
         }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the daemon published {now} alerts, expected at least {at_least}:\n{}",
+            node.daemon().dump_string(30)
+        );
         last = now;
+        std::thread::sleep(Duration::from_millis(700));
     }
 }
 
@@ -274,8 +281,7 @@ fn a_falcosidekick_receiver_gets_every_alert_in_order_through_its_outage_and_a_d
     let c = node.container();
 
     drop_binaries(&c, "a", 4);
-    let last = settled_last_seq(&node);
-    assert!(last >= 4, "{last}");
+    let last = settled_last_seq(&node, 4);
     receiver.wait_all(last, Duration::from_secs(20));
 
     // The receiver is down for 30 s while alerts keep coming: status says it is behind and
@@ -283,7 +289,7 @@ fn a_falcosidekick_receiver_gets_every_alert_in_order_through_its_outage_and_a_d
     receiver.stop();
     drop_binaries(&c, "b", 4);
     let down_until = Instant::now() + Duration::from_secs(30);
-    let behind = settled_last_seq(&node);
+    let behind = settled_last_seq(&node, last + 4);
     let status = node.status();
     let hook = &status["webhooks"][0];
     assert_eq!(hook["url"], receiver.url().as_str(), "{status}");
@@ -302,7 +308,7 @@ fn a_falcosidekick_receiver_gets_every_alert_in_order_through_its_outage_and_a_d
     std::thread::sleep(Duration::from_millis(300));
     node.crash_and_restart();
     drop_binaries(&c, "d", 2);
-    let last = settled_last_seq(&node);
+    let last = settled_last_seq(&node, behind + 4);
     receiver.wait_all(last, Duration::from_secs(30));
 
     let seqs = receiver.seqs();
@@ -441,8 +447,7 @@ fn prometheus_scrapes_the_daemon_and_counts_its_alerts() {
         .build();
     let c = node.container();
     drop_binaries(&c, "p", 3);
-    let alerts = settled_last_seq(&node);
-    assert!(alerts >= 3);
+    let alerts = settled_last_seq(&node, 3);
 
     // The endpoint itself: OpenMetrics text.
     let (head, body) = http_get(port, "/metrics").expect("GET /metrics");
@@ -454,6 +459,8 @@ fn prometheus_scrapes_the_daemon_and_counts_its_alerts() {
         "layerguard_verdicts_total",
         "layerguard_exec_to_alert_seconds_bucket",
         "layerguard_journal_bytes",
+        "layerguard_baselines",
+        "layerguard_container_signatures",
     ] {
         assert!(body.contains(name), "{name} missing:\n{body}");
     }

@@ -343,6 +343,11 @@ impl BaselineStage {
         if progress {
             self.last_progress_save = t;
         }
+        let mut states = std::collections::BTreeMap::<&'static str, u64>::new();
+        for b in self.baselines.values() {
+            *states.entry(b.state.as_str()).or_default() += 1;
+        }
+        self.metrics.set_baseline_states(states);
         for (id, b) in self.baselines.iter_mut() {
             if lost && b.state == State::Learning {
                 b.mark_partial("events were lost while it learned");
