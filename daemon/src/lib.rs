@@ -18,6 +18,7 @@
 pub mod alert;
 pub mod api;
 pub(crate) mod baseline;
+pub mod check;
 pub(crate) mod clock;
 pub mod config;
 pub mod containerd;

@@ -115,14 +115,7 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
         source,
     })?;
 
-    let file_programs = config.files.enabled.then(|| crate::sensor::FilePrograms {
-        watched: crate::files::judge::watched_dirs(
-            &config.files,
-            crate::sensor::wire::WATCH_NAME_LEN,
-        ),
-        syscall_hooks: config.files.syscall_hooks,
-        learn_write_dirs: config.baseline.enabled,
-    });
+    let file_programs = file_programs(&config);
     let mut sensor = Sensor::load(&config.sensor, file_programs.as_ref())?;
     let file_feedback = sensor.file_feedback()?;
     let containerd = Containerd::new(&config.containerd_socket, config.containerd.timeouts());
@@ -441,6 +434,18 @@ fn reload_trust(
             "SIGHUP reloads only [trust]; the other changes in the config take effect at the next restart"
         );
     }
+}
+
+/// The file programs `config` asks the sensor for (`layerguard check` loads the same).
+pub(crate) fn file_programs(config: &Config) -> Option<crate::sensor::FilePrograms> {
+    config.files.enabled.then(|| crate::sensor::FilePrograms {
+        watched: crate::files::judge::watched_dirs(
+            &config.files,
+            crate::sensor::wire::WATCH_NAME_LEN,
+        ),
+        syscall_hooks: config.files.syscall_hooks,
+        learn_write_dirs: config.baseline.enabled,
+    })
 }
 
 /// The thread the per-event stages (sensor, containers, process, the analyzers) and the

@@ -129,3 +129,87 @@ fn semantic_config_errors_name_their_line_and_syntax_errors_are_one_line() {
     // A TOML syntax error: one line, with its line number.
     check("[sensor\nmonitor_host = true\n", &["line 1"]);
 }
+
+/// `layerguard check` on this node: every requirement ok (exit 0) against a real
+/// containerd, and a missing containerd or an unreadable trust key named with what to do
+/// (exit 1). The sensor is really loaded and attached by the check, then detached.
+#[test]
+fn check_reports_each_requirement_and_exits_0_only_when_the_daemon_would_run() {
+    require_root();
+    let containerd = layerguard_tests::PrivateContainerd::start().expect("containerd");
+    let state = tempfile::tempdir().unwrap();
+    let check = |extra: &[&str]| {
+        let mut args = vec![
+            "check".to_string(),
+            "--state-dir".into(),
+            state.path().display().to_string(),
+            "--json".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let out = Command::new(daemon_binary()).args(&args).output().unwrap();
+        let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (out.status.code().unwrap(), lines)
+    };
+    let socket = containerd.socket_path().display().to_string();
+    let (code, lines) = check(&["--containerd-socket", &socket]);
+    assert_eq!(code, 0, "{lines:?}");
+    for name in [
+        "config",
+        "root",
+        "kernel",
+        "btf",
+        "tracepoint",
+        "ring buffer",
+        "containerd",
+        "state dir",
+        "trust keys",
+    ] {
+        let found = lines
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap_or_else(|| panic!("{name}: {lines:?}"));
+        assert_eq!(found["ok"], true, "{found}");
+    }
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["name"] == "tracepoint" && l["detail"] == "tp_btf/sched_process_exec"),
+        "{lines:?}"
+    );
+
+    let (code, lines) = check(&["--containerd-socket", "/nonexistent/containerd.sock"]);
+    assert_eq!(code, 1, "{lines:?}");
+    let c = lines.iter().find(|l| l["name"] == "containerd").unwrap();
+    assert_eq!(c["ok"], false);
+    assert!(
+        c["fix"].as_str().unwrap().contains("--containerd-socket"),
+        "{c}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("layerguard.toml");
+    std::fs::write(
+        &config,
+        "[[trust.keys]]\nid = \"gone\"\npublic_key = \"/nonexistent/gone.pub\"\n",
+    )
+    .unwrap();
+    let (code, lines) = check(&[
+        "--containerd-socket",
+        &socket,
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{lines:?}");
+    let k = lines.iter().find(|l| l["name"] == "trust keys").unwrap();
+    assert!(
+        k["detail"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/gone.pub"),
+        "{k}"
+    );
+}

@@ -39,6 +39,19 @@ enum Command {
     Respond(client::RespondArgs),
     /// Behaviour baselines per workload: list, show, lock, relearn, export, import.
     Baseline(client::BaselineArgs),
+    /// Preflight: each requirement of the daemon on this node, ok or missing with what to
+    /// do, for the config `run` would read (the same flags). Exit 0 only when it would run
+    /// fully.
+    Check(CheckArgs),
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// One JSON object per requirement.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -145,6 +158,7 @@ fn main() -> ExitCode {
         Command::Status(args) => client(client::status_command(args)),
         Command::Respond(args) => client(client::respond_command(args)),
         Command::Baseline(args) => client(client::baseline_command(args)),
+        Command::Check(args) => check(args),
     }
 }
 
@@ -161,6 +175,72 @@ fn client(command: impl std::future::Future<Output = anyhow::Result<()>>) -> Exi
             eprintln!("layerguard: {}", client::one_line(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+fn check(args: CheckArgs) -> ExitCode {
+    let explicit = args.run.config != std::path::Path::new(DEFAULT_CONFIG_PATH);
+    let config = match layerguard::config::Config::load(
+        &args.run.config,
+        explicit,
+        &args.run.overrides(),
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"name": "config", "ok": false, "required": true, "detail": e.to_string(), "fix": "fix the config file or flag named"})
+                );
+            } else {
+                println!("missing  config         {e}");
+            }
+            return ExitCode::from(1);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("layerguard: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut all = vec![layerguard::check::Requirement {
+        name: "config".into(),
+        ok: true,
+        required: true,
+        detail: if args.run.config.exists() {
+            format!("{} valid", args.run.config.display())
+        } else {
+            format!("{} not present: defaults", args.run.config.display())
+        },
+        fix: None,
+    }];
+    all.extend(runtime.block_on(layerguard::check::check(&config)));
+    for r in &all {
+        if args.json {
+            println!("{}", serde_json::to_string(r).unwrap_or_default());
+        } else {
+            let state = match (r.ok, r.required) {
+                (true, _) => "ok",
+                (false, true) => "missing",
+                (false, false) => "absent",
+            };
+            let fix = r
+                .fix
+                .as_deref()
+                .map(|f| format!(" -> {f}"))
+                .unwrap_or_default();
+            println!("{state:<8} {:<16} {}{fix}", r.name, r.detail);
+        }
+    }
+    if all.iter().all(|r| r.ok || !r.required) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 
