@@ -524,7 +524,16 @@ impl crate::alert::AlertSink for MetricsSink {
     fn write(&mut self, alert: &crate::alert::Alert) -> Result<(), crate::alert::SinkError> {
         self.0
             .record_alert(alert.kind.as_str(), alert.severity.as_str());
-        let exec = alert.process.as_ref().and_then(|p| p.exec_time.as_deref());
+        // Response alerts carry their trigger's process: they are no exec's alert.
+        let about_an_exec = !matches!(
+            alert.kind,
+            crate::alert::AlertKind::ResponseTaken | crate::alert::AlertKind::ResponseFailed
+        );
+        let exec = alert
+            .process
+            .as_ref()
+            .filter(|_| about_an_exec)
+            .and_then(|p| p.exec_time.as_deref());
         if let Some(Ok(exec)) = exec.map(humantime::parse_rfc3339) {
             if let Ok(published) = humantime::parse_rfc3339(&alert.time) {
                 if let Ok(d) = published.duration_since(exec) {

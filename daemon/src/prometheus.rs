@@ -151,7 +151,7 @@ pub fn render(s: &Sources) -> String {
     gauge_family(
         &mut r,
         "layerguard_container_signatures",
-        "Containers judged since start, by the signature state of their image",
+        "Containers in the table, by the signature state of their image",
         m.signature_totals()
             .into_iter()
             .map(|(state, n)| (vec![("state", state.to_string())], n)),
@@ -221,6 +221,18 @@ pub fn render(s: &Sources) -> String {
         "layerguard_webhook_rejected",
         "Alerts a webhook receiver refused (4xx), skipped",
         per_webhook(&|w| w.rejected.load(Ordering::Relaxed)),
+    );
+    counter_family(
+        &mut r,
+        "layerguard_webhook_lost",
+        "Alerts the journal no longer had when a webhook's delivery reached them",
+        per_webhook(&|w| w.lost.load(Ordering::Relaxed)),
+    );
+    counter_family(
+        &mut r,
+        "layerguard_webhook_filtered",
+        "Alerts below a webhook's min_severity, not posted",
+        per_webhook(&|w| w.filtered.load(Ordering::Relaxed)),
     );
     gauge_family(
         &mut r,

@@ -197,10 +197,9 @@ impl Client {
         self.sender = Some(sender);
         if status.is_success() {
             Posted::Accepted
-        } else if status.is_client_error()
-            && status != http::StatusCode::REQUEST_TIMEOUT
-            && status != http::StatusCode::TOO_MANY_REQUESTS
-        {
+        } else if matches!(status.as_u16(), 400 | 413 | 415 | 422) {
+            // The receiver refuses this body; 401, 403, 404 (a rotated token, a wrong path)
+            // are the receiver's or the config's problem: retried, not skipped.
             Posted::Rejected(format!("HTTP {status}: {answer}"))
         } else {
             Posted::Failed(format!("HTTP {status}: {answer}"))
@@ -236,7 +235,18 @@ impl Webhook {
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let cursor = dir.join(cursor_name(&config.url));
-        let start = read_cursor(&cursor).unwrap_or(first_seq).max(1);
+        let start = match read_cursor(&cursor) {
+            Some(seq) => seq,
+            None if cursor.exists() => 1, // unreadable: from the oldest kept, duplicates over loss
+            None => {
+                // A new webhook starts at this run's first alert, and says so on disk at
+                // once: a crash before its first delivery must not skip what came since.
+                write_cursor(&cursor, first_seq)
+                    .map_err(|e| format!("cannot write {}: {e}", cursor.display()))?;
+                first_seq
+            }
+        }
+        .max(1);
         let status = Arc::new(WebhookStatus {
             url: config.url.clone(),
             next_seq: AtomicU64::new(start),
@@ -351,7 +361,12 @@ impl Webhook {
         let mut backoff = FIRST_BACKOFF;
         let mut failing = false;
         loop {
-            match self.client.post(body.clone()).await {
+            let posted = tokio::select! {
+                p = self.client.post(body.clone()) => p,
+                // A receiver that never answers must not hold up the daemon's stop.
+                _ = shutdown.changed() => return false,
+            };
+            match posted {
                 Posted::Accepted => {
                     self.status.delivered.fetch_add(1, Ordering::Relaxed);
                     if failing {

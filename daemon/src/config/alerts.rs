@@ -85,6 +85,8 @@ impl WebhookConfig {
             .host()
             .filter(|h| !h.is_empty())
             .ok_or_else(|| format!("{:?} has no host", self.url))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
             .to_string();
         let path = uri
             .path_and_query()
@@ -128,10 +130,10 @@ impl AlertsConfig {
             if self.webhook[..i].iter().any(|o| o.url == w.url) {
                 return Err((at("url"), format!("{:?} is given twice", w.url)));
             }
-            if !(100..=600_000).contains(&w.timeout_ms) {
+            if !(100..=60_000).contains(&w.timeout_ms) {
                 return Err((
                     at("timeout_ms"),
-                    format!("must be between 100 and 600000, not {}", w.timeout_ms),
+                    format!("must be between 100 and 60000, not {}", w.timeout_ms),
                 ));
             }
         }

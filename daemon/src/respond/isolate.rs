@@ -82,15 +82,17 @@ fn nft(pid: u32, args: &[&str], input: Option<&str>) -> Result<String, IsolateEr
 
 fn check_own_namespace(pid: u32) -> Result<(), IsolateError> {
     let theirs = netns_inode(pid).map_err(|source| IsolateError::Namespace { pid, source })?;
-    // The daemon's own namespace is the host's (a DaemonSet runs with hostNetwork); pid 1's
-    // is not always readable (ptrace access), ours always is.
-    let host = std::fs::metadata("/proc/self/ns/net")
+    // The host's namespace is pid 1's (the daemon runs with the host's pid namespace);
+    // the daemon's own is refused too (a DaemonSet with hostNetwork). pid 1's is not
+    // always readable (ptrace access checks): then the daemon's own is what is known.
+    let own = std::fs::metadata("/proc/self/ns/net")
         .map(|m| std::os::unix::fs::MetadataExt::ino(&m))
         .map_err(|source| IsolateError::Namespace {
             pid: std::process::id(),
             source,
         })?;
-    if theirs == host {
+    let host = netns_inode(1).ok();
+    if theirs == own || host == Some(theirs) {
         return Err(IsolateError::HostNetwork);
     }
     Ok(())
@@ -100,9 +102,10 @@ fn check_own_namespace(pid: u32) -> Result<(), IsolateError> {
 /// same as once.
 pub fn isolate(pid: u32) -> Result<(), IsolateError> {
     check_own_namespace(pid)?;
-    // Replace, not add: a second isolate must not leave two tables' worth of rules.
-    let _ = nft(pid, &["delete", "table", "inet", TABLE], None);
-    nft(pid, &["-f", "-"], Some(RULESET)).map(|_| ())
+    // One transaction: create (if missing), flush by deleting, define. A second isolate
+    // replaces the rules with no moment without them.
+    let script = format!("table inet {TABLE}\ndelete table inet {TABLE}\n{RULESET}");
+    nft(pid, &["-f", "-"], Some(&script)).map(|_| ())
 }
 
 /// Removes the isolation of `pid`'s network namespace; `Ok(false)` when there was none.

@@ -191,7 +191,15 @@ impl Responder {
             .call("Tasks.Get", conn.client().tasks().get(req))
             .await
             .map_err(|e| self.error(e, namespace, id, action))?;
+        // A stopped task still reports its old pid, which may belong to another process
+        // by now: only a running or paused task's pid is the container's.
         got.process
+            .filter(|p| {
+                matches!(
+                    TaskStatus::try_from(p.status),
+                    Ok(TaskStatus::Running | TaskStatus::Paused | TaskStatus::Pausing)
+                )
+            })
             .map(|p| p.pid)
             .filter(|pid| *pid > 0)
             .ok_or_else(|| ResponseError::NoTask {

@@ -51,7 +51,14 @@ pub fn decide<'a>(
             && image_matches(&p.images, c.image.as_deref())
     })?;
     let never = &config.never;
-    let protected = if own_container == Some(c.id.as_str()) {
+    let protected = if c.image.is_none() && c.pod_namespace.is_none() {
+        // The container's identity was not read (containerd did not answer in time): it
+        // could be a protected one, so it is left alone.
+        Some(
+            "its identity (image, pod) is not known, so respond.never cannot be checked"
+                .to_string(),
+        )
+    } else if own_container == Some(c.id.as_str()) {
         Some("it is the container layerguard runs in".to_string())
     } else if c
         .pod_namespace

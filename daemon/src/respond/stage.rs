@@ -161,7 +161,9 @@ pub struct RespondStage {
     metrics: Arc<Metrics>,
     own_container: Option<String>,
     window: VecDeque<Instant>,
-    acted: HashSet<(String, String, &'static str)>,
+    /// (namespace, id, action, dry run): answered once, whatever came of it, except a
+    /// failure (the next alert tries again).
+    acted: HashSet<(String, String, &'static str, bool)>,
 }
 
 impl RespondStage {
@@ -200,12 +202,17 @@ impl RespondStage {
         let policy = decision.policy;
         let action = policy.action.as_str();
         let container = alert.container.clone()?;
-        let key = (container.namespace.clone(), container.id.clone(), action);
+        let dry_run = policy.mode == PolicyMode::DryRun;
+        let key = (
+            container.namespace.clone(),
+            container.id.clone(),
+            action,
+            dry_run,
+        );
         let origin = Origin::Policy {
             name: policy.name.clone(),
             trigger: alert.clone(),
         };
-        let dry_run = policy.mode == PolicyMode::DryRun;
         if self.acted.contains(&key) {
             return None;
         }
@@ -232,6 +239,8 @@ impl RespondStage {
         }
         let limit = self.config.max_actions_per_minute as usize;
         if self.window.len() >= limit {
+            // Reported once per container: its next alerts would only repeat it.
+            self.acted.insert(key);
             self.metrics.record_response(action, "rate_limited");
             return Some(response_draft(
                 action,
@@ -295,6 +304,13 @@ impl RespondStage {
                 )
             }
             Err(e) => {
+                // Not acted: the container's next alert tries again.
+                self.acted.remove(&(
+                    container.namespace.clone(),
+                    container.id.clone(),
+                    action,
+                    false,
+                ));
                 self.metrics.record_response(action, "failed");
                 warn!(policy = %policy.name, action, container = %container.id, seq = alert.seq,
                     error = %e, "response by policy failed");
