@@ -124,18 +124,9 @@ impl Setup {
 
     /// The container's signature state once the daemon judged it (`layerguard containers`).
     fn signature_of(&self, c: &Container) -> Value {
-        let socket = self.node.api_socket();
         let start = Instant::now();
         loop {
-            let out =
-                self.node
-                    .cli(&["containers", "--json", "--socket", socket.to_str().unwrap()]);
-            assert!(out.status.success(), "{out:?}");
-            let listed: Vec<Value> = String::from_utf8(out.stdout)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect();
+            let listed = self.node.containers();
             if let Some(mine) = listed
                 .into_iter()
                 .find(|x| x["id"] == c.id() && !x["signature"].is_null())

@@ -103,8 +103,7 @@ pub struct ResponsePolicyConfig {
     /// Image reference globs (any when empty).
     #[serde(default)]
     pub images: Vec<String>,
-    /// Workload names: the container's `io.layerguard.workload` label or CRI container
-    /// name (any when empty).
+    /// CRI container names (the `io.kubernetes.container.name` label; any when empty).
     #[serde(default)]
     pub workloads: Vec<String>,
     /// `pause`, `kill` or `isolate`.
