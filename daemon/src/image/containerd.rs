@@ -59,36 +59,52 @@ impl ContainerdStore {
     /// the name as given, then its Docker-normalized form (`alpine` ->
     /// `docker.io/library/alpine:latest`), as `ctr` and the CRI store names.
     pub async fn resolve(&self, reference: &str) -> Result<(String, Descriptor), ContentError> {
-        let mut images = self.conn.client().images();
         let mut candidates = vec![reference.to_string()];
         let normalized = docker_normalize(reference);
         if normalized != reference {
             candidates.push(normalized);
         }
         for name in candidates {
-            let req = request(GetImageRequest { name: name.clone() }, &self.namespace)
-                .map_err(unavailable)?;
-            match self.conn.call("Images.Get", images.get(req)).await {
-                Ok(response) => {
-                    let image = response.image.ok_or_else(|| ContentError::BadImageRecord {
-                        reference: name.clone(),
-                        detail: "no image in response".into(),
-                    })?;
-                    let target = image.target.ok_or_else(|| ContentError::BadImageRecord {
-                        reference: name.clone(),
-                        detail: "no target".into(),
-                    })?;
-                    let descriptor = descriptor_from_proto(&name, target)?;
-                    return Ok((image.name, descriptor));
-                }
-                Err(e) if e.is_not_found() => continue,
-                Err(e) => return Err(unavailable(e)),
-            }
+            let Some(image) = self.image_record(&name).await? else {
+                continue;
+            };
+            let target = image.target.ok_or_else(|| ContentError::BadImageRecord {
+                reference: name.clone(),
+                detail: "no target".into(),
+            })?;
+            let descriptor = descriptor_from_proto(&name, target)?;
+            return Ok((image.name, descriptor));
         }
         Err(ContentError::ImageNotFound {
             reference: reference.to_string(),
             namespace: self.namespace.clone(),
         })
+    }
+
+    /// The image record named exactly `name`, `None` when there is none.
+    async fn image_record(
+        &self,
+        name: &str,
+    ) -> Result<Option<containerd_client::services::v1::Image>, ContentError> {
+        let mut images = self.conn.client().images();
+        let req = request(
+            GetImageRequest {
+                name: name.to_string(),
+            },
+            &self.namespace,
+        )
+        .map_err(unavailable)?;
+        match self.conn.call("Images.Get", images.get(req)).await {
+            Ok(response) => response
+                .image
+                .map(Some)
+                .ok_or_else(|| ContentError::BadImageRecord {
+                    reference: name.to_string(),
+                    detail: "no image in response".into(),
+                }),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(unavailable(e)),
+        }
     }
 
     /// Every image record of the namespace: its name and target. Records whose target is
@@ -114,21 +130,14 @@ impl ContainerdStore {
 
     /// The target of the image record named exactly `name`, `None` when there is none.
     pub async fn image_target(&self, name: &str) -> Result<Option<Descriptor>, ContentError> {
-        let mut images = self.conn.client().images();
-        let req = request(
-            GetImageRequest {
-                name: name.to_string(),
-            },
-            &self.namespace,
-        )
-        .map_err(unavailable)?;
-        match self.conn.call("Images.Get", images.get(req)).await {
-            Ok(response) => match response.image.and_then(|i| i.target) {
+        // A record without an image or a target names no signature: nothing to read.
+        match self.image_record(name).await {
+            Ok(Some(image)) => match image.target {
                 Some(t) => descriptor_from_proto(name, t).map(Some),
                 None => Ok(None),
             },
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(unavailable(e)),
+            Ok(None) | Err(ContentError::BadImageRecord { .. }) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 

@@ -362,7 +362,7 @@ impl Shared {
         namespace: &str,
         reference: &str,
         mut digests: Vec<Digest>,
-        trust: &TrustSet,
+        trust: &Arc<TrustSet>,
     ) -> Judgement {
         let store = match self.store(namespace).await {
             Ok(s) => s,
@@ -386,7 +386,8 @@ impl Shared {
             // Every signature against every key: CPU that must not stall the pipeline.
             Ok(found) => {
                 let (owned_reference, owned_digests) = (reference.to_string(), digests.clone());
-                let owned_trust = self.trust();
+                // The set this judgement is cached under, not a newer one a reload put in.
+                let owned_trust = trust.clone();
                 tokio::task::spawn_blocking(move || {
                     judge::judge(
                         &owned_reference,
