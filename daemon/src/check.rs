@@ -3,7 +3,8 @@
 //!
 //! Owns the list and the probes. The probes are the real thing where that is cheap: the
 //! sensor is loaded and attached (and detached again), containerd is called, the state
-//! directory is written, the trust keys are read. It must not leave anything behind.
+//! directory is written (and its format read, as the next start would), the trust keys are
+//! read. It must not leave anything behind.
 
 use crate::config::{Config, PolicyAction};
 use serde::Serialize;
@@ -163,6 +164,24 @@ pub async fn check(config: &Config) -> Vec<Requirement> {
         },
         "make state_dir (--state-dir) a writable directory on a local disk",
     ));
+    // What the next start would do with the stores' formats (nothing is changed here).
+    let (ok, detail, fix) = match crate::statedir::plan(&config.state_dir) {
+        Ok(plan) => {
+            let (ok, detail) = plan.describe();
+            let fix = plan
+                .refusals()
+                .iter()
+                .map(|r| r.fix())
+                .collect::<Vec<_>>()
+                .join("; ");
+            (ok, detail, fix)
+        }
+        Err(e) => {
+            let fix = "restore the state dir's FORMAT file (see the message)".to_string();
+            (false, e.to_string(), fix)
+        }
+    };
+    out.push(req("state format", ok, detail, &fix));
     match crate::trust::keys::TrustSet::load(&config.trust, 1) {
         Ok(set) => out.push(req(
             "trust keys",

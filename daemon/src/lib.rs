@@ -8,7 +8,8 @@
 //! -> `respond` (pause, release, kill). [`api`] serves the gRPC API; [`image`] is the OCI
 //! content and layer-index library `verify` asks; [`containerd`] the one containerd
 //! client. [`config`] is the one typed configuration; [`run`] wires the stages for
-//! `layerguard run`. Leaf modules every stage may use: `clock`, `identity`, `procfs`,
+//! `layerguard run`; `statedir` checks and migrates the state directory's formats before
+//! any store opens. Leaf modules every stage may use: `clock`, `identity`, `procfs`,
 //! `metrics`.
 //!
 //! What is public is what the `layerguard` binary (the daemon's command line and its CLI
@@ -40,6 +41,7 @@ pub(crate) mod prometheus;
 pub(crate) mod respond;
 pub mod run;
 pub(crate) mod sensor;
+pub(crate) mod statedir;
 pub(crate) mod trust;
 pub(crate) mod verify;
 pub(crate) mod webhook;

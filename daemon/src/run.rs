@@ -52,6 +52,10 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// The state directory holds a store in a format this binary does not read, or its
+    /// migration failed.
+    #[error(transparent)]
+    StateFormat(#[from] crate::statedir::StateDirError),
     /// A stage's task failed (panicked).
     #[error("a pipeline stage failed: {0}")]
     Stage(String),
@@ -102,6 +106,9 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
         path: config.state_dir.clone(),
         source,
     })?;
+    // Before any store opens (and before the sensor loads): a store in a format this
+    // binary does not read stops the start here, naming it.
+    crate::statedir::prepare(&config.state_dir)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(|source| RunError::Signal {
         signal: "SIGTERM",
         source,

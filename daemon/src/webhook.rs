@@ -23,6 +23,9 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+/// The format of `<state_dir>/webhooks/` (one `<name>.cursor` per webhook, the next seq as
+/// decimal text), recorded in `<state_dir>/FORMAT` by `statedir`.
+pub const STORE_FORMAT: u32 = 1;
 /// Alerts read from the journal at once.
 const BATCH: usize = 64;
 /// First retry after a failed POST; doubled up to [`MAX_BACKOFF`].

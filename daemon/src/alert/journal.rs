@@ -42,6 +42,12 @@ mod tests;
 
 pub use segment::{MAGIC, MAX_RECORD_BYTES};
 
+/// The format of the journal directory as a whole (segment names and framing, `next_seq`,
+/// `quarantine/`), recorded in `<state_dir>/FORMAT` by `statedir`. Bump it when a
+/// layerguard could no longer read what an older one wrote, and give `statedir` a
+/// migration from the old number.
+pub const STORE_FORMAT: u32 = 1;
+
 use super::{Alert, AlertSink, SinkError};
 use recover::recover_segment;
 use segment::{encode, read_block, read_segment, Segment, SegmentEnd, Snapshot, SEGMENT_SUFFIX};

@@ -26,6 +26,11 @@ pub enum StoreError {
     },
 }
 
+/// The format of the baseline directory (one `<id>.json` per baseline, each document
+/// carrying its own `format`), recorded in `<state_dir>/FORMAT` by `statedir`. Bump it when
+/// the layout changes, with a migration in `statedir`.
+pub const STORE_FORMAT: u32 = 1;
+
 pub struct Store {
     dir: PathBuf,
     /// Makes each temporary file's name unique: two saves of one baseline may overlap.

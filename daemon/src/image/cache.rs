@@ -21,6 +21,10 @@ use super::tar::{TarEntry, TarKind};
 
 /// Format tag; bump the digit when the layout changes so old files read as misses.
 const MAGIC: &[u8; 8] = b"LGLAYER1";
+/// The format of `<state_dir>/layers` as a directory, recorded in `<state_dir>/FORMAT` by
+/// `statedir` (each file carries [`MAGIC`] too, so a stray file of another format is a
+/// miss). A cache: `statedir` drops a directory of another format and it is rebuilt.
+pub const STORE_FORMAT: u32 = 1;
 const CHECKSUM_BYTES: usize = 32;
 const FILE_SUFFIX: &str = ".layer";
 const TEMP_MARKER: &str = ".tmp.";
