@@ -256,34 +256,27 @@ impl Refusal {
     }
 }
 
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl Refusal {
+    /// What was found, without the advice.
+    pub fn situation(&self) -> String {
         let by = self
             .written_by
             .as_deref()
             .map(|v| format!(" (FORMAT written by layerguard {v})"))
             .unwrap_or_default();
-        if self.found > self.current {
-            write!(
-                f,
-                "the {} {} is in format {}{by}, newer than the format {} this layerguard {VERSION} reads: {}",
-                self.what,
-                self.path.display(),
-                self.found,
-                self.current,
-                self.fix()
-            )
+        let (what, path, found, current) =
+            (self.what, self.path.display(), self.found, self.current);
+        if found > current {
+            format!("the {what} {path} is in format {found}{by}, newer than the format {current} this layerguard {VERSION} reads")
         } else {
-            write!(
-                f,
-                "the {} {} is in format {}{by}, older than the format {} of this layerguard {VERSION}, which has no migration from it: {}",
-                self.what,
-                self.path.display(),
-                self.found,
-                self.current,
-                self.fix()
-            )
+            format!("the {what} {path} is in format {found}{by}, older than the format {current} of this layerguard {VERSION}, which has no migration from it")
         }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.situation(), self.fix())
     }
 }
 
@@ -384,7 +377,8 @@ impl Plan {
     pub fn describe(&self) -> (bool, String) {
         let refusals = self.refusals();
         if !refusals.is_empty() {
-            return (false, join(&refusals));
+            let found: Vec<String> = refusals.iter().map(Refusal::situation).collect();
+            return (false, found.join("; "));
         }
         let mut changes = Vec::new();
         for s in &self.stores {
