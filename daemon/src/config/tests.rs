@@ -27,6 +27,17 @@ mod general {
         assert_eq!(c.sensor, SensorConfig::default());
     }
 
+    /// The file the package installs as /etc/layerguard/layerguard.toml: every key commented
+    /// at its default, so it must mean the defaults, plus the one line the package sets.
+    #[test]
+    fn the_packaged_config_is_the_defaults_with_the_socket_group() {
+        let text = include_str!("../../../packaging/layerguard.toml");
+        let c = parse(text).unwrap_or_else(|e| panic!("packaging/layerguard.toml: {e}"));
+        let mut expected = Config::default();
+        expected.api.socket_group = Some("layerguard".into());
+        assert_eq!(c, expected);
+    }
+
     #[test]
     fn unknown_key_names_key_and_line() {
         let err = parse("log_format = \"text\"\n\n[sensor]\nmonitor_hots = true\n").unwrap_err();
