@@ -97,3 +97,38 @@ bench: release
 
 clean:
 	cargo clean
+
+## image: the DaemonSet image (deploy/image/build.py) of the release binary:
+## target/image/oci/ (OCI layout), target/image/layerguard-image.tar (the same as an OCI
+## archive), target/image/image.json; imported into the host's containerd (namespace
+## k8s.io, where the kubelet looks) when one answers. SOURCE_DATE_EPOCH sets every
+## timestamp (default 0): the same binary always gives the same digest.
+IMAGE_DIR := target/image
+IMAGE_NAMESPACE := k8s.io
+.PHONY: image validate-manifests
+image: release
+	python3 deploy/image/build.py --binary $(RELEASE_BIN) --out $(IMAGE_DIR)
+	@if ctr --address $(HOST_CONTAINERD_SOCK) version >/dev/null 2>&1; then \
+		ctr --address $(HOST_CONTAINERD_SOCK) -n $(IMAGE_NAMESPACE) images import $(IMAGE_DIR)/layerguard-image.tar; \
+		echo "imported $$(python3 deploy/image/build.py --print-name) into the containerd at $(HOST_CONTAINERD_SOCK) (namespace $(IMAGE_NAMESPACE))"; \
+	else \
+		echo "no containerd answers at $(HOST_CONTAINERD_SOCK): not imported; import $(IMAGE_DIR)/layerguard-image.tar on each node with: ctr -n $(IMAGE_NAMESPACE) images import FILE"; \
+	fi
+
+## validate-manifests: deploy/layerguard-daemonset.yaml against Kubernetes' own schemas,
+## offline and strict (unknown fields fail), with PyPI's kubernetes-validate in a venv
+## under target/; then that it agrees with the image (deploy/image/manifest.py check).
+MANIFEST_VENV := target/manifest-venv
+KUBERNETES_VALIDATE_VERSION := 1.37.0
+KUBERNETES_VERSION := 1.37.0
+validate-manifests: $(MANIFEST_VENV)/.installed-$(KUBERNETES_VALIDATE_VERSION)
+	$(MANIFEST_VENV)/bin/kubernetes-validate --strict --kubernetes-version $(KUBERNETES_VERSION) deploy/layerguard-daemonset.yaml
+	$(MANIFEST_VENV)/bin/python deploy/image/manifest.py check
+
+$(MANIFEST_VENV)/.installed-$(KUBERNETES_VALIDATE_VERSION):
+	@python3 -m venv --help >/dev/null 2>&1 && python3 -m ensurepip --version >/dev/null 2>&1 || \
+		{ apt-get update -q; DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv; }
+	rm -rf $(MANIFEST_VENV)
+	python3 -m venv $(MANIFEST_VENV)
+	$(MANIFEST_VENV)/bin/pip install --quiet --disable-pip-version-check kubernetes-validate==$(KUBERNETES_VALIDATE_VERSION)
+	touch $@
