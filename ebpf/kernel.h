@@ -53,6 +53,7 @@ struct inode {
 	time64_t i_ctime_sec;	/* kernels >= 6.11 */
 	u32 i_ctime_nsec;
 	struct timespec64 __i_ctime;	/* kernels 6.6 - 6.10 */
+	struct timespec64 i_ctime;	/* kernels before 6.6 (Debian bookworm's 6.1) */
 	union {
 		struct hlist_head i_dentry;	/* the dentries that name it (d_u.d_alias) */
 	};
@@ -174,25 +175,6 @@ struct linux_binprm {
 	const char *filename;
 	const char *interp;
 	int argc;
-};
-
-/* overlayfs: the overlay inode is embedded in this, and knows its upper and lower dentries. */
-struct ovl_path {
-	const void *layer;
-	struct dentry *dentry;
-};
-
-struct ovl_entry {
-	unsigned int __numlower;
-	/* Only its offset is relocated: aya-obj rejects CO-RE access into zero-length arrays,
-	 * so the sensor adds the offset itself. */
-	struct ovl_path __lowerstack[0];
-};
-
-struct ovl_inode {
-	struct inode vfs_inode;
-	struct dentry *__upperdentry;
-	struct ovl_entry *oe;
 };
 
 #pragma clang attribute pop

@@ -234,9 +234,12 @@ static __always_inline void read_ctime(struct inode *inode, __s64 *sec, __u32 *n
 		*sec = BPF_CORE_READ(inode, i_ctime_sec);
 		/* Bit 31 is the multigrain "ctime was queried" flag, not time. */
 		*nsec = BPF_CORE_READ(inode, i_ctime_nsec) & 0x7fffffff;
-	} else {
+	} else if (bpf_core_field_exists(inode->__i_ctime)) {
 		*sec = BPF_CORE_READ(inode, __i_ctime.tv_sec);
 		*nsec = BPF_CORE_READ(inode, __i_ctime.tv_nsec);
+	} else {
+		*sec = BPF_CORE_READ(inode, i_ctime.tv_sec);
+		*nsec = BPF_CORE_READ(inode, i_ctime.tv_nsec);
 	}
 }
 
@@ -244,20 +247,50 @@ static __always_inline void read_ctime(struct inode *inode, __s64 *sec, __u32 *n
  * On overlayfs the inode the process sees is embedded in struct ovl_inode. A non-NULL
  * __upperdentry means the file was copied up or created in the container; otherwise the
  * first lower layer that has it holds the real inode.
+ *
+ * The offsets come from the daemon, read at start from the BTF of the kernel's overlay
+ * module (/sys/kernel/btf/overlay) or of vmlinux when overlayfs is built in: CO-RE against
+ * vmlinux alone cannot relocate module types (aya 0.14 poisons the access, and the program
+ * is refused), and Debian builds overlayfs as a module. Two layouts exist: since 6.5 the
+ * lower stack is in an ovl_entry the inode points to (`oe`); before, the inode embeds its
+ * first lower path (`lowerpath`). ovl_layout 0: unknown; the sensor then reports the
+ * overlay inode itself and counts a read error.
  */
+const volatile __u32 ovl_layout = 0;	/* 0 unknown, 1 oe (6.5+), 2 lowerpath (< 6.5) */
+const volatile __u32 ovl_vfs_inode_off = 0;
+const volatile __u32 ovl_upper_off = 0;
+const volatile __u32 ovl_oe_off = 0;
+const volatile __u32 ovl_numlower_off = 0;
+const volatile __u32 ovl_lowerstack_off = 0;
+const volatile __u32 ovl_lowerpath_off = 0;
+const volatile __u32 ovl_path_dentry_off = 0;
+
 static __always_inline struct inode *overlay_real_inode(struct inode *inode, __u32 *flags)
 {
-	struct ovl_inode *oi = (void *)inode - bpf_core_field_offset(struct ovl_inode, vfs_inode);
-	struct dentry *upper = BPF_CORE_READ(oi, __upperdentry);
+	if (ovl_layout == 0)
+		return 0;
+	void *oi = (void *)inode - ovl_vfs_inode_off;
+	struct dentry *upper = 0;
+	bpf_probe_read_kernel(&upper, sizeof(upper), oi + ovl_upper_off);
 	if (upper) {
 		*flags |= LG_EXEC_UPPER_LAYER;
 		return BPF_CORE_READ(upper, d_inode);
 	}
-	struct ovl_entry *oe = BPF_CORE_READ(oi, oe);
-	if (!oe || BPF_CORE_READ(oe, __numlower) == 0)
-		return 0;
-	struct ovl_path *lower = (void *)oe + bpf_core_field_offset(struct ovl_entry, __lowerstack);
-	struct dentry *ld = BPF_CORE_READ(lower, dentry);
+	void *lower;
+	if (ovl_layout == 1) {
+		void *oe = 0;
+		bpf_probe_read_kernel(&oe, sizeof(oe), oi + ovl_oe_off);
+		__u32 numlower = 0;
+		if (oe)
+			bpf_probe_read_kernel(&numlower, sizeof(numlower), oe + ovl_numlower_off);
+		if (!numlower)
+			return 0;
+		lower = oe + ovl_lowerstack_off;
+	} else {
+		lower = oi + ovl_lowerpath_off;
+	}
+	struct dentry *ld = 0;
+	bpf_probe_read_kernel(&ld, sizeof(ld), lower + ovl_path_dentry_off);
 	return ld ? BPF_CORE_READ(ld, d_inode) : 0;
 }
 
@@ -951,8 +984,7 @@ static __always_inline void on_map_fault(struct address_space *mapping)
 			sec = inode->i_ctime_sec;
 			nsec = inode->i_ctime_nsec & 0x7fffffff;
 		} else {
-			sec = BPF_CORE_READ(inode, __i_ctime.tv_sec);
-			nsec = BPF_CORE_READ(inode, __i_ctime.tv_nsec);
+			read_ctime(inode, &sec, &nsec);
 		}
 		if (clean->ctime_sec == sec && clean->ctime_nsec == nsec) {
 			/* Per CPU only: a shared counter in the entry would bounce its cache line

@@ -118,6 +118,17 @@ pub async fn check(config: &Config) -> Vec<Requirement> {
                 fix: None,
             });
             out.push(Requirement {
+                name: "overlayfs layout".into(),
+                ok: !k.overlay.starts_with("unknown"),
+                required: true,
+                detail: k.overlay.clone(),
+                fix: k.overlay.starts_with("unknown").then(|| {
+                    "modprobe overlay (the unit does it before the daemon starts); without it \
+                     execs in containers are judged on the overlay inode, not the layer file's"
+                        .into()
+                }),
+            });
+            out.push(Requirement {
                 name: "bpf lsm".into(),
                 ok: k.bpf_lsm,
                 required: false,

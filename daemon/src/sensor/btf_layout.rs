@@ -1,8 +1,8 @@
-//! Struct layouts and enum values read from the BTF of the compiled sensor object, for
-//! the wire test.
-//!
-//! Tetragon's alignchecker idea: the truth about the C layout is what clang emitted, so
-//! the test reads it from the object rather than trusting a second hand-written copy.
+//! Struct layouts and enum values read from BTF: of the compiled sensor object (the wire
+//! test: Tetragon's alignchecker idea, the truth about the C layout is what clang emitted),
+//! and of the running kernel's modules (split BTF on top of vmlinux), for the module types
+//! CO-RE cannot relocate (see `overlay`). Only struct member offsets and enum values are
+//! read; every other kind is skipped by its size.
 
 use std::collections::HashMap;
 
@@ -14,13 +14,16 @@ pub struct MemberLayout {
 
 #[derive(Debug)]
 pub struct StructLayout {
+    /// Read by the wire test only.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub size: usize,
     pub members: Vec<MemberLayout>,
 }
 
 pub struct BtfLayouts {
     structs: HashMap<String, StructLayout>,
-    /// Enum name -> its values by name.
+    /// Enum name -> its values by name (read by the wire test only).
+    #[cfg_attr(not(test), allow(dead_code))]
     enums: HashMap<String, HashMap<String, i64>>,
 }
 
@@ -29,6 +32,8 @@ const KIND_STRUCT: u32 = 4;
 const KIND_ENUM: u32 = 6;
 
 impl BtfLayouts {
+    /// The BTF of an ELF object (the wire test; `object` is a dev-dependency).
+    #[cfg(test)]
     pub fn from_elf(elf: &[u8]) -> Result<Self, String> {
         use object::{Object, ObjectSection};
         let file = object::File::parse(elf).map_err(|e| format!("not an ELF object: {e}"))?;
@@ -43,11 +48,39 @@ impl BtfLayouts {
         self.structs.get(name)
     }
 
+    #[cfg(test)]
     pub fn enum_values(&self, name: &str) -> Option<&HashMap<String, i64>> {
         self.enums.get(name)
     }
 
-    fn parse(data: &[u8]) -> Result<Self, String> {
+    /// A kernel module's split BTF (`/sys/kernel/btf/<module>`): its string offsets count
+    /// from the start of `base`'s (vmlinux's) string section.
+    pub fn parse_split(data: &[u8], base: &[u8]) -> Result<Self, String> {
+        let base_strings = Self::strings(base)?;
+        Self::parse_with(data, base_strings)
+    }
+
+    /// A complete BTF blob (vmlinux's, or an object's).
+    pub fn parse(data: &[u8]) -> Result<Self, String> {
+        Self::parse_with(data, &[])
+    }
+
+    /// The string section of a BTF blob.
+    fn strings(data: &[u8]) -> Result<&[u8], String> {
+        let u32_at = |o: usize| -> Result<usize, String> {
+            data.get(o..o + 4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                .ok_or_else(|| format!("BTF truncated at {o}"))
+        };
+        if data.get(0..2) != Some(&BTF_MAGIC.to_le_bytes()[..]) {
+            return Err("bad BTF magic (big-endian BTF is not supported)".into());
+        }
+        let start = u32_at(4)? + u32_at(16)?;
+        data.get(start..start + u32_at(20)?)
+            .ok_or_else(|| "BTF string section out of bounds".to_string())
+    }
+
+    fn parse_with(data: &[u8], base_strings: &[u8]) -> Result<Self, String> {
         let u16_at = |o: usize| -> Result<u16, String> {
             data.get(o..o + 2)
                 .map(|b| u16::from_le_bytes([b[0], b[1]]))
@@ -64,10 +97,17 @@ impl BtfLayouts {
         let hdr_len = u32_at(4)? as usize;
         let type_off = hdr_len + u32_at(8)? as usize;
         let type_len = u32_at(12)? as usize;
-        let str_off = hdr_len + u32_at(16)? as usize;
+        let own_strings = Self::strings(data)?;
+        // Split BTF: offsets below the base's string section are the base's strings.
         let name = |off: u32| -> String {
-            let start = str_off + off as usize;
-            let bytes = data.get(start..).unwrap_or_default();
+            let off = off as usize;
+            let bytes = if off < base_strings.len() {
+                &base_strings[off..]
+            } else {
+                own_strings
+                    .get(off - base_strings.len()..)
+                    .unwrap_or_default()
+            };
             let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
             String::from_utf8_lossy(&bytes[..end]).into_owned()
         };

@@ -6,10 +6,10 @@
 //! the consumer waits, the ring buffer fills, and the kernel counts what it drops; those
 //! counts come out as [`SensorEvent::Lost`] so that no loss is silent.
 
-#[cfg(test)]
 mod btf_layout;
 pub mod event;
 pub mod feedback;
+pub mod overlay;
 pub mod pace;
 pub mod preflight;
 pub mod wire;
@@ -172,6 +172,22 @@ impl Sensor {
             source,
         })?;
         let host_mnt_ns = host_mount_namespace()?;
+        let ovl = std::fs::read(preflight::VMLINUX_BTF)
+            .map_err(|e| format!("reading {}: {e}", preflight::VMLINUX_BTF))
+            .and_then(|vmlinux| overlay::OverlayLayout::of_running_kernel(&vmlinux));
+        features.overlay = match &ovl {
+            Ok(l) if l.layout == 1 => "6.5+ layout (ovl_inode.oe)".into(),
+            Ok(_) => "pre-6.5 layout (ovl_inode.lowerpath)".into(),
+            Err(why) => format!("unknown: {why}"),
+        };
+        if let Err(why) = &ovl {
+            warn!(
+                reason = %why,
+                "overlayfs layout unknown: execs in containers are reported with the overlay \
+                 inode, not the layer file's (hash cache keyed on it, upper/lower not told)"
+            );
+        }
+        let ovl = ovl.unwrap_or_default();
         let monitor_host = u32::from(config.monitor_host);
         let every_write = u32::from(files.is_some_and(|f| f.watched.every));
         let write_dirs = u32::from(files.is_some_and(|f| f.learn_write_dirs));
@@ -182,6 +198,14 @@ impl Sensor {
             .override_global("wakeup_bytes", &config.wakeup_bytes, true)
             .override_global("watch_every_write", &every_write, true)
             .override_global("learn_write_dirs", &write_dirs, true)
+            .override_global("ovl_layout", &ovl.layout, true)
+            .override_global("ovl_vfs_inode_off", &ovl.vfs_inode, true)
+            .override_global("ovl_upper_off", &ovl.upper, true)
+            .override_global("ovl_oe_off", &ovl.oe, true)
+            .override_global("ovl_numlower_off", &ovl.numlower, true)
+            .override_global("ovl_lowerstack_off", &ovl.lowerstack, true)
+            .override_global("ovl_lowerpath_off", &ovl.lowerpath, true)
+            .override_global("ovl_path_dentry_off", &ovl.path_dentry, true)
             .map_max_entries("lg_events", config.ring_buffer_bytes)
             .load(SENSOR_OBJECT)
             .map_err(SensorError::Load)?;

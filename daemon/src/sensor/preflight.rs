@@ -35,6 +35,9 @@ pub struct KernelFeatures {
     /// Whether the kernel attaches fentry programs, probed when the sensor loads:
     /// `available ...`, or `refused: ` and why.
     pub fentry: String,
+    /// How the sensor finds the layer file under an overlay inode: `6.5+ layout (oe) from
+    /// <btf>`, `pre-6.5 layout (lowerpath) from <btf>`, or `unknown: ` and why.
+    pub overlay: String,
 }
 
 pub fn check() -> Result<KernelFeatures, PreflightError> {
@@ -57,6 +60,7 @@ pub fn check() -> Result<KernelFeatures, PreflightError> {
                 .map(|w| w.trim_matches(|c| c == '[' || c == ']').to_string())
         }),
         fentry: "not probed".into(),
+        overlay: "not read".into(),
     })
 }
 
