@@ -415,10 +415,12 @@ fn the_image_run_as_the_daemonset_alerts_on_a_binary_dropped_in_another_containe
         v["message"] == "layerguard ready"
     });
     eprintln!("daemon in the pod ready after {:?}", started.elapsed());
-    eprintln!(
-        "ready line: host_mnt_ns {} (this test's mount ns {})",
-        ready["host_mnt_ns"],
-        std::fs::metadata("/proc/self/ns/mnt").unwrap().ino()
+    // In the pod the daemon's own mount namespace is the pod's: it must filter the host's
+    // (this test's), or every host process would pass for a container's.
+    assert_eq!(
+        ready["host_mnt_ns"].as_u64(),
+        Some(std::fs::metadata("/proc/self/ns/mnt").unwrap().ino()),
+        "the daemon in the pod took another mount namespace for the host's: {ready}"
     );
     wait_log(&pod, "\"containerd connected\"", WAIT, |v| {
         v["message"] == "containerd connected"

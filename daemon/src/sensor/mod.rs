@@ -151,15 +151,25 @@ fn probe_fentry(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), String> {
 /// The mount namespace of the host: PID 1's when readable, else our own (the daemon runs
 /// in the host's mount namespace under systemd; in a DaemonSet it needs hostPID).
 pub fn host_mount_namespace() -> Result<u32, SensorError> {
-    match std::fs::metadata("/proc/1/ns/mnt") {
-        Ok(m) => Ok(m.ino() as u32),
-        Err(_) => std::fs::metadata("/proc/self/ns/mnt")
-            .map(|m| m.ino() as u32)
-            .map_err(|source| SensorError::HostNamespace {
-                path: "/proc/self/ns/mnt",
-                source,
-            }),
+    // pid 1 is the host's init, or with hostPID in a pod, still the host's; kthreadd (pid 2)
+    // is a kernel thread, always in the initial namespace, and readable where pid 1 is not
+    // (a sandbox's init). Our own namespace is only right when the daemon runs on the host:
+    // in a pod it is the pod's, and host processes would pass for container ones.
+    if let Ok(m) = std::fs::metadata("/proc/1/ns/mnt") {
+        return Ok(m.ino() as u32);
     }
+    let kthreadd = std::fs::read_to_string("/proc/2/comm").is_ok_and(|c| c.trim() == "kthreadd");
+    if kthreadd {
+        if let Ok(m) = std::fs::metadata("/proc/2/ns/mnt") {
+            return Ok(m.ino() as u32);
+        }
+    }
+    std::fs::metadata("/proc/self/ns/mnt")
+        .map(|m| m.ino() as u32)
+        .map_err(|source| SensorError::HostNamespace {
+            path: "/proc/self/ns/mnt",
+            source,
+        })
 }
 
 impl Sensor {
