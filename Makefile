@@ -15,7 +15,8 @@ DEBUG_BIN := target/debug/layerguard
 # Extra arguments for `make run`, e.g. ARGS="--log-format text".
 ARGS ?=
 
-.PHONY: all deps test-deps build release run test unit-test integration-test lint bench clean
+.PHONY: all deps test-deps build release run test unit-test integration-test lint bench clean \
+	install uninstall deb vm-test demo image validate-manifests
 
 all: build
 
@@ -72,14 +73,17 @@ run: release
 ## test: everything CI checks: format, lints, unit tests, real-kernel/real-containerd tests.
 # The integration tests run the debug daemon: a release build would double CI's compile
 # time, and no test asserts speed (that is `make bench`).
-test: deps test-deps lint
+# `deb` is built first: tests/tests/operations.rs reads the package, and the VM test
+# (last, the longest: about 3 minutes per kernel under TCG) installs it.
+test: deps test-deps lint validate-manifests deb
 	cargo build --workspace --all-targets
 	LAYERGUARD_BIN=$(CURDIR)/$(DEBUG_BIN) cargo test --workspace --all-targets -- --test-threads=1
+	$(MAKE) vm-test
 
 unit-test: deps
 	cargo test -p layerguard
 
-integration-test: build test-deps
+integration-test: build test-deps validate-manifests deb
 	LAYERGUARD_BIN=$(CURDIR)/$(DEBUG_BIN) cargo test -p layerguard-tests -- --test-threads=1
 
 lint: deps
@@ -94,6 +98,59 @@ bench: release
 	cargo test --release -p layerguard --lib api::bench -- --ignored --nocapture --test-threads=1
 	# The baseline analyzer in process: RSS of 1,000 baselines of 100 entries, lookups/s.
 	cargo test --release -p layerguard --lib baseline::bench -- --ignored --nocapture --test-threads=1
+
+## demo: a first look in one command: a private containerd, an image built here, a container,
+## a dropped and a tampered program, the alerts as `layerguard watch` prints them; then all removed.
+demo: deps
+	cargo build -p layerguard -p layerguard-tests --bin layerguard --bin layerguard-demo
+	target/debug/layerguard-demo --layerguard $(CURDIR)/$(DEBUG_BIN)
+
+## install: the release binary in $(PREFIX)/bin, the hardened unit, a commented default
+## config in /etc/layerguard (kept if present), the `layerguard` group for the API socket.
+## DESTDIR stages the files elsewhere (no group, no systemctl then).
+PREFIX ?= /usr/local
+DESTDIR ?=
+UNIT_DIR := /etc/systemd/system
+install: release
+	install -D -m 0755 $(RELEASE_BIN) $(DESTDIR)$(PREFIX)/bin/layerguard
+	install -d -m 0755 $(DESTDIR)$(UNIT_DIR)
+	sed 's|/usr/bin/layerguard|$(PREFIX)/bin/layerguard|g' systemd/layerguard.service \
+		> $(DESTDIR)$(UNIT_DIR)/layerguard.service
+	chmod 0644 $(DESTDIR)$(UNIT_DIR)/layerguard.service
+	@if [ -e $(DESTDIR)/etc/layerguard/layerguard.toml ]; then \
+		echo "keeping $(DESTDIR)/etc/layerguard/layerguard.toml (the default is packaging/layerguard.toml)"; \
+	else install -D -m 0644 packaging/layerguard.toml $(DESTDIR)/etc/layerguard/layerguard.toml; fi
+	@if [ -z "$(DESTDIR)" ]; then \
+		getent group layerguard >/dev/null || groupadd --system layerguard; \
+		if [ -d /run/systemd/system ]; then systemctl daemon-reload; fi; \
+		echo "installed; start with: systemctl enable --now layerguard"; \
+	fi
+
+## uninstall: the binary and the unit; the config and /var/lib/layerguard stay.
+uninstall:
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+		systemctl disable --now layerguard.service 2>/dev/null || true; fi
+	rm -f $(DESTDIR)$(PREFIX)/bin/layerguard $(DESTDIR)$(UNIT_DIR)/layerguard.service
+	@if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@echo "kept /etc/layerguard and /var/lib/layerguard (remove them by hand if unwanted)"
+
+## deb: target/debian/layerguard_<version>_<arch>.deb (packaging/build-deb.sh says how).
+deb: release
+	packaging/build-deb.sh
+
+## vm-test: the .deb under real systemd on Debian's own kernels in QEMU (tests/vm).
+## VM_KERNELS picks some of: 6.1 (bookworm), 6.12 (bookworm, trixie), 7.3 (trixie-backports).
+VM_PACKAGES := qemu-system-x86 debootstrap kmod gpgv e2fsprogs
+VM_KERNELS ?= 6.1,6.12,7.3
+vm-test: deb
+	@missing=""; for p in $(VM_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then apt-get update -q; DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; fi
+	cargo build -p layerguard-tests --bin busybox-oci-archive
+	target/debug/busybox-oci-archive docker.io/library/vmtest:1 target/vm/busybox.tar
+	python3 tests/vm/vmtest.py --deb $$(ls -t target/debian/layerguard_*.deb | head -1) \
+		--image-archive target/vm/busybox.tar --kernels $(VM_KERNELS)
 
 clean:
 	cargo clean

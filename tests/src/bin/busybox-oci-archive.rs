@@ -1,0 +1,21 @@
+//! Writes the tests' busybox image (the host's static busybox, see `busybox_image`) as an
+//! OCI archive that `ctr images import` takes: for tests that run outside this process,
+//! such as the VM test (tests/vm), whose guest imports it into its own containerd.
+//!
+//! Usage: busybox-oci-archive REFERENCE OUT.tar
+
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [reference, out] = args.as_slice() else {
+        bail!("usage: busybox-oci-archive REFERENCE OUT.tar");
+    };
+    layerguard_tests::busybox_image(reference)?
+        .build()
+        .context("building the busybox image")?
+        .write_oci_archive(Path::new(out))
+        .with_context(|| format!("writing {out}"))?;
+    Ok(())
+}

@@ -1,0 +1,123 @@
+#!/bin/bash
+# The VM test's guest half: runs once at boot as vmtest.service (tests/vm/vmtest.py puts it
+# in the image). It does what a node operator does: installs the .deb, runs the preflight,
+# enables the service, runs a container, drops and runs a binary, reads the alert through
+# `layerguard watch`, stops, restarts. Every result line goes to /dev/ttyS1 (the host's
+# result file) as `OK name: detail` or `FAIL name: detail`; the last line is `PASS` or
+# `FAILED`, then the VM powers off. Diagnostics go to the console (/dev/ttyS0).
+set -uo pipefail
+exec 3>/dev/ttyS1
+cd /root/vmtest
+failed=0
+ok() { echo "OK $1: ${2:-}" >&3; echo "vmtest: OK $1: ${2:-}"; }
+bad() { echo "FAIL $1: ${2:-}" >&3; echo "vmtest: FAIL $1: ${2:-}"; failed=1; }
+# Send one file to the result stream, each line prefixed (for the host's report).
+attach() { sed "s/^/  $1| /" "$2" >&3; }
+finish() {
+	if [ "$failed" = 0 ]; then echo PASS >&3; else
+		journalctl -u layerguard -u containerd --no-pager -o short-monotonic | tail -150 >/tmp/journal.txt
+		attach journal /tmp/journal.txt
+		echo FAILED >&3
+	fi
+	sync
+	systemctl poweroff --force --force
+}
+# wait_for SECONDS CMD...: until CMD succeeds (TCG is slow: generous deadlines).
+wait_for() { local end=$((SECONDS + $1)); shift; until "$@" >/dev/null 2>&1; do [ $SECONDS -lt $end ] || return 1; sleep 0.5; done; }
+# A daemon that keeps failing will not get ready: stop waiting after its third restart.
+ready_or_failing() { [ "$(ready_count)" -ge "$1" ] || [ "$(systemctl show layerguard -p NRestarts --value)" -ge 3 ]; }
+ready_count() { journalctl -u layerguard -o cat --no-pager | grep -c '"layerguard ready"'; }
+alerts_of() { grep -c "\"kind\":\"$2\"" "$1" 2>/dev/null || true; }
+# For wait_for, which runs its command anew each time (a "$(...)" argument would not be).
+ready_at_least() { [ "$(ready_count)" -ge "$1" ]; }
+alerts_at_least() { [ "$(alerts_of "$1" "$2")" -ge "$3" ]; }
+
+echo "KERNEL $(uname -r)" >&3
+
+# 1. The package: install, preflight in postinst, service left stopped and disabled.
+if apt-get install -y -q /root/vmtest/layerguard.deb >/tmp/apt.txt 2>&1; then
+	ok install "$(dpkg-query -W -f='${Package} ${Version}' layerguard)"
+else
+	bad install "apt-get install ./layerguard.deb failed"; attach apt /tmp/apt.txt; finish
+fi
+grep -q 'preflight (layerguard check)' /tmp/apt.txt && ok postinst-check "postinst ran layerguard check" \
+	|| { bad postinst-check "no preflight output in apt's"; attach apt /tmp/apt.txt; }
+[ "$(systemctl is-enabled layerguard 2>&1)" = disabled ] && ok left-disabled || bad left-disabled "$(systemctl is-enabled layerguard 2>&1)"
+systemctl is-active --quiet layerguard && bad left-stopped "active after install" || ok left-stopped
+getent group layerguard >/dev/null && ok group "layerguard group exists" || bad group "no layerguard group"
+
+# 2. containerd and the preflight on this kernel.
+wait_for 120 ctr version || { bad containerd "containerd does not answer"; finish; }
+ctr -n default images import /root/vmtest/busybox.tar >/dev/null && ok image-import || { bad image-import; finish; }
+layerguard check --config /etc/layerguard/layerguard.toml >/tmp/check.txt 2>&1; rc=$?
+attach check /tmp/check.txt
+# Required items must hold on every kernel we list; optional ones (fentry, BPF-LSM) vary.
+[ $rc = 0 ] && ok check "exit 0" || bad check "exit $rc"
+
+# 3. The service under systemd's hardening.
+systemctl enable --now layerguard >/dev/null 2>&1 || bad enable "systemctl enable --now failed"
+if wait_for 300 ready_or_failing 1 && [ "$(ready_count)" -ge 1 ]; then
+	ok ready "$(journalctl -u layerguard -o cat --no-pager | grep -m1 '"layerguard ready"' | head -c 1500)"
+else
+	bad ready "no ready line ($(systemctl show layerguard -p NRestarts --value) restarts)"; finish
+fi
+layerguard status >/tmp/status.txt 2>&1 && ok status || bad status "layerguard status failed"
+attach status /tmp/status.txt
+# Nothing the daemon could not do on this kernel goes unsaid: its warnings, listed.
+journalctl -u layerguard -o cat --no-pager | grep '"level":"WARN"' >/tmp/warn.txt || true
+attach warnings /tmp/warn.txt
+
+# 4. A container, a dropped binary, the alert through `layerguard watch`.
+layerguard watch --json >/tmp/watch.jsonl 2>/tmp/watch.err &
+watch_pid=$!
+ctr -n default run -d docker.io/library/vmtest:1 c1 /bin/sleep 100000 >/dev/null || { bad container "ctr run failed"; finish; }
+wait_for 60 ctr -n default task exec --exec-id probe c1 /bin/true || bad container "task exec failed"
+ctr -n default task exec --exec-id d1 c1 /bin/sh -c 'cp /bin/busybox /tmp/dropped && /tmp/dropped true'
+if wait_for 120 alerts_at_least /tmp/watch.jsonl exec_not_in_image 1; then
+	ok dropped-binary "$(grep -m1 exec_not_in_image /tmp/watch.jsonl | head -c 600)"
+else
+	bad dropped-binary "no exec_not_in_image through layerguard watch in 120 s"; attach watch /tmp/watch.err
+fi
+# The file programs on this kernel: a write to /etc/ld.so.preload in the container.
+ctr -n default task exec --exec-id d2 c1 /bin/sh -c 'echo /tmp/x.so > /etc/ld.so.preload'
+if wait_for 120 alerts_at_least /tmp/watch.jsonl file_sensitive_write 1; then
+	ok file-event "$(grep -m1 file_sensitive_write /tmp/watch.jsonl | head -c 400)"
+else
+	bad file-event "no file_sensitive_write in 120 s"
+fi
+
+# 5. Stop is clean: exit status 0, the programs detached, the stopped line.
+systemctl stop layerguard
+result=$(systemctl show layerguard -p Result --value)
+status=$(systemctl show layerguard -p ExecMainStatus --value)
+stopped=$(journalctl -u layerguard -o cat --no-pager | grep -c '"layerguard stopped"')
+[ "$result" = success ] && [ "$status" = 0 ] && [ "$stopped" -ge 1 ] && ok stop "Result=$result status=$status" \
+	|| bad stop "Result=$result ExecMainStatus=$status stopped-lines=$stopped"
+
+# 6. Restart resumes: the same `watch` (it reconnects by itself) gets the next alert, and
+# the journal's sequence has no gap and no repeat across the restart.
+systemctl start layerguard
+wait_for 300 ready_at_least 2 || bad restart "no second ready line"
+systemctl restart layerguard
+wait_for 300 ready_at_least 3 || bad restart "no ready line after systemctl restart"
+ctr -n default task exec --exec-id d3 c1 /bin/sh -c 'cp /bin/busybox /tmp/dropped2 && /tmp/dropped2 true'
+if wait_for 120 grep -q '/tmp/dropped2' /tmp/watch.jsonl; then
+	ok restart-resume "the watch that ran across two restarts got the new alert"
+else
+	bad restart-resume "no alert for /tmp/dropped2 through the same watch"; attach watch-err /tmp/watch.err
+fi
+kill $watch_pid 2>/dev/null
+layerguard watch --json --from-start --count 1000 --give-up-after 5 >/tmp/all.jsonl 2>/dev/null &
+sleep 5; kill $! 2>/dev/null
+python3 - /tmp/watch.jsonl /tmp/all.jsonl >/tmp/seq.txt 2>&1 <<'PY' && ok no-loss "$(cat /tmp/seq.txt)" || { bad no-loss "$(cat /tmp/seq.txt)"; }
+import json, sys
+def seqs(p):
+    return [json.loads(l)["seq"] for l in open(p) if l.strip().startswith("{")]
+live, journal = seqs(sys.argv[1]), seqs(sys.argv[2])
+assert live == sorted(set(live)), f"live watch: repeats or disorder {live}"
+assert journal == list(range(journal[0], journal[0] + len(journal))), f"journal gaps {journal}"
+assert set(live) <= set(journal), f"live {live} not all in journal {journal}"
+print(f"{len(live)} alerts live, journal seq {journal[0]}..{journal[-1]} without gaps")
+PY
+ctr -n default task kill -s KILL c1 >/dev/null 2>&1; sleep 1; ctr -n default task delete c1 >/dev/null 2>&1
+finish
