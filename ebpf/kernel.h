@@ -75,6 +75,14 @@ struct dentry {
 	} d_u;
 };
 
+/* Since 7.x (Debian's 7.3) the alias list node is in an anonymous union: no `d_u`. CO-RE
+ * matches this flavor only there (anonymous members are looked through, named ones not). */
+struct dentry___anon_u {
+	union {
+		struct hlist_node d_alias;
+	};
+};
+
 struct vfsmount {
 	struct dentry *mnt_root;
 };

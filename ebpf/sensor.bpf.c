@@ -227,6 +227,14 @@ static __always_inline int name_starts_with_memfd(struct dentry *d)
 	       name[5] == ':';
 }
 
+/* Where a dentry's node in its inode's alias list sits (see struct dentry___anon_u). */
+static __always_inline __u32 dentry_alias_offset(void)
+{
+	if (bpf_core_field_exists(((struct dentry___anon_u *)0)->d_alias))
+		return bpf_core_field_offset(struct dentry___anon_u, d_alias);
+	return bpf_core_field_offset(struct dentry, d_u.d_alias);
+}
+
 /* The inode's ctime, into the two fields every record with a file carries. */
 static __always_inline void read_ctime(struct inode *inode, __s64 *sec, __u32 *nsec)
 {
@@ -890,7 +898,7 @@ static __always_inline void send_file(struct task_struct *task, __u32 mnt_ns, st
 	if (!alias) {
 		e->flags |= LG_FILE_NO_NAME;
 	} else {
-		struct dentry *d = (void *)alias - bpf_core_field_offset(struct dentry, d_u.d_alias);
+		struct dentry *d = (void *)alias - dentry_alias_offset();
 		unsigned long magic = BPF_CORE_READ(sb, s_magic);
 		if ((magic == TMPFS_MAGIC || magic == HUGETLBFS_MAGIC) && name_starts_with_memfd(d))
 			e->flags |= LG_FILE_MEMFD;
@@ -947,7 +955,7 @@ int BPF_PROG(lg_file_dirty, struct inode *inode, int flags)
 	struct hlist_node *alias = BPF_CORE_READ(inode, i_dentry.first);
 	if (!alias)
 		return 0;
-	struct dentry *d = (void *)alias - bpf_core_field_offset(struct dentry, d_u.d_alias);
+	struct dentry *d = (void *)alias - dentry_alias_offset();
 	struct dentry *parent = BPF_CORE_READ(d, d_parent);
 	if (!write_may_matter(mode, d, parent)) {
 		count(LG_STAT_FILE_DATA);

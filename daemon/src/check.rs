@@ -100,6 +100,15 @@ pub async fn check(config: &Config) -> Vec<Requirement> {
             for family in families {
                 out.push(req("tracepoint", true, family, ""));
             }
+            for tp in &sensor.features().absent_tracepoints {
+                out.push(Requirement {
+                    name: "tracepoint".into(),
+                    ok: false,
+                    required: false,
+                    detail: format!("tp_btf/{tp} not in this kernel: its program is not attached"),
+                    fix: None,
+                });
+            }
             out.push(req(
                 "ring buffer",
                 true,

@@ -172,6 +172,15 @@ pub fn host_mount_namespace() -> Result<u32, SensorError> {
         })
 }
 
+/// Whether vmlinux's BTF has the BTF tracepoint `name` (its `btf_trace_<name>` typedef):
+/// a name appears in the string section only where some type uses it.
+fn has_btf_tracepoint(vmlinux: &[u8], name: &str) -> bool {
+    let needle = format!("\0btf_trace_{name}\0");
+    vmlinux
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
 impl Sensor {
     /// Checks the host, loads the object with the config baked into its globals, and
     /// attaches the process programs, and the file programs when `files` is given.
@@ -182,9 +191,12 @@ impl Sensor {
             source,
         })?;
         let host_mnt_ns = host_mount_namespace()?;
-        let ovl = std::fs::read(preflight::VMLINUX_BTF)
-            .map_err(|e| format!("reading {}: {e}", preflight::VMLINUX_BTF))
-            .and_then(|vmlinux| overlay::OverlayLayout::of_running_kernel(&vmlinux));
+        let vmlinux = std::fs::read(preflight::VMLINUX_BTF)
+            .map_err(|e| format!("reading {}: {e}", preflight::VMLINUX_BTF));
+        let ovl = vmlinux
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|vmlinux| overlay::OverlayLayout::of_running_kernel(vmlinux));
         features.overlay = match &ovl {
             Ok(l) if l.layout == 1 => "6.5+ layout (ovl_inode.oe)".into(),
             Ok(_) => "pre-6.5 layout (ovl_inode.lowerpath)".into(),
@@ -222,7 +234,23 @@ impl Sensor {
         let mut attached = PROCESS_PROGRAMS.to_vec();
         if let Some(files) = files {
             fill_watched_dirs(&mut ebpf, &files.watched)?;
-            attached.extend(FILE_PROGRAMS);
+            // A file tracepoint this kernel lacks leaves its program out, not the daemon
+            // (mm_filemap_map_pages came in 6.2: Debian bookworm's 6.1 has only the fault).
+            for &(program, tracepoint) in FILE_PROGRAMS.iter() {
+                let known = vmlinux
+                    .as_ref()
+                    .map_or(true, |btf| has_btf_tracepoint(btf, tracepoint));
+                if known {
+                    attached.push((program, tracepoint));
+                } else {
+                    warn!(
+                        program,
+                        tracepoint,
+                        "this kernel has no such tracepoint: its program is not attached"
+                    );
+                    features.absent_tracepoints.push(tracepoint.to_string());
+                }
+            }
             if files.syscall_hooks {
                 attached.extend(SYSCALL_PROGRAMS);
             }
@@ -287,7 +315,7 @@ impl Sensor {
     pub fn file_hooks(&self) -> &'static str {
         let has = |(program, _): &(&str, &str)| self.attached.iter().any(|(p, _)| p == program);
         match (
-            FILE_PROGRAMS.iter().all(has),
+            FILE_PROGRAMS.iter().any(has),
             SYSCALL_PROGRAMS.iter().all(has),
         ) {
             (true, true) => "tracepoints+syscalls",
@@ -559,5 +587,15 @@ mod tests {
             (2, 1)
         );
         assert_eq!(next.kernel(EventKind::Exit), 0);
+    }
+
+    /// This machine's kernel has the tracepoints the sensor uses, and not made-up ones.
+    #[test]
+    fn btf_tracepoints_are_found_by_their_typedef_name() {
+        let vmlinux = std::fs::read(preflight::VMLINUX_BTF).expect("vmlinux BTF");
+        assert!(has_btf_tracepoint(&vmlinux, "sched_process_exec"));
+        assert!(has_btf_tracepoint(&vmlinux, "writeback_mark_inode_dirty"));
+        assert!(!has_btf_tracepoint(&vmlinux, "sched_process_exe"));
+        assert!(!has_btf_tracepoint(&vmlinux, "no_such_tracepoint"));
     }
 }

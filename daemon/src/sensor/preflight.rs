@@ -38,6 +38,9 @@ pub struct KernelFeatures {
     /// How the sensor finds the layer file under an overlay inode: `6.5+ layout (oe) from
     /// <btf>`, `pre-6.5 layout (lowerpath) from <btf>`, or `unknown: ` and why.
     pub overlay: String,
+    /// File-program tracepoints this kernel does not have (e.g. `mm_filemap_map_pages`
+    /// before 6.2): their programs are not attached, the rest run.
+    pub absent_tracepoints: Vec<String>,
 }
 
 pub fn check() -> Result<KernelFeatures, PreflightError> {
@@ -61,6 +64,7 @@ pub fn check() -> Result<KernelFeatures, PreflightError> {
         }),
         fentry: "not probed".into(),
         overlay: "not read".into(),
+        absent_tracepoints: Vec::new(),
     })
 }
 
