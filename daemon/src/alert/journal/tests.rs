@@ -657,3 +657,39 @@ fn the_memory_tail_is_bounded_and_falls_back_to_the_disk() {
     assert_eq!(read_all(&j, 50), alerts(50..=100));
     assert_eq!(read_all(&j, 95), alerts(95..=100));
 }
+
+/// What the VM test saw after two restarts: a reader that waits at the end of a reopened
+/// journal gets each later alert once, with no read error.
+#[test]
+fn a_reader_waiting_at_the_end_of_a_reopened_journal_gets_the_next_alerts() {
+    let dir = tempfile::tempdir().unwrap();
+    let fsynced = || JournalLimits {
+        fsync: FsyncPolicy::Batched(std::time::Duration::from_millis(100)),
+        ..JournalLimits::default()
+    };
+    {
+        let (j, _) = Journal::open(dir.path(), fsynced()).unwrap();
+        append_range(&j, 1..=1);
+        j.close().unwrap();
+    }
+    for _ in 0..2 {
+        let (j, next) = Journal::open(dir.path(), fsynced()).unwrap();
+        assert_eq!(next, 2);
+        j.close().unwrap();
+    }
+    let (j, _) = Journal::open(dir.path(), fsynced()).unwrap();
+    let mut r = JournalReader::new(2);
+    assert!(j.read(&mut r, 10).is_empty());
+    for seq in 2..=4 {
+        j.append(&alert(seq)).unwrap();
+        let got: Vec<u64> = j
+            .read(&mut r, 10)
+            .into_iter()
+            .map(|e| match e {
+                Entry::Alert(a) => a.seq,
+                Entry::Gap { first_seq, .. } => panic!("gap at {first_seq} after append {seq}"),
+            })
+            .collect();
+        assert_eq!(got, vec![seq]);
+    }
+}
