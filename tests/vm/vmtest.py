@@ -293,7 +293,7 @@ def prepare_rootfs(work):
     return root
 
 
-def build_disk(work, root, kernels, deb, image_archive):
+def build_disk(work, root, kernels, deb, image_archive, guest):
     """One ext4 disk: the root file system, each kernel's modules, the payload."""
     stage = work / "disk.tree"
     shutil.rmtree(stage, ignore_errors=True)
@@ -310,7 +310,7 @@ def build_disk(work, root, kernels, deb, image_archive):
     payload.mkdir(parents=True)
     shutil.copy(deb, payload / "layerguard.deb")
     shutil.copy(image_archive, payload / "busybox.tar")
-    shutil.copy(Path(__file__).parent / "guest.sh", payload / "guest.sh")
+    shutil.copy(guest, payload / "guest.sh")
     os.chmod(payload / "guest.sh", 0o755)
     disk = work / "disk.img"
     disk.unlink(missing_ok=True)
@@ -373,6 +373,8 @@ def main():
     ap.add_argument("--work", default=Path("target/vm"), type=Path)
     ap.add_argument("--timeout", default=1500, type=int, help="seconds per VM")
     ap.add_argument("--accel", default="auto", choices=["auto", "tcg", "kvm"])
+    ap.add_argument("--guest", default=Path(__file__).parent / "guest.sh", type=Path,
+                    help="the guest's script (another one for a diagnosis)")
     args = ap.parse_args()
     labels = [k for k in args.kernels.split(",") if k]
     for k in labels:
@@ -381,7 +383,7 @@ def main():
     args.work.mkdir(parents=True, exist_ok=True)
     root = prepare_rootfs(args.work)
     kdirs = {k: prepare_kernel(k, args.work) for k in labels}
-    disk = build_disk(args.work, root, list(kdirs.values()), args.deb, args.image_archive)
+    disk = build_disk(args.work, root, list(kdirs.values()), args.deb, args.image_archive, args.guest)
     accel = args.accel
     if accel == "auto":
         accel = "kvm" if kvm_works(next(iter(kdirs.values())), args.work) else "tcg"
