@@ -148,6 +148,7 @@ vm-test: deb
 	done; \
 	if [ -n "$$missing" ]; then apt-get update -q; DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; fi
 	cargo build -p layerguard-tests --bin busybox-oci-archive
+	mkdir -p target/vm
 	target/debug/busybox-oci-archive docker.io/library/vmtest:1 target/vm/busybox.tar
 	python3 tests/vm/vmtest.py --deb $$(ls -t target/debian/layerguard_*.deb | head -1) \
 		--image-archive target/vm/busybox.tar --kernels $(VM_KERNELS)

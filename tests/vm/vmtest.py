@@ -297,7 +297,7 @@ def build_disk(work, root, kernels, deb, image_archive, guest):
     """One ext4 disk: the root file system, each kernel's modules, the payload."""
     stage = work / "disk.tree"
     shutil.rmtree(stage, ignore_errors=True)
-    run(["cp", "-a", str(root), str(stage)])
+    run(["cp", "-a", str(root.resolve()), str(stage)])
     (stage / ".complete").unlink()
     for kdir in kernels:
         release = (kdir / "release").read_text()

@@ -12,6 +12,12 @@ fn main() -> Result<()> {
     let [reference, out] = args.as_slice() else {
         bail!("usage: busybox-oci-archive REFERENCE OUT.tar");
     };
+    if let Some(dir) = Path::new(out)
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     layerguard_tests::busybox_image(reference)?
         .build()
         .context("building the busybox image")?
