@@ -130,13 +130,13 @@ no_loss() {
 	echo "$(echo $live | wc -w) alerts live ($live), journal seq $first..$((expect - 1)) without gaps"
 }
 if msg=$(no_loss); then ok no-loss "$msg"; else bad no-loss "$msg"; fi
+# No reader error across the restarts (a false "record crosses the committed end" at the
+# end of a segment, logged after every restart, was found here).
 if journalctl -u layerguard -o cat --no-pager | grep -q 'alert journal unreadable'; then
-	# Seen on every Debian kernel after the restarts (not on this machine, not in the
-	# journal's unit tests): a reader reports "record crosses the committed end" at the end
-	# of the segment. The no-loss check above is what judges loss; this is reported with
-	# the segment's tail until the cause is found.
-	echo "KNOWN journal-readable: $(journalctl -u layerguard -o cat --no-pager | grep -m1 'alert journal unreadable' | head -c 400)" >&3
-	od -A d -t x1z /var/lib/layerguard/journal/*.seg | tail -40 >/tmp/seg.txt; attach segment /tmp/seg.txt
+	bad journal-readable "$(journalctl -u layerguard -o cat --no-pager | grep -m1 'alert journal unreadable' | head -c 400)"
+	ls -l /var/lib/layerguard/journal >/tmp/seg.txt; attach segments /tmp/seg.txt
+else
+	ok journal-readable "no journal read error across the restarts"
 fi
 ctr -n default task kill -s KILL c1 >/dev/null 2>&1; sleep 1; ctr -n default task delete c1 >/dev/null 2>&1
 finish

@@ -302,6 +302,12 @@ pub(super) fn read_segment(
             })?;
         let mut pos = 0usize;
         loop {
+            // The chunk is used up: read the next one, or stop at the committed end. (Parsing
+            // the empty rest gave `Incomplete`, which at the end read as a frame crossing
+            // it: a false "unreadable" error and a reposition after every read to the end.)
+            if pos == buf.len() {
+                break;
+            }
             match parse_frame(&buf[pos..]) {
                 Frame::Record { seq, payload, len } => {
                     if seq >= snap.next_first {

@@ -693,3 +693,30 @@ fn a_reader_waiting_at_the_end_of_a_reopened_journal_gets_the_next_alerts() {
         assert_eq!(got, vec![seq]);
     }
 }
+
+/// Reading a segment file up to its committed end is the normal end of a read, not damage:
+/// the reader keeps its place (before, it logged "record crosses the committed end" and
+/// dropped its file, seen after every daemon restart in the VM test).
+#[test]
+fn reading_to_the_committed_end_is_not_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (j, _) = Journal::open(dir.path(), limits()).unwrap();
+    append_range(&j, 1..=3);
+    let mut r = JournalReader::new(1);
+    let got: Vec<u64> = j
+        .read(&mut r, 100)
+        .into_iter()
+        .map(|e| match e {
+            Entry::Alert(a) => a.seq,
+            Entry::Gap { first_seq, .. } => panic!("gap at {first_seq}"),
+        })
+        .collect();
+    assert_eq!(got, vec![1, 2, 3]);
+    assert!(
+        r.open.is_some(),
+        "the reader lost its place at the end of the segment"
+    );
+    append_range(&j, 4..=4);
+    assert_eq!(j.read(&mut r, 100).len(), 1);
+    assert!(r.open.is_some());
+}
