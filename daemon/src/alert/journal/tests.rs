@@ -682,15 +682,11 @@ fn a_reader_waiting_at_the_end_of_a_reopened_journal_gets_the_next_alerts() {
     assert!(j.read(&mut r, 10).is_empty());
     for seq in 2..=4 {
         j.append(&alert(seq)).unwrap();
-        let got: Vec<u64> = j
-            .read(&mut r, 10)
-            .into_iter()
-            .map(|e| match e {
-                Entry::Alert(a) => a.seq,
-                Entry::Gap { first_seq, .. } => panic!("gap at {first_seq} after append {seq}"),
-            })
-            .collect();
-        assert_eq!(got, vec![seq]);
+        assert_eq!(
+            alert_seqs(j.read(&mut r, 10)),
+            vec![seq],
+            "after append {seq}"
+        );
     }
 }
 
@@ -703,15 +699,7 @@ fn reading_to_the_committed_end_is_not_an_error() {
     let (j, _) = Journal::open(dir.path(), limits()).unwrap();
     append_range(&j, 1..=3);
     let mut r = JournalReader::new(1);
-    let got: Vec<u64> = j
-        .read(&mut r, 100)
-        .into_iter()
-        .map(|e| match e {
-            Entry::Alert(a) => a.seq,
-            Entry::Gap { first_seq, .. } => panic!("gap at {first_seq}"),
-        })
-        .collect();
-    assert_eq!(got, vec![1, 2, 3]);
+    assert_eq!(alert_seqs(j.read(&mut r, 100)), vec![1, 2, 3]);
     assert!(
         r.open.is_some(),
         "the reader lost its place at the end of the segment"
@@ -719,4 +707,15 @@ fn reading_to_the_committed_end_is_not_an_error() {
     append_range(&j, 4..=4);
     assert_eq!(j.read(&mut r, 100).len(), 1);
     assert!(r.open.is_some());
+}
+
+/// The seqs of a batch that must hold alerts only.
+fn alert_seqs(batch: Vec<Entry>) -> Vec<u64> {
+    batch
+        .into_iter()
+        .map(|e| match e {
+            Entry::Alert(a) => a.seq,
+            Entry::Gap { first_seq, .. } => panic!("a gap at {first_seq}"),
+        })
+        .collect()
 }
