@@ -74,7 +74,7 @@ run: release
 # The integration tests run the debug daemon: a release build would double CI's compile
 # time, and no test asserts speed (that is `make bench`).
 # `deb` is built first: tests/tests/operations.rs reads the package, and the VM test
-# (last, the longest: about 3 minutes per kernel under TCG) installs it.
+# (last, the longest: about 70 s per kernel under TCG) installs it.
 test: deps test-deps lint validate-manifests deb
 	cargo build --workspace --all-targets
 	LAYERGUARD_BIN=$(CURDIR)/$(DEBUG_BIN) cargo test --workspace --all-targets -- --test-threads=1
