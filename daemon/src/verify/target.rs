@@ -162,14 +162,52 @@ pub fn open_regular_beneath(dir: &std::path::Path, rel: &str) -> Result<Opened, 
         .map_err(failed)?;
     let cpath = CString::new(rel.trim_start_matches('/'))
         .map_err(|_| Unreadable::Failed(format!("{via}: path contains a NUL byte")))?;
-    let handle = openat2(
+    let handle = match openat2(
         &base,
         &cpath,
         libc::O_PATH | libc::O_CLOEXEC,
         libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
-    )
+    ) {
+        // A seccomp filter may refuse openat2 so (systemd's RestrictSUIDSGID=, older
+        // container runtimes' default profiles): the same rules, one component at a time.
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => open_beneath_by_components(&base, rel),
+        other => other,
+    }
     .map_err(failed)?;
     reopen_regular(&handle, via)
+}
+
+/// `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` with plain openat: `..` refused
+/// (EXDEV, as openat2), every component opened `O_PATH | O_NOFOLLOW`, the ones before the
+/// last also `O_DIRECTORY` (a symlink there fails). A symlink as the last component opens
+/// as the link itself, which the caller's regular-file check refuses.
+fn open_beneath_by_components(base: &File, rel: &str) -> std::io::Result<File> {
+    let parts: Vec<&str> = rel
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    if parts.is_empty() || parts.contains(&"..") {
+        return Err(std::io::Error::from_raw_os_error(libc::EXDEV));
+    }
+    let mut current: Option<File> = None;
+    for (i, part) in parts.iter().enumerate() {
+        let name =
+            CString::new(*part).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        let mut flags = libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        if i + 1 < parts.len() {
+            flags |= libc::O_DIRECTORY;
+        }
+        let dir = current.as_ref().unwrap_or(base);
+        // SAFETY: a NUL-terminated name and a live directory descriptor; a returned fd is
+        // new and owned by the File below.
+        let fd = unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), flags) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor nobody else owns.
+        current = Some(unsafe { File::from_raw_fd(fd) });
+    }
+    Ok(current.expect("at least one component"))
 }
 
 /// A descriptor of a live process (`/proc/PID/fd/N`): the file a `/dev/fd/N` name opens,
@@ -248,6 +286,34 @@ pub fn hash_opened(opened: Opened, limit: u64, deadline: Instant) -> Result<Dige
 
 #[cfg(test)]
 mod tests {
+    /// The openat2 fallback keeps its rules: a file beneath opens, `..`, a symlinked
+    /// directory and a final symlink do not yield a regular file.
+    #[test]
+    fn the_component_walk_stays_beneath_and_follows_no_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("etc/sub")).unwrap();
+        std::fs::write(d.join("etc/sub/f"), b"x").unwrap();
+        std::os::unix::fs::symlink("sub", d.join("etc/link")).unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", d.join("etc/sub/to-host")).unwrap();
+        let base = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+            .open(d)
+            .unwrap();
+        let f = open_beneath_by_components(&base, "/etc/sub/f").unwrap();
+        assert!(reopen_regular(&f, "f".into()).is_ok());
+        assert_eq!(
+            open_beneath_by_components(&base, "etc/../etc/sub/f")
+                .unwrap_err()
+                .raw_os_error(),
+            Some(libc::EXDEV)
+        );
+        assert!(open_beneath_by_components(&base, "etc/link/f").is_err());
+        let link = open_beneath_by_components(&base, "etc/sub/to-host").unwrap();
+        assert!(reopen_regular(&link, "to-host".into()).is_err());
+    }
+
     use super::*;
 
     #[test]
