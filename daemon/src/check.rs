@@ -126,12 +126,13 @@ pub async fn check(config: &Config) -> Vec<Requirement> {
                 detail: k.fentry.clone(),
                 fix: None,
             });
+            let overlay_unknown = k.overlay.starts_with("unknown");
             out.push(Requirement {
                 name: "overlayfs layout".into(),
-                ok: !k.overlay.starts_with("unknown"),
+                ok: !overlay_unknown,
                 required: true,
                 detail: k.overlay.clone(),
-                fix: k.overlay.starts_with("unknown").then(|| {
+                fix: overlay_unknown.then(|| {
                     "modprobe overlay (the unit does it before the daemon starts); without it \
                      execs in containers are judged on the overlay inode, not the layer file's"
                         .into()

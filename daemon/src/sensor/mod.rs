@@ -186,20 +186,23 @@ impl Sensor {
     /// attaches the process programs, and the file programs when `files` is given.
     pub fn load(config: &SensorConfig, files: Option<&FilePrograms>) -> Result<Self, SensorError> {
         let mut features = preflight::check()?;
-        let btf = Btf::from_sys_fs().map_err(|source| SensorError::Btf {
+        // Read once: aya parses it for CO-RE, and the overlay layout and the tracepoint
+        // list are read from the same bytes.
+        let btf_error = |source| SensorError::Btf {
             path: preflight::VMLINUX_BTF,
             source,
+        };
+        let vmlinux = std::fs::read(preflight::VMLINUX_BTF).map_err(|error| {
+            btf_error(aya::BtfError::FileError {
+                path: preflight::VMLINUX_BTF.into(),
+                error,
+            })
         })?;
+        let btf = Btf::parse(&vmlinux, aya::Endianness::default()).map_err(btf_error)?;
         let host_mnt_ns = host_mount_namespace()?;
-        let vmlinux = std::fs::read(preflight::VMLINUX_BTF)
-            .map_err(|e| format!("reading {}: {e}", preflight::VMLINUX_BTF));
-        let ovl = vmlinux
-            .as_ref()
-            .map_err(Clone::clone)
-            .and_then(|vmlinux| overlay::OverlayLayout::of_running_kernel(vmlinux));
+        let ovl = overlay::OverlayLayout::of_running_kernel(&vmlinux);
         features.overlay = match &ovl {
-            Ok(l) if l.layout == 1 => "6.5+ layout (ovl_inode.oe)".into(),
-            Ok(_) => "pre-6.5 layout (ovl_inode.lowerpath)".into(),
+            Ok(l) => l.describe().into(),
             Err(why) => format!("unknown: {why}"),
         };
         if let Err(why) = &ovl {
@@ -237,10 +240,7 @@ impl Sensor {
             // A file tracepoint this kernel lacks leaves its program out, not the daemon
             // (mm_filemap_map_pages came in 6.2: Debian bookworm's 6.1 has only the fault).
             for &(program, tracepoint) in FILE_PROGRAMS.iter() {
-                let known = vmlinux
-                    .as_ref()
-                    .map_or(true, |btf| has_btf_tracepoint(btf, tracepoint));
-                if known {
+                if has_btf_tracepoint(&vmlinux, tracepoint) {
                     attached.push((program, tracepoint));
                 } else {
                     warn!(

@@ -28,6 +28,15 @@ pub struct OverlayLayout {
 }
 
 impl OverlayLayout {
+    /// What `check` and the ready line say of it.
+    pub fn describe(&self) -> &'static str {
+        match self.layout {
+            1 => "6.5+ layout (ovl_inode.oe)",
+            2 => "pre-6.5 layout (ovl_inode.lowerpath)",
+            _ => "unknown",
+        }
+    }
+
     /// The layout of the running kernel: from the overlay module's BTF when the module is
     /// loaded, else from vmlinux's (overlayfs built in). The error says why there is none.
     pub fn of_running_kernel(vmlinux: &[u8]) -> Result<Self, String> {

@@ -35,8 +35,8 @@ pub struct KernelFeatures {
     /// Whether the kernel attaches fentry programs, probed when the sensor loads:
     /// `available ...`, or `refused: ` and why.
     pub fentry: String,
-    /// How the sensor finds the layer file under an overlay inode: `6.5+ layout (oe) from
-    /// <btf>`, `pre-6.5 layout (lowerpath) from <btf>`, or `unknown: ` and why.
+    /// How the sensor finds the layer file under an overlay inode: `6.5+ layout
+    /// (ovl_inode.oe)`, `pre-6.5 layout (ovl_inode.lowerpath)`, or `unknown: ` and why.
     pub overlay: String,
     /// File-program tracepoints this kernel does not have (e.g. `mm_filemap_map_pages`
     /// before 6.2): their programs are not attached, the rest run.
