@@ -30,6 +30,13 @@ fn recorded(text: &str, store: &str) -> Option<u32> {
     })
 }
 
+/// `check`'s state-format line is ok and its detail says `want`.
+fn assert_check_ok_saying(state: &Path, want: &str) {
+    let (_, line) = check_state_format(state);
+    assert_eq!(line["ok"], true, "{line}");
+    assert!(line["detail"].as_str().unwrap().contains(want), "{line}");
+}
+
 /// `layerguard check --json` on `state`: its exit code and the "state format" line.
 fn check_state_format(state: &Path) -> (i32, Value) {
     let out = run_with_timeout(
@@ -184,15 +191,7 @@ fn a_state_dir_from_before_format_versions_starts_and_keeps_its_data() {
     // What the code before format versions left: the same stores, no FORMAT.
     std::fs::remove_file(node.state_dir().join("FORMAT")).unwrap();
     // (`check`'s exit code also counts the containerd it cannot reach here.)
-    let (_, line) = check_state_format(node.state_dir());
-    assert_eq!(line["ok"], true, "{line}");
-    assert!(
-        line["detail"]
-            .as_str()
-            .unwrap()
-            .contains("before format versions"),
-        "{line}"
-    );
+    assert_check_ok_saying(node.state_dir(), "before format versions");
 
     node.start_daemon();
     node.wait_message_after(
@@ -251,15 +250,7 @@ fn a_layer_cache_of_another_format_is_dropped_and_rebuilt() {
         "written_by = \"9.9.9\"\nlayers = 3\n",
     )
     .unwrap();
-    let (_, line) = check_state_format(node.state_dir());
-    assert_eq!(line["ok"], true, "{line}");
-    assert!(
-        line["detail"]
-            .as_str()
-            .unwrap()
-            .contains("would drop the layer cache (format 3"),
-        "{line}"
-    );
+    assert_check_ok_saying(node.state_dir(), "would drop the layer cache (format 3");
 
     node.start_daemon();
     let warned = node.wait_line_after(0, "the layer cache dropped", |v| {
