@@ -20,17 +20,20 @@ ARGS ?=
 
 all: build
 
-## deps: install the Debian packages layerguard needs (only those missing).
-deps:
-	@if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root (sudo make ...): it installs Debian packages" >&2; exit 1; fi
-	@missing=""; for p in $(DEB_PACKAGES); do \
+# $(call apt_install_missing,PACKAGES[,APT_FLAGS]): apt-get install those not installed yet.
+apt_install_missing = missing=""; for p in $(1); do \
 		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -q; \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(2) $$missing; \
 	fi
+
+## deps: install the Debian packages layerguard needs (only those missing).
+deps:
+	@if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root (sudo make ...): it installs Debian packages" >&2; exit 1; fi
+	@$(call apt_install_missing,$(DEB_PACKAGES))
 	@command -v cargo >/dev/null || { echo "make deps: cargo not found; install Rust (rustup) first" >&2; exit 1; }
 
 ## test-deps: what only the tests need: Node.js and npm's Sigstore packages (tests/sigstore),
@@ -143,10 +146,7 @@ deb: release
 VM_PACKAGES := qemu-system-x86 debootstrap kmod gpgv e2fsprogs
 VM_KERNELS ?= 6.1,6.12,7.3
 vm-test: deb
-	@missing=""; for p in $(VM_PACKAGES); do \
-		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
-	done; \
-	if [ -n "$$missing" ]; then apt-get update -q; DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; fi
+	@$(call apt_install_missing,$(VM_PACKAGES),--no-install-recommends)
 	cargo build -p layerguard-tests --bin busybox-oci-archive
 	mkdir -p target/vm
 	target/debug/busybox-oci-archive docker.io/library/vmtest:1 target/vm/busybox.tar

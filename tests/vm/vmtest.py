@@ -139,6 +139,16 @@ class Suite:
         return dest, p
 
 
+_SUITES = {}
+
+
+def suite_index(name, cache):
+    """One Suite per suite name per run: kernels of the same suite share its index."""
+    if name not in _SUITES:
+        _SUITES[name] = Suite(name, cache)
+    return _SUITES[name]
+
+
 def prepare_kernel(label, work):
     """Unpacks one kernel: vmlinuz, its release string, /lib/modules/<release>."""
     suite_name, package = KERNELS[label]
@@ -148,7 +158,7 @@ def prepare_kernel(label, work):
         return kdir
     shutil.rmtree(kdir, ignore_errors=True)
     (kdir / "debs").mkdir(parents=True)
-    suite = Suite(suite_name, work / "index")
+    suite = suite_index(suite_name, work / "index")
     deb, fields = suite.download(package, kdir / "debs")
     debs = [deb]
     # Newer Debian kernels split the image package: the kernel and its modules are in
