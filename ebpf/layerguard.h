@@ -84,7 +84,8 @@ enum lg_stat {
 	LG_STAT_IO_URING = 7,	/* io_uring requests submitted in containers (not inspected) */
 	LG_STAT_FILE_DATA = 8,	/* writes not sent: no exec bit, no library name, no watched directory */
 	LG_STAT_SYSCALLS = 9,	/* syscall hooks: renames, links, unlinks and exec mappings seen in containers */
-	LG_STAT_COUNT = 10,
+	LG_STAT_KERNEL_HOOKS = 10,	/* kernel hooks (fentry, BPF LSM): the same, seen in containers */
+	LG_STAT_COUNT = 11,
 };
 
 struct lg_event_header {
@@ -162,7 +163,8 @@ struct lg_exit_event {
 enum lg_file_op {
 	LG_FILE_WRITE = 1,	/* its inode was dirtied: created, written, truncated, chmod, touch */
 	LG_FILE_MAP = 2,	/* a process faulted in pages of a mapping of it, or mapped it executable */
-	/* Seen by the opt-in syscall hooks only (files.syscall_hooks), named by the caller: */
+	/* Seen by the kernel hooks (files.kernel_hooks) or the opt-in syscall hooks
+	 * (files.syscall_hooks) only: */
 	LG_FILE_LINKED = 3,	/* a name now points at a file: a rename's or link's destination */
 	LG_FILE_UNLINKED = 4,	/* a name went away: unlink, or a rename's source */
 };
@@ -174,6 +176,7 @@ enum lg_file_op {
 #define LG_FILE_NO_NAME (1u << 3)	/* the inode had no dentry to name it */
 #define LG_FILE_CALLER_PATH (1u << 4)	/* names: the caller's path string, then its base directory */
 #define LG_FILE_DATA_DIR (1u << 5)	/* a data write, sent only for its directory (the baseline) */
+#define LG_FILE_KERNEL_PATH (1u << 6)	/* names: the path inside the task's root, from the kernel's dentry and mount */
 
 /*
  * A write or a mapping of a regular file by a container process. The file is the real
@@ -182,11 +185,16 @@ enum lg_file_op {
  * run leaf first up to the root of the filesystem that holds it (for a container's file,
  * through .../snapshots/N/fs/, which tells the daemon the layer).
  *
- * LG_FILE_LINKED and LG_FILE_UNLINKED records (LG_FILE_CALLER_PATH) have no inode (file,
- * ctime, mode, size and nlink are 0): rename, link and unlink hand the sensor only the
- * caller's string. Their names are that string (caller_len bytes, NUL included) and, when
- * it is relative, the names of the directory it starts from (the cwd or the dirfd's file,
- * leaf first, crossing mounts, up to the task's root: a path inside the container).
+ * LG_FILE_LINKED and LG_FILE_UNLINKED records have no ctime, size or nlink (0). From the
+ * syscall hook (LG_FILE_CALLER_PATH) they have no inode either (file and mode are 0):
+ * rename, link and unlink hand the sensor only the caller's string. Their names are that
+ * string (caller_len bytes, NUL included) and, when it is relative, the names of the
+ * directory it starts from (the cwd or the dirfd's file, leaf first, crossing mounts, up
+ * to the task's root: a path inside the container). From the kernel hooks
+ * (LG_FILE_KERNEL_PATH) the names are the dentry's and its parents', leaf first, crossing
+ * mounts, up to the task's root; file and mode are the named file's (the one moved,
+ * linked or removed; file is its layer's inode). These hooks run before the kernel makes
+ * the change.
  */
 struct lg_file_event {
 	struct lg_event_header hdr;

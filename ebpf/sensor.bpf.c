@@ -1021,16 +1021,43 @@ int BPF_PROG(lg_map_fault, struct address_space *mapping)
 	return 0;
 }
 
-SEC("tp_btf/io_uring_submit_req")
-int BPF_PROG(lg_io_uring_submit)
+/* io_uring requests of container tasks, per mount namespace (a container), bounded: the
+ * daemon reads it for `status`. Their file operations pass no other hook of this sensor
+ * in the submitter's context: counted, so the daemon can say how many went uninspected. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u64);
+} lg_io_uring SEC(".maps");
+
+static __always_inline int io_uring_seen(void)
 {
 	__u32 mnt_ns = container_mnt_ns(bpf_get_current_task_btf());
 	if (!mnt_ns)
 		return 0;
-	/* Their file operations pass no tracepoint this sensor uses: counted, so that the
-	 * daemon can say how many went unseen. */
 	count(LG_STAT_IO_URING);
+	__u64 *n = bpf_map_lookup_elem(&lg_io_uring, &mnt_ns);
+	if (n) {
+		__sync_fetch_and_add(n, 1);
+	} else {
+		__u64 one = 1;
+		bpf_map_update_elem(&lg_io_uring, &mnt_ns, &one, BPF_NOEXIST);
+	}
 	return 0;
+}
+
+SEC("tp_btf/io_uring_submit_req")
+int BPF_PROG(lg_io_uring_submit)
+{
+	return io_uring_seen();
+}
+
+/* The same tracepoint before 6.3 (Debian bookworm's 6.1). */
+SEC("tp_btf/io_uring_submit_sqe")
+int BPF_PROG(lg_io_uring_submit_sqe)
+{
+	return io_uring_seen();
 }
 
 /*
@@ -1125,6 +1152,9 @@ static long vma_file(struct task_struct *task, struct vm_area_struct *vma, void 
 	return 0;
 }
 
+static __always_inline void exec_mapping_inode(struct task_struct *task, __u32 mnt_ns,
+					       struct inode *inode);
+
 /* A mapping made executable at `addr` (mmap or mprotect with PROT_EXEC): judged like a
  * fault in it, before any page of it is touched. */
 static __always_inline void exec_mapping(struct task_struct *task, __u32 mnt_ns, __u64 addr)
@@ -1135,6 +1165,14 @@ static __always_inline void exec_mapping(struct task_struct *task, __u32 mnt_ns,
 	/* An offset, not BPF_CORE_READ on the number cast back to a pointer: aya 0.14 left
 	 * that relocation poisoned. */
 	struct inode *inode = (void *)read_ptr(p.file, bpf_core_field_offset(struct file, f_inode));
+	exec_mapping_inode(task, mnt_ns, inode);
+}
+
+/* Judges a new executable mapping of `inode` (the real one, not an overlay inode): only
+ * counted when the daemon judged it clean, else sent once per (file, process) a second. */
+static __always_inline void exec_mapping_inode(struct task_struct *task, __u32 mnt_ns,
+					       struct inode *inode)
+{
 	if (!inode)
 		return;
 	__u32 mode = BPF_CORE_READ(inode, i_mode);
@@ -1224,12 +1262,178 @@ int BPF_PROG(lg_sys_exit, struct pt_regs *regs, long ret)
 }
 
 /*
- * Not a sensor: the daemon loads and attaches this at start, then drops it, to learn
- * whether the kernel allows fentry programs at all (these hosts refuse them with EPERM;
- * Debian's stock kernels allow them). The status and the ready line report what it found.
+ * The kernel hooks (files.kernel_hooks): the same five LSM entry points, as fentry
+ * programs or as BPF-LSM programs, where the kernel allows either (chosen at start, see
+ * daemon/src/sensor/hooks.rs). They see, from the kernel's own pointers and at no cost to
+ * syscalls that do not reach them, what the default tracepoints cannot:
+ * - every executable mapping when it is made (security_mmap_file with PROT_EXEC: the
+ *   kernel's mapping of a binary and its interpreter, ld.so's libraries, an LD_PRELOAD, a
+ *   dlopen; security_file_mprotect: pages read as data, then made code), so the
+ *   per-fault filemap tracepoints are left out (they also fire for data mappings);
+ * - every rename, link and unlink, with the dentry and mount involved (security_path_*,
+ *   which need CONFIG_SECURITY_PATH: Debian's kernels have it), named from them up to the
+ *   task's root, so the path is the one the kernel resolved, not a string the caller may
+ *   have changed since.
+ * On overlayfs the mapped file is the overlay's (ovl_mmap swaps the layer's file in later):
+ * its real inode is taken, as the filemap tracepoints and the lg_clean map see it.
  */
-SEC("fentry/security_file_open")
-int BPF_PROG(lg_probe_fentry)
+static __always_inline void kernel_hook_mapping(struct file *file)
 {
+	if (!file)
+		return;
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u32 mnt_ns = container_mnt_ns(task);
+	if (!mnt_ns)
+		return;
+	count(LG_STAT_KERNEL_HOOKS);
+	struct inode *inode = BPF_CORE_READ(file, f_inode);
+	if (!inode)
+		return;
+	if (BPF_CORE_READ(inode, i_sb, s_magic) == OVERLAYFS_SUPER_MAGIC) {
+		__u32 flags = 0;
+		struct inode *real = overlay_real_inode(inode, &flags);
+		if (real)
+			inode = real;
+	}
+	exec_mapping_inode(task, mnt_ns, inode);
+}
+
+/* A name that appeared (LG_FILE_LINKED) or went away (LG_FILE_UNLINKED) in `dir`: sent when
+ * it may matter like a write (`inode`, the file it names, gives the mode; an exec bit, a
+ * library's name, a watched directory), named by the kernel (LG_FILE_KERNEL_PATH). */
+static __always_inline void kernel_hook_name(__u32 op, const struct path *dir, struct dentry *dentry,
+					     struct inode *inode)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u32 mnt_ns = container_mnt_ns(task);
+	if (!mnt_ns || !dir || !dentry)
+		return;
+	count(LG_STAT_KERNEL_HOOKS);
+	__u32 mode = inode ? BPF_CORE_READ(inode, i_mode) : 0;
+	if (!write_may_matter(mode, dentry, BPF_CORE_READ(dentry, d_parent))) {
+		count(LG_STAT_FILE_DATA);
+		return;
+	}
+	struct lg_file_record *r = file_record(task, mnt_ns, op);
+	if (!r)
+		return;
+	struct lg_file_event *e = &r->event;
+	e->flags = LG_FILE_KERNEL_PATH;
+	e->mode = mode;
+	/* The hook runs before the kernel makes the change: the file's identity (its layer's
+	 * inode) tells the daemon when the name holds it. */
+	if (inode) {
+		struct inode *real = inode;
+		if (BPF_CORE_READ(inode, i_sb, s_magic) == OVERLAYFS_SUPER_MAGIC) {
+			__u32 unused = 0;
+			struct inode *layer = overlay_real_inode(inode, &unused);
+			if (layer)
+				real = layer;
+		}
+		e->file.ino = BPF_CORE_READ(real, i_ino);
+		e->file.dev = BPF_CORE_READ(real, i_sb, s_dev);
+	}
+	__u32 cut = 0;
+	__u32 len = walk_path_into(0, BPF_CORE_READ(dir, mnt), dentry, task->fs, &cut, 1);
+	if (cut)
+		e->flags |= LG_FILE_PATH_TRUNCATED;
+	e->names_len = len > LG_PATH_MAX ? LG_PATH_MAX : len;
+	submit_file(r);
+}
+
+/* RENAME_EXCHANGE swaps the two: both names point at new content. */
+static __always_inline void kernel_hook_rename(const struct path *old_dir, struct dentry *old_dentry,
+					       const struct path *new_dir, struct dentry *new_dentry,
+					       unsigned int flags)
+{
+	struct inode *moved = BPF_CORE_READ(old_dentry, d_inode);
+	if (flags & RENAME_EXCHANGE) {
+		kernel_hook_name(LG_FILE_LINKED, old_dir, old_dentry, BPF_CORE_READ(new_dentry, d_inode));
+	} else {
+		kernel_hook_name(LG_FILE_UNLINKED, old_dir, old_dentry, moved);
+	}
+	kernel_hook_name(LG_FILE_LINKED, new_dir, new_dentry, moved);
+}
+
+SEC("fentry/security_mmap_file")
+int BPF_PROG(lg_fentry_mmap_file, struct file *file, unsigned long prot)
+{
+	if (prot & PROT_EXEC)
+		kernel_hook_mapping(file);
+	return 0;
+}
+
+SEC("fentry/security_file_mprotect")
+int BPF_PROG(lg_fentry_file_mprotect, struct vm_area_struct *vma, unsigned long reqprot,
+	     unsigned long prot)
+{
+	if (prot & PROT_EXEC)
+		kernel_hook_mapping(BPF_CORE_READ(vma, vm_file));
+	return 0;
+}
+
+SEC("fentry/security_path_rename")
+int BPF_PROG(lg_fentry_path_rename, const struct path *old_dir, struct dentry *old_dentry,
+	     const struct path *new_dir, struct dentry *new_dentry, unsigned int flags)
+{
+	kernel_hook_rename(old_dir, old_dentry, new_dir, new_dentry, flags);
+	return 0;
+}
+
+SEC("fentry/security_path_link")
+int BPF_PROG(lg_fentry_path_link, struct dentry *old_dentry, const struct path *new_dir,
+	     struct dentry *new_dentry)
+{
+	kernel_hook_name(LG_FILE_LINKED, new_dir, new_dentry, BPF_CORE_READ(old_dentry, d_inode));
+	return 0;
+}
+
+SEC("fentry/security_path_unlink")
+int BPF_PROG(lg_fentry_path_unlink, const struct path *dir, struct dentry *dentry)
+{
+	kernel_hook_name(LG_FILE_UNLINKED, dir, dentry, BPF_CORE_READ(dentry, d_inode));
+	return 0;
+}
+
+/* The same as BPF-LSM programs. The hooks' arguments differ from the security_* functions'
+ * where the LSM layer adds one (mmap_file's reqprot). Each returns 0: no objection (an
+ * earlier program's refusal has ended the call before this one runs). */
+SEC("lsm/mmap_file")
+int BPF_PROG(lg_lsm_mmap_file, struct file *file, unsigned long reqprot, unsigned long prot)
+{
+	if (prot & PROT_EXEC)
+		kernel_hook_mapping(file);
+	return 0;
+}
+
+SEC("lsm/file_mprotect")
+int BPF_PROG(lg_lsm_file_mprotect, struct vm_area_struct *vma, unsigned long reqprot,
+	     unsigned long prot)
+{
+	if (prot & PROT_EXEC)
+		kernel_hook_mapping(BPF_CORE_READ(vma, vm_file));
+	return 0;
+}
+
+SEC("lsm/path_rename")
+int BPF_PROG(lg_lsm_path_rename, const struct path *old_dir, struct dentry *old_dentry,
+	     const struct path *new_dir, struct dentry *new_dentry, unsigned int flags)
+{
+	kernel_hook_rename(old_dir, old_dentry, new_dir, new_dentry, flags);
+	return 0;
+}
+
+SEC("lsm/path_link")
+int BPF_PROG(lg_lsm_path_link, struct dentry *old_dentry, const struct path *new_dir,
+	     struct dentry *new_dentry)
+{
+	kernel_hook_name(LG_FILE_LINKED, new_dir, new_dentry, BPF_CORE_READ(old_dentry, d_inode));
+	return 0;
+}
+
+SEC("lsm/path_unlink")
+int BPF_PROG(lg_lsm_path_unlink, const struct path *dir, struct dentry *dentry)
+{
+	kernel_hook_name(LG_FILE_UNLINKED, dir, dentry, BPF_CORE_READ(dentry, d_inode));
 	return 0;
 }

@@ -121,7 +121,7 @@ pub async fn check(config: &Config) -> Vec<Requirement> {
             let k = sensor.features();
             out.push(Requirement {
                 name: "fentry".into(),
-                ok: k.fentry.starts_with("available"),
+                ok: k.fentry.starts_with("available") || k.fentry.starts_with("attached"),
                 required: false,
                 detail: k.fentry.clone(),
                 fix: None,

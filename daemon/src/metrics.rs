@@ -200,9 +200,12 @@ pub struct FileMetrics {
     pub io_uring_requests: Gauge,
     pub kernel_data_writes: Gauge,
     pub kernel_syscalls: Gauge,
+    pub kernel_hook_calls: Gauge,
+    /// io_uring requests per container mount namespace (`lg_io_uring`), as last read.
+    pub io_uring_by_mnt_ns: std::sync::Mutex<Vec<(u32, u64)>>,
     pub writes: Counter,
     pub mappings: Counter,
-    /// Renames, links and unlinks (syscall hooks).
+    /// Renames, links and unlinks (kernel or syscall hooks).
     pub names: Counter,
     pub inspected: Counter,
     pub marked_clean: Counter,

@@ -90,7 +90,9 @@ struct Ready<'a> {
     version: &'static str,
     node_name: &'a str,
     programs: Vec<String>,
-    file_hooks: &'static str,
+    file_hooks: String,
+    file_hook_roles: Vec<crate::sensor::hooks::RoleHooks>,
+    kernel_hooks_refused: Vec<String>,
     kernel: &'a crate::sensor::KernelFeatures,
     host_mnt_ns: u32,
     monitor_host: bool,
@@ -220,7 +222,9 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
                 version: env!("CARGO_PKG_VERSION").into(),
                 kernel: sensor.features().clone(),
                 programs: sensor.programs(),
-                file_hooks: sensor.file_hooks().into(),
+                file_hooks: sensor.file_hooks(),
+                file_hook_roles: sensor.file_hook_roles(),
+                kernel_hooks_refused: sensor.kernel_hooks_refused(),
             },
         };
         Some(ApiServer::bind(&config.api, journal.clone(), sources).await?)
@@ -237,6 +241,8 @@ pub async fn run(config: Config, source: ConfigSource) -> Result<(), RunError> {
             node_name: &config.node_name,
             programs: sensor.programs(),
             file_hooks: sensor.file_hooks(),
+            file_hook_roles: sensor.file_hook_roles(),
+            kernel_hooks_refused: sensor.kernel_hooks_refused(),
             kernel: sensor.features(),
             host_mnt_ns: sensor.host_mnt_ns(),
             monitor_host: config.sensor.monitor_host,
@@ -451,6 +457,7 @@ pub(crate) fn file_programs(config: &Config) -> Option<crate::sensor::FileProgra
             crate::sensor::wire::WATCH_NAME_LEN,
         ),
         syscall_hooks: config.files.syscall_hooks,
+        kernel_hooks: config.files.kernel_hooks,
         learn_write_dirs: config.baseline.enabled,
     })
 }

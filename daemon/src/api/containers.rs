@@ -26,6 +26,8 @@ pub struct ContainerSnapshot {
     pub container_name: Option<String>,
     /// Host pid of the task's init process; 0 without a task.
     pub task_pid: u32,
+    /// The task's mount namespace, when known.
+    pub mnt_ns: Option<u32>,
     pub running: bool,
     pub started_at: Option<SystemTime>,
 }
@@ -42,6 +44,7 @@ impl ContainerSnapshot {
             pod_namespace: info.pod_namespace.clone(),
             container_name: info.container_name.clone(),
             task_pid: task.map_or(0, |t| t.pid),
+            mnt_ns: task.and_then(|t| t.mnt_ns),
             running: task.is_some_and(|t| t.exited_at.is_none()),
             started_at: task.and_then(|t| t.started_at),
         }
@@ -175,6 +178,7 @@ mod tests {
                     id: "b".into(),
                     running: true,
                     task_pid: 42,
+                    mnt_ns: None,
                     ..ContainerSnapshot::default()
                 },
                 ContainerSnapshot {

@@ -24,6 +24,10 @@ pub struct NodeInfo {
     pub programs: Vec<String>,
     /// How file events are hooked (`FileIntegrity.hooks`).
     pub file_hooks: String,
+    /// What serves each file role (`FileIntegrity.roles`).
+    pub file_hook_roles: Vec<crate::sensor::hooks::RoleHooks>,
+    /// Kernel hook families not used, and why (`FileIntegrity.kernel_hooks_refused`).
+    pub kernel_hooks_refused: Vec<String>,
 }
 
 pub struct StatusApi {
@@ -83,6 +87,23 @@ impl StatusApi {
             subscriber_lags: m.subscriber_lags.get(),
             files: m.files.as_ref().map(|f| pb::FileIntegrity {
                 hooks: self.node.file_hooks.clone(),
+                roles: self
+                    .node
+                    .file_hook_roles
+                    .iter()
+                    .map(|r| pb::FileHookRole {
+                        role: r.role.name().into(),
+                        hooks: r.hooks.clone(),
+                    })
+                    .collect(),
+                kernel_hooks_refused: self.node.kernel_hooks_refused.clone(),
+                kernel_hook_calls: f.kernel_hook_calls.get(),
+                io_uring_by_container: io_uring_by_container(
+                    &f.io_uring_by_mnt_ns
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()),
+                    &containers,
+                ),
                 kernel_seen: f.kernel_seen.get(),
                 kernel_repeats: f.kernel_repeats.get(),
                 kernel_clean_hits: f.kernel_clean_hits.get(),
@@ -145,5 +166,24 @@ fn by_name(counts: &crate::metrics::ByKind) -> std::collections::BTreeMap<String
     counts
         .counts()
         .map(|(k, n)| (k.name().to_string(), n))
+        .collect()
+}
+
+/// The kernel's io_uring counts per mount namespace, named by the container that has that
+/// namespace; a namespace no container in the table has any more is named by its number.
+fn io_uring_by_container(
+    by_ns: &[(u32, u64)],
+    containers: &[super::containers::ContainerSnapshot],
+) -> Vec<pb::IoUringRequests> {
+    by_ns
+        .iter()
+        .map(|&(ns, requests)| {
+            let c = containers.iter().find(|c| c.mnt_ns == Some(ns));
+            pb::IoUringRequests {
+                container_id: c.map_or_else(|| format!("mnt_ns:{ns}"), |c| c.id.clone()),
+                namespace: c.map(|c| c.namespace.clone()).unwrap_or_default(),
+                requests,
+            }
+        })
         .collect()
 }

@@ -51,6 +51,7 @@ async fn start(config: &ApiConfig, journal: Arc<Journal>, table: Option<AccessTa
             image: Some("docker.io/library/busybox:1.36".into()),
             running: true,
             task_pid: 77,
+            mnt_ns: None,
             ..ContainerSnapshot::default()
         }]
     });

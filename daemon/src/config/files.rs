@@ -56,8 +56,29 @@ pub struct FilesConfig {
     /// The syscall hook (raw_syscalls:sys_exit) for what the default hooks cannot see:
     /// rename, link and unlink (named by the caller's path), and mmap/mprotect with
     /// PROT_EXEC of pages already in memory. Off by default: it costs every syscall of
-    /// every task on the node (the README's bench figure).
+    /// every task on the node (the README's bench figure). Not attached when a kernel hook
+    /// family serves both (see `kernel_hooks`).
     pub syscall_hooks: bool,
+    /// Which kernel hooks serve executable mappings and rename/link/unlink: `auto` tries
+    /// fentry on the LSM entry points, then BPF-LSM programs on the same hooks, then keeps
+    /// the tracepoints (and the syscall hook when asked); `fentry` or `lsm` insist on one
+    /// (the daemon does not start without it, and says why); `tracepoints` uses neither.
+    pub kernel_hooks: KernelHooks,
+}
+
+/// `files.kernel_hooks`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelHooks {
+    /// fentry, else BPF-LSM, else the tracepoints.
+    #[default]
+    Auto,
+    /// fentry or no start.
+    Fentry,
+    /// BPF-LSM or no start.
+    Lsm,
+    /// Neither: the tracepoints (and the syscall hook when asked).
+    Tracepoints,
 }
 
 impl Default for FilesConfig {
@@ -71,6 +92,7 @@ impl Default for FilesConfig {
             settle_ms: 1,
             max_wait_ms: 2000,
             syscall_hooks: false,
+            kernel_hooks: KernelHooks::Auto,
         }
     }
 }

@@ -22,7 +22,7 @@ mod verify;
 pub use alerts::{AlertFormat, AlertsConfig, FsyncMode, JournalConfig, WebhookConfig};
 pub use api::{ApiConfig, Role, DEFAULT_API_SOCKET};
 pub use baseline::BaselineConfig;
-pub use files::FilesConfig;
+pub use files::{FilesConfig, KernelHooks};
 pub use load::{ConfigError, ConfigSource, Origin, Override};
 pub use respond::{NeverConfig, PolicyAction, PolicyMode, RespondConfig, ResponsePolicyConfig};
 pub use trust::{KeyStatus, Rfc3339, TrustConfig, TrustKeyConfig, TrustMode, TrustPolicyConfig};

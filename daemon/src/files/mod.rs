@@ -255,6 +255,10 @@ impl FilesStage {
                 m.io_uring_requests.set(c.io_uring);
                 m.kernel_data_writes.set(c.data_writes);
                 m.kernel_syscalls.set(c.syscalls);
+                m.kernel_hook_calls.set(c.kernel_hooks);
+                *m.io_uring_by_mnt_ns
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = feedback.io_uring_by_mnt_ns();
             }
             Err(e) => debug!(error = %e, "cannot read the kernel's file counters"),
         }
@@ -425,7 +429,7 @@ impl FilesStage {
         file: &Arc<FileEvent>,
         roots: &[u32],
     ) -> Option<(Arc<FileEvent>, Located, judge::Concern)> {
-        let Some(path) = file.caller_path.as_deref() else {
+        let Some(path) = file.container_path.as_deref() else {
             debug!(
                 tgid = file.process.tgid,
                 "a rename, link or unlink path too long to judge"
@@ -444,6 +448,10 @@ impl FilesStage {
                 let concern = judge::sensitive_concern(&self.shared.rules, path)?;
                 Some((file.clone(), located, concern))
             }
+            // A kernel hook ran before the kernel made the change: the judgement task waits
+            // for the name (`task::await_name`), which decides the concern from what is
+            // there. The concern here is a placeholder.
+            _ if file.path_from_kernel => Some((file.clone(), located, judge::Concern::Candidate)),
             _ => {
                 // Gone again, not a regular file, not in the root's layers (a volume), or
                 // reached through a symlink the caller's path has: not judged (opened
@@ -484,8 +492,24 @@ impl FilesStage {
         // Copied only for the writes and mappings that are judged.
         let ancestry = ancestry.to_vec();
         jobs.spawn(async move {
+            let mut event = event;
             let outcome = match event.op {
+                FileOp::Unlinked
+                    if event.path_from_kernel
+                        && !task::await_gone(&shared, &event, &located).await =>
+                {
+                    Outcome::Quiet
+                }
                 FileOp::Unlinked => judge_unlink(&shared, &container, &located, concern).await,
+                FileOp::Linked if event.path_from_kernel => {
+                    match task::await_name(&shared, &event, &located).await {
+                        Some((named, concern)) => {
+                            event = Arc::new(named);
+                            judge_write(&shared, &event, &container, &located, concern).await
+                        }
+                        None => Outcome::Quiet,
+                    }
+                }
                 _ => judge_write(&shared, &event, &container, &located, concern).await,
             };
             Done {

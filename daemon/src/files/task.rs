@@ -25,6 +25,85 @@ async fn verified_image(
     }
 }
 
+/// How often [`await_name`] looks again.
+const NAME_POLL: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// A rename's or link's destination named by a kernel hook, which runs before the kernel
+/// makes the change: waits, up to `files.max_wait_ms`, until the writable layer holds a
+/// regular file at the path (the moved file itself when the sensor named its inode in that
+/// layer; a file moved from an image layer is copied up as a new inode, so then any), and
+/// returns the event with that file's mode and what it may mean. `None`: nothing to judge
+/// (the change never happened or was undone, not a regular file, or a data file).
+pub(super) async fn await_name(
+    shared: &Shared,
+    event: &FileEvent,
+    located: &Located,
+) -> Option<(FileEvent, Concern)> {
+    use std::os::unix::fs::MetadataExt;
+    let deadline = tokio::time::Instant::now() + shared.config.max_wait();
+    loop {
+        // One openat2 and an fstat: cheap enough for the task itself.
+        let found =
+            inspect::open_in_layer(&located.layer_dir, &located.path).and_then(|f| f.metadata());
+        if let Ok(meta) = &found {
+            let moved_here =
+                event.file.ino == 0 || event.file.dev != meta.dev() || event.file.ino == meta.ino();
+            if moved_here {
+                let mode = meta.mode();
+                let concern = judge::write_concern(&shared.rules, &located.path, mode)?;
+                let event = FileEvent {
+                    mode,
+                    ..event.clone()
+                };
+                return Some((event, concern));
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::debug!(
+                path = located.path,
+                found = ?found.map(|m| m.ino()),
+                "a renamed or linked name never held the file: not judged"
+            );
+            return None;
+        }
+        tokio::time::sleep(NAME_POLL).await;
+    }
+}
+
+/// An unlink (or a rename's source) named by a kernel hook, which runs before the kernel's
+/// permission checks: waits, up to `files.max_wait_ms`, until the name no longer holds the
+/// file, and says whether it went (false: refused, e.g. a non-root process, or undone).
+/// A file of the writable layer is gone when its name is absent there or holds another
+/// file (or a whiteout); an image layer's file, when the writable layer has something at
+/// its name (the whiteout overlayfs leaves, or a replacement).
+pub(super) async fn await_gone(shared: &Shared, event: &FileEvent, located: &Located) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let upper_dev = std::fs::metadata(&located.layer_dir).map(|m| m.dev()).ok();
+    let in_upper = event.file.ino == 0 || upper_dev == Some(event.file.dev);
+    let deadline = tokio::time::Instant::now() + shared.config.max_wait();
+    loop {
+        let gone = match inspect::open_in_layer(&located.layer_dir, &located.path)
+            .and_then(|f| f.metadata())
+        {
+            Ok(meta) => (meta.dev(), meta.ino()) != (event.file.dev, event.file.ino),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => in_upper,
+            // Not a regular file: the whiteout of a removed image file, or a replacement.
+            Err(_) => true,
+        };
+        if gone {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::debug!(
+                path = located.path,
+                "an unlinked name still holds its file: refused or undone, not reported"
+            );
+            return false;
+        }
+        tokio::time::sleep(NAME_POLL).await;
+    }
+}
+
 async fn blocking<T: Send + 'static>(
     shared: &Shared,
     f: impl FnOnce() -> std::io::Result<T> + Send + 'static,

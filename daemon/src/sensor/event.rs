@@ -150,10 +150,14 @@ pub struct FileEvent {
     /// file: through its snapshot, `/var/lib/containerd/.../snapshots/N/fs/etc/passwd`).
     /// `None` when the inode had no name, or the names did not fit (`path_truncated`).
     pub host_path: Option<String>,
-    /// [`FileOp::Linked`] and [`FileOp::Unlinked`]: the path inside the container, from the
-    /// caller's string (joined with the kernel's name of its cwd or dirfd when relative, and
-    /// `..` taken lexically). The caller's, so racy: the files analyzer checks what is there.
-    pub caller_path: Option<String>,
+    /// [`FileOp::Linked`] and [`FileOp::Unlinked`]: the path inside the container. From the
+    /// kernel hooks (`path_from_kernel`), the names of the dentry and its parents up to the
+    /// task's root; from the syscall hook, the caller's string (joined with the kernel's
+    /// name of its cwd or dirfd when relative, and `..` taken lexically), so racy. Either
+    /// way the files analyzer judges what is there now.
+    pub container_path: Option<String>,
+    /// `container_path` is the kernel's (a kernel hook), not the caller's string.
+    pub path_from_kernel: bool,
     pub path_truncated: bool,
     pub mode: u32,
     pub size: u64,
@@ -507,7 +511,9 @@ fn decode_file(bytes: &[u8]) -> Result<FileEvent, DecodeError> {
     let path_truncated = flag(wire::FILE_PATH_TRUNCATED);
     let names = &bytes[min..min + names_len];
     let by_caller = flag(wire::FILE_CALLER_PATH);
-    let named = !by_caller && !flag(wire::FILE_NO_NAME) && !path_truncated && names_len > 0;
+    let by_kernel = flag(wire::FILE_KERNEL_PATH);
+    let named =
+        !by_caller && !by_kernel && !flag(wire::FILE_NO_NAME) && !path_truncated && names_len > 0;
     let caller_len = (w.caller_len as usize).min(names_len);
     let op = match w.op {
         wire::FILE_WRITE => FileOp::Write,
@@ -525,8 +531,17 @@ fn decode_file(bytes: &[u8]) -> Result<FileEvent, DecodeError> {
         file: FileIdentity::from_wire(&w.file),
         kernel_dev: w.file.dev,
         host_path: named.then(|| walked_path(names)),
-        caller_path: (by_caller && !path_truncated && caller_len > 0)
-            .then(|| caller_path(&names[..caller_len], &names[caller_len..])),
+        container_path: if path_truncated || names_len == 0 {
+            None
+        } else if by_caller && caller_len > 0 {
+            Some(caller_path(&names[..caller_len], &names[caller_len..]))
+        } else if by_kernel {
+            // No string: the walked names are the whole (absolute) path.
+            Some(caller_path(&[], names))
+        } else {
+            None
+        },
+        path_from_kernel: by_kernel,
         path_truncated,
         mode: w.mode,
         size: w.size,
@@ -794,7 +809,7 @@ pub(crate) mod tests {
             (f.op, f.host_path.as_deref()),
             (FileOp::Write, Some("/fs/etc/passwd"))
         );
-        assert_eq!(f.caller_path, None);
+        assert_eq!(f.container_path, None);
         // `mv ../x.sh ./job` run in /etc/cron.d/sub: a relative string and the cwd's names.
         let names = b"./job\0sub\0cron.d\0etc\0";
         let f = file(&file_record(
@@ -805,7 +820,7 @@ pub(crate) mod tests {
         ));
         assert_eq!(f.op, FileOp::Linked);
         assert_eq!(f.host_path, None);
-        assert_eq!(f.caller_path.as_deref(), Some("/etc/cron.d/sub/job"));
+        assert_eq!(f.container_path.as_deref(), Some("/etc/cron.d/sub/job"));
         let names = b"../../passwd\0sub\0cron.d\0etc\0";
         let f = file(&file_record(
             wire::FILE_UNLINKED,
@@ -813,7 +828,7 @@ pub(crate) mod tests {
             13,
             names,
         ));
-        assert_eq!(f.caller_path.as_deref(), Some("/etc/passwd"));
+        assert_eq!(f.container_path.as_deref(), Some("/etc/passwd"));
         // Absolute: the base is not used; `..` never climbs above the root.
         let names = b"/../etc//./shadow\0tmp\0";
         let f = file(&file_record(
@@ -822,7 +837,7 @@ pub(crate) mod tests {
             18,
             names,
         ));
-        assert_eq!(f.caller_path.as_deref(), Some("/etc/shadow"));
+        assert_eq!(f.container_path.as_deref(), Some("/etc/shadow"));
         // A base that did not fit names nothing.
         let f = file(&file_record(
             wire::FILE_LINKED,
@@ -830,7 +845,25 @@ pub(crate) mod tests {
             2,
             b"x\0",
         ));
-        assert_eq!(f.caller_path, None);
+        assert_eq!(f.container_path, None);
+        // A kernel hook: the dentry's names up to the task's root, no string.
+        let f = file(&file_record(
+            wire::FILE_UNLINKED,
+            wire::FILE_KERNEL_PATH,
+            0,
+            b"passwd\0etc\0",
+        ));
+        assert_eq!(
+            (f.container_path.as_deref(), f.path_from_kernel, f.host_path),
+            (Some("/etc/passwd"), true, None)
+        );
+        let f = file(&file_record(
+            wire::FILE_LINKED,
+            wire::FILE_KERNEL_PATH | wire::FILE_PATH_TRUNCATED,
+            0,
+            b"job\0",
+        ));
+        assert_eq!(f.container_path, None);
         assert!(matches!(
             decode(&file_record(9, 0, 0, b"")),
             Err(DecodeError::FileOp(9))

@@ -1,6 +1,6 @@
 //! What analyzers tell the kernel, and the kernel's file counters they report: the
-//! `lg_clean` map of inodes judged clean for mappings, and the counters of file events
-//! the kernel did not send.
+//! `lg_clean` map of inodes judged clean for mappings, the counters of file events the
+//! kernel did not send, and its io_uring requests per mount namespace (`lg_io_uring`).
 //!
 //! Owns the map handles, taken out of the loaded object. Deciding what is clean is the
 //! files analyzer's; this only writes what it is told and reads what the kernel counted.
@@ -50,19 +50,35 @@ pub struct FileCounters {
     pub data_writes: u64,
     /// Syscall hooks: renames, links, unlinks and executable mappings seen in containers.
     pub syscalls: u64,
+    /// Kernel hooks (fentry, BPF LSM): the same.
+    pub kernel_hooks: u64,
 }
 
 pub struct FileFeedback {
     clean: HashMap<MapData, wire::FileId, wire::CleanInode>,
+    io_uring: HashMap<MapData, u32, u64>,
     stats: SharedStats,
 }
 
 impl FileFeedback {
     pub(super) fn new(
         clean: HashMap<MapData, wire::FileId, wire::CleanInode>,
+        io_uring: HashMap<MapData, u32, u64>,
         stats: SharedStats,
     ) -> Self {
-        Self { clean, stats }
+        Self {
+            clean,
+            io_uring,
+            stats,
+        }
+    }
+
+    /// io_uring requests per container mount namespace, cumulative (a namespace the
+    /// kernel's bounded map evicted starts again from 0).
+    pub fn io_uring_by_mnt_ns(&self) -> Vec<(u32, u64)> {
+        let mut out: Vec<(u32, u64)> = self.io_uring.iter().filter_map(Result::ok).collect();
+        out.sort_unstable();
+        out
     }
 
     /// The kernel stops sending mappings of this inode while its ctime stays the same.
@@ -106,6 +122,7 @@ impl FileFeedback {
             io_uring: sum(&self.stats, wire::STAT_IO_URING)?,
             data_writes: sum(&self.stats, wire::STAT_FILE_DATA)?,
             syscalls: sum(&self.stats, wire::STAT_SYSCALLS)?,
+            kernel_hooks: sum(&self.stats, wire::STAT_KERNEL_HOOKS)?,
         })
     }
 }

@@ -9,6 +9,7 @@
 mod btf_layout;
 pub mod event;
 pub mod feedback;
+pub mod hooks;
 pub mod overlay;
 pub mod pace;
 pub mod preflight;
@@ -25,7 +26,7 @@ pub use preflight::KernelFeatures;
 use crate::clock;
 use crate::config::SensorConfig;
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::{BtfTracePoint, FEntry};
+use aya::programs::{BtfTracePoint, FEntry, Lsm};
 use aya::{Btf, Ebpf, EbpfLoader};
 use feedback::SharedStats;
 use std::os::unix::fs::MetadataExt;
@@ -47,26 +48,15 @@ const PROCESS_PROGRAMS: [(&str, &str); 3] = [
     ("lg_exit", "sched_process_exit"),
 ];
 
-/// The file programs (`files.enabled`): none of them is a syscall tracepoint, so they
-/// cost nothing to syscalls that touch no file (see the README's bench figures).
-const FILE_PROGRAMS: [(&str, &str); 4] = [
-    ("lg_file_dirty", "writeback_mark_inode_dirty"),
-    ("lg_map_pages", "mm_filemap_map_pages"),
-    ("lg_map_fault", "mm_filemap_fault"),
-    ("lg_io_uring_submit", "io_uring_submit_req"),
-];
-
-/// The opt-in syscall hook (`files.syscall_hooks`): raw_syscalls:sys_exit, which puts every
-/// syscall of every task on the node on the tracing path (see the README's bench figures).
-const SYSCALL_PROGRAMS: [(&str, &str); 1] = [("lg_sys_exit", "sys_exit")];
-
-/// Which file programs to attach.
+/// Which file programs to attach (the table is [`hooks::FILE_HOOKS`]).
 #[derive(Clone, Debug, Default)]
 pub struct FilePrograms {
     /// The directory names whose writes the kernel sends (see `lg_watch_dirs`).
     pub watched: WatchedDirs,
-    /// Attach [`SYSCALL_PROGRAMS`] too.
+    /// Attach the syscall hook too, unless a kernel hook family serves its roles.
     pub syscall_hooks: bool,
+    /// Which kernel hook families to try (`files.kernel_hooks`).
+    pub kernel_hooks: crate::config::KernelHooks,
     /// Send a data write's directory once a minute (`lg_dir_seen`), for the baseline.
     pub learn_write_dirs: bool,
 }
@@ -87,13 +77,18 @@ pub enum SensorError {
     },
     #[error("the kernel refused the sensor object: {0}")]
     Load(#[source] aya::EbpfError),
-    #[error("the kernel refused program {program} (tp_btf/{tracepoint}): {source}")]
+    #[error(
+        "the kernel refused program {program} ({point}): {}",
+        program_error(source)
+    )]
     Program {
         program: &'static str,
-        tracepoint: &'static str,
+        point: String,
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error(transparent)]
+    KernelHooks(#[from] hooks::KernelHooksError),
     #[error("the sensor object has no {what} named {name} (build mismatch)")]
     Missing {
         what: &'static str,
@@ -121,31 +116,110 @@ pub struct Sensor {
     features: KernelFeatures,
     host_mnt_ns: u32,
     config: SensorConfig,
-    attached: Vec<(&'static str, &'static str)>,
+    /// Every attached program and its attach point (`tp_btf/sched_process_exec`).
+    attached: Vec<(&'static str, String)>,
+    /// The attached file programs.
+    file_hooks: Vec<&'static hooks::Hook>,
+    kernel_choice: hooks::KernelChoice,
     stats: SharedStats,
 }
 
-/// Loads and attaches `lg_probe_fentry`, then drops it: whether this kernel allows fentry
-/// programs (the error says why not).
-fn probe_fentry(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), String> {
-    let prog: &mut FEntry = ebpf
-        .program_mut("lg_probe_fentry")
-        .ok_or("lg_probe_fentry is not in the sensor object")?
-        .try_into()
-        .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-    let error = |e: aya::programs::ProgramError| match e {
+/// A program error in one line: the kernel's errno for a refused load (the verifier log
+/// is long; it is logged at debug level where it is produced).
+fn program_error(e: &aya::programs::ProgramError) -> String {
+    match e {
         aya::programs::ProgramError::LoadError { io_error, .. } => format!("load: {io_error}"),
-        e => match std::error::Error::source(&e) {
+        e => match std::error::Error::source(e) {
             Some(source) => format!("{e}: {source}"),
             None => e.to_string(),
         },
+    }
+}
+
+/// Loads and attaches one program of the object to its attach point.
+fn attach_program(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    program: &'static str,
+    family: hooks::Family,
+    target: &'static str,
+) -> Result<(), SensorError> {
+    let point = || format!("{}/{target}", family.section());
+    let error = |source| SensorError::Program {
+        program,
+        point: point(),
+        source,
     };
-    prog.load("security_file_open", btf).map_err(error)?;
-    let attached = prog.attach().map_err(error).map(|link| {
-        let _ = prog.detach(link);
-    });
-    let _ = prog.unload();
-    attached
+    let prog = ebpf.program_mut(program).ok_or(SensorError::Missing {
+        what: "program",
+        name: program,
+    })?;
+    let result = match family {
+        hooks::Family::Tracepoint | hooks::Family::Syscall => {
+            let p: &mut BtfTracePoint = prog.try_into().map_err(error)?;
+            p.load(target, btf).and_then(|()| p.attach().map(drop))
+        }
+        hooks::Family::Fentry => {
+            let p: &mut FEntry = prog.try_into().map_err(error)?;
+            p.load(target, btf).and_then(|()| p.attach().map(drop))
+        }
+        hooks::Family::Lsm => {
+            let p: &mut Lsm = prog.try_into().map_err(error)?;
+            p.load(target, btf).and_then(|()| p.attach().map(drop))
+        }
+    };
+    if let Err(aya::programs::ProgramError::LoadError { verifier_log, .. }) = &result {
+        debug!(program, log = %verifier_log, "verifier log of a refused program");
+    }
+    result.map_err(error)
+}
+
+/// Unloads a program (and so detaches it), if it was loaded.
+fn unload_program(ebpf: &mut Ebpf, program: &str) {
+    if let Some(prog) = ebpf.program_mut(program) {
+        let _ = match prog {
+            aya::programs::Program::BtfTracePoint(p) => p.unload(),
+            aya::programs::Program::FEntry(p) => p.unload(),
+            aya::programs::Program::Lsm(p) => p.unload(),
+            _ => Ok(()),
+        };
+    }
+}
+
+/// Attaches every program of a kernel hook family, or none of them: the first refusal
+/// unloads those already attached and says why.
+fn attach_family(ebpf: &mut Ebpf, btf: &Btf, family: hooks::Family) -> Result<(), String> {
+    let mut done = Vec::new();
+    for hook in hooks::family(family) {
+        if let Err(e) = attach_program(ebpf, btf, hook.program, hook.family, hook.target) {
+            for program in done {
+                unload_program(ebpf, program);
+            }
+            unload_program(ebpf, hook.program);
+            return Err(match e {
+                SensorError::Program { point, source, .. } => {
+                    format!("{point}: {}", program_error(&source))
+                }
+                e => e.to_string(),
+            });
+        }
+        done.push(hook.program);
+    }
+    Ok(())
+}
+
+/// Whether this kernel attaches fentry programs, when the sensor did not try them for its
+/// hooks: one is attached, then unloaded.
+fn probe_fentry(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), String> {
+    let hook = hooks::family(hooks::Family::Fentry)
+        .next()
+        .ok_or("no fentry program in the sensor object")?;
+    let result = attach_program(ebpf, btf, hook.program, hook.family, hook.target);
+    unload_program(ebpf, hook.program);
+    result.map_err(|e| match e {
+        SensorError::Program { source, .. } => program_error(&source),
+        e => e.to_string(),
+    })
 }
 
 /// The mount namespace of the host: PID 1's when readable, else our own (the daemon runs
@@ -234,54 +308,86 @@ impl Sensor {
             .map_max_entries("lg_events", config.ring_buffer_bytes)
             .load(SENSOR_OBJECT)
             .map_err(SensorError::Load)?;
-        let mut attached = PROCESS_PROGRAMS.to_vec();
+        let mut attached = Vec::new();
+        for (program, tracepoint) in PROCESS_PROGRAMS {
+            attach_program(
+                &mut ebpf,
+                &btf,
+                program,
+                hooks::Family::Tracepoint,
+                tracepoint,
+            )?;
+            attached.push((program, format!("tp_btf/{tracepoint}")));
+        }
+        let mut file_hooks: Vec<&'static hooks::Hook> = Vec::new();
+        let mut kernel_choice = hooks::KernelChoice::default();
         if let Some(files) = files {
             fill_watched_dirs(&mut ebpf, &files.watched)?;
-            // A file tracepoint this kernel lacks leaves its program out, not the daemon
-            // (mm_filemap_map_pages came in 6.2: Debian bookworm's 6.1 has only the fault).
-            for &(program, tracepoint) in FILE_PROGRAMS.iter() {
-                if has_btf_tracepoint(&vmlinux, tracepoint) {
-                    attached.push((program, tracepoint));
-                } else {
-                    warn!(
-                        program,
-                        tracepoint,
-                        "this kernel has no such tracepoint: its program is not attached"
+            kernel_choice = hooks::choose(files.kernel_hooks, features.bpf_lsm, |family| {
+                attach_family(&mut ebpf, &btf, family)
+            })?;
+            for (family, why) in &kernel_choice.refused {
+                info!(family = family.name(), reason = %why, "kernel hooks not used");
+            }
+            if let Some(family) = kernel_choice.family {
+                file_hooks.extend(hooks::family(family));
+                if files.syscall_hooks {
+                    info!(
+                        family = family.name(),
+                        "files.syscall_hooks: not attached, the kernel hooks see mappings and \
+                         names without the cost to every syscall"
                     );
-                    features.absent_tracepoints.push(tracepoint.to_string());
                 }
             }
-            if files.syscall_hooks {
-                attached.extend(SYSCALL_PROGRAMS);
+            // A file tracepoint this kernel lacks leaves its program out, not the daemon
+            // (mm_filemap_map_pages came in 6.2: Debian bookworm's 6.1 has only the fault).
+            let mut absent = Vec::new();
+            for hook in hooks::FILE_HOOKS
+                .iter()
+                .filter(|h| hooks::wants_fallback(h, kernel_choice.family, files.syscall_hooks))
+            {
+                if hook.family == hooks::Family::Tracepoint
+                    && !has_btf_tracepoint(&vmlinux, hook.target)
+                {
+                    absent.push(hook);
+                    continue;
+                }
+                attach_program(&mut ebpf, &btf, hook.program, hook.family, hook.target)?;
+                file_hooks.push(hook);
             }
+            // Said only where no other program serves the same roles (io_uring's
+            // tracepoint has one name per kernel generation).
+            for hook in absent {
+                if file_hooks.iter().any(|h| h.roles == hook.roles) {
+                    continue;
+                }
+                warn!(
+                    program = hook.program,
+                    tracepoint = hook.target,
+                    "this kernel has no such tracepoint: its program is not attached"
+                );
+                features.absent_tracepoints.push(hook.target.to_string());
+            }
+            attached.extend(file_hooks.iter().map(|h| (h.program, h.attach_point())));
         }
-        for &(program, tracepoint) in &attached {
-            let prog: &mut BtfTracePoint = ebpf
-                .program_mut(program)
-                .ok_or(SensorError::Missing {
-                    what: "program",
-                    name: program,
-                })?
-                .try_into()
-                .map_err(|source| SensorError::Program {
-                    program,
-                    tracepoint,
-                    source,
-                })?;
-            prog.load(tracepoint, &btf)
-                .and_then(|()| prog.attach().map(drop))
-                .map_err(|source| SensorError::Program {
-                    program,
-                    tracepoint,
-                    source,
-                })?;
-            debug!(program, tracepoint, "attached");
+        for (program, point) in &attached {
+            debug!(program, %point, "attached");
         }
-        features.fentry = match probe_fentry(&mut ebpf, &btf) {
-            Ok(()) => "available (not used by this build)".into(),
-            Err(why) => format!("refused: {why}"),
+        features.fentry = if kernel_choice.family == Some(hooks::Family::Fentry) {
+            "attached (executable mappings, rename, link, unlink)".into()
+        } else if let Some((_, why)) = kernel_choice
+            .refused
+            .iter()
+            .find(|(f, _)| *f == hooks::Family::Fentry)
+        {
+            format!("refused: {why}")
+        } else {
+            match probe_fentry(&mut ebpf, &btf) {
+                Ok(()) => "available (not used: files.kernel_hooks or files.enabled)".into(),
+                Err(why) => format!("refused: {why}"),
+            }
         };
-        debug!(fentry = %features.fentry, "fentry probed");
+        debug!(fentry = %features.fentry, "fentry");
         let stats = take_counters(&mut ebpf, "lg_stats")?;
         Ok(Self {
             ebpf,
@@ -289,6 +395,8 @@ impl Sensor {
             host_mnt_ns,
             config: config.clone(),
             attached,
+            file_hooks,
+            kernel_choice,
             stats: Arc::new(Mutex::new(stats)),
         })
     }
@@ -296,7 +404,7 @@ impl Sensor {
     /// The handle the files analyzer writes judged-clean inodes with and reads the
     /// kernel's file counters from; `None` when the file programs are not attached.
     pub fn file_feedback(&mut self) -> Result<Option<FileFeedback>, SensorError> {
-        if !self.attached.iter().any(|(p, _)| *p == "lg_file_dirty") {
+        if !self.file_hooks.iter().any(|h| h.program == "lg_file_dirty") {
             return Ok(None);
         }
         let mut take = |name: &'static str| {
@@ -308,20 +416,32 @@ impl Sensor {
             name: "lg_clean",
             source,
         })?;
-        Ok(Some(FileFeedback::new(clean, self.stats.clone())))
+        let io_uring =
+            HashMap::try_from(take("lg_io_uring")?).map_err(|source| SensorError::Map {
+                name: "lg_io_uring",
+                source,
+            })?;
+        Ok(Some(FileFeedback::new(clean, io_uring, self.stats.clone())))
     }
 
-    /// How file events are hooked: `tracepoints`, `tracepoints+syscalls`, or `none`.
-    pub fn file_hooks(&self) -> &'static str {
-        let has = |(program, _): &(&str, &str)| self.attached.iter().any(|(p, _)| p == program);
-        match (
-            FILE_PROGRAMS.iter().any(has),
-            SYSCALL_PROGRAMS.iter().all(has),
-        ) {
-            (true, true) => "tracepoints+syscalls",
-            (true, false) => "tracepoints",
-            _ => "none",
-        }
+    /// How file events are hooked, in a word: `fentry+tracepoints`, `lsm+tracepoints`,
+    /// `tracepoints+syscalls`, `tracepoints`, or `none` (see [`hooks::summary`]).
+    pub fn file_hooks(&self) -> String {
+        hooks::summary(&self.file_hooks)
+    }
+
+    /// Per file role, the attach points that serve it.
+    pub fn file_hook_roles(&self) -> Vec<hooks::RoleHooks> {
+        hooks::roles(&self.file_hooks)
+    }
+
+    /// The kernel hook families tried and not used, and why.
+    pub fn kernel_hooks_refused(&self) -> Vec<String> {
+        self.kernel_choice
+            .refused
+            .iter()
+            .map(|(f, why)| format!("{}: {why}", f.name()))
+            .collect()
     }
 
     pub fn features(&self) -> &KernelFeatures {
@@ -335,7 +455,7 @@ impl Sensor {
     pub fn programs(&self) -> Vec<String> {
         self.attached
             .iter()
-            .map(|(p, t)| format!("{p} (tp_btf/{t})"))
+            .map(|(p, point)| format!("{p} ({point})"))
             .collect()
     }
 

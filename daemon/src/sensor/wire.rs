@@ -53,7 +53,8 @@ pub const STAT_MAP_CLEAN_HITS: u32 = 6;
 pub const STAT_IO_URING: u32 = 7;
 pub const STAT_FILE_DATA: u32 = 8;
 pub const STAT_SYSCALLS: u32 = 9;
-pub const STAT_COUNT: u32 = 10;
+pub const STAT_KERNEL_HOOKS: u32 = 10;
+pub const STAT_COUNT: u32 = 11;
 
 /// Bytes of a directory name key of `lg_watch_dirs`.
 pub const WATCH_NAME_LEN: usize = 32;
@@ -70,6 +71,7 @@ pub const FILE_DELETED: u32 = 1 << 2;
 pub const FILE_NO_NAME: u32 = 1 << 3;
 pub const FILE_CALLER_PATH: u32 = 1 << 4;
 pub const FILE_DATA_DIR: u32 = 1 << 5;
+pub const FILE_KERNEL_PATH: u32 = 1 << 6;
 
 pub const FILE_NAMES_LEN: usize = PATH_MAX + NAME_MAX;
 
@@ -338,6 +340,7 @@ mod tests {
                 ("LG_STAT_IO_URING", STAT_IO_URING.into()),
                 ("LG_STAT_FILE_DATA", STAT_FILE_DATA.into()),
                 ("LG_STAT_SYSCALLS", STAT_SYSCALLS.into()),
+                ("LG_STAT_KERNEL_HOOKS", STAT_KERNEL_HOOKS.into()),
                 ("LG_STAT_COUNT", STAT_COUNT.into()),
             ],
         );

@@ -154,6 +154,13 @@ pub fn status_json(s: &pb::GetStatusResponse) -> serde_json::Value {
             "marked_clean": f.marked_clean, "unjudged": f.unjudged,
             "outside_layers": f.outside_layers, "kernel_data_writes": f.kernel_data_writes,
             "kernel_syscalls": f.kernel_syscalls, "names": f.names,
+            "kernel_hook_calls": f.kernel_hook_calls,
+            "roles": f.roles.iter().map(|r| (r.role.clone(), serde_json::json!(r.hooks)))
+                .collect::<serde_json::Map<_, _>>(),
+            "kernel_hooks_refused": f.kernel_hooks_refused,
+            "io_uring_by_container": f.io_uring_by_container.iter().map(|c| serde_json::json!({
+                "container_id": c.container_id, "namespace": c.namespace, "requests": c.requests,
+            })).collect::<Vec<_>>(),
         })),
         "signatures": s.signatures,
         "webhooks": s.webhooks.iter().map(|w| serde_json::json!({
@@ -268,7 +275,7 @@ pub fn status_text(s: &pb::GetStatusResponse) -> String {
                 "{} hooks: {} writes, {} mappings and {} renames/links/unlinks received, \
                  {} files read, {} inodes marked clean; kernel: {} seen, {} data writes, \
                  {} repeats and {} clean mappings not sent, {} io_uring requests not \
-                 inspected, {} hooked syscalls",
+                 inspected, {} hooked syscalls, {} kernel hook calls",
                 f.hooks,
                 f.writes,
                 f.mappings,
@@ -280,7 +287,8 @@ pub fn status_text(s: &pb::GetStatusResponse) -> String {
                 f.kernel_repeats,
                 f.kernel_clean_hits,
                 f.io_uring_requests,
-                f.kernel_syscalls
+                f.kernel_syscalls,
+                f.kernel_hook_calls
             ),
             None => "off (files.enabled = false)".into(),
         },
