@@ -123,6 +123,9 @@ pub fn to_falco(alert: &Alert) -> Value {
         if let Some(v) = &e.file_op {
             put("layerguard.file_op", json!(v));
         }
+        if let Some(v) = &e.path_source {
+            put("layerguard.path_source", json!(v));
+        }
         if let Some(b) = &e.baseline {
             put("layerguard.baseline", json!(b.id));
             put("layerguard.baseline_entry", json!(b.entry));

@@ -264,7 +264,7 @@ pub struct Evidence {
     /// The interpreter's own verdict (`verified`, ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interpreter_verdict: Option<String>,
-    /// For file alerts: `write` or `map`, what the sensor saw happen to the file.
+    /// For file alerts: `write`, `map`, `linked` or `unlinked`, what the sensor saw happen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file_op: Option<String>,
     /// For file alerts: the file's mode when it was seen, octal (`0755`).
@@ -274,6 +274,10 @@ pub struct Evidence {
     /// responder to look at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_path: Option<String>,
+    /// For file alerts: `kernel` when the path is the kernel's (the file's dentries, or
+    /// what a kernel hook was handed), `caller` when it is a syscall's string argument.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_source: Option<String>,
     /// For baseline alerts: the baseline and what it learned instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<BaselineEvidence>,

@@ -169,6 +169,7 @@ impl From<&Alert> for pb::Alert {
                 file_op: e.file_op.clone(),
                 file_mode: e.file_mode.clone(),
                 host_path: e.host_path.clone(),
+                path_source: e.path_source.clone(),
                 baseline: e.baseline.as_ref().map(|b| pb::BaselineEvidence {
                     key: b.key.clone(),
                     id: b.id.clone(),
@@ -295,6 +296,7 @@ impl TryFrom<pb::Alert> for Alert {
                 file_op: e.file_op,
                 file_mode: e.file_mode,
                 host_path: e.host_path,
+                path_source: e.path_source,
                 baseline: e.baseline.map(|b| BaselineEvidence {
                     key: b.key,
                     id: b.id,

@@ -149,6 +149,14 @@ pub fn draft(finding: &Finding, s: Subject<'_>) -> AlertDraft {
             // A name that went away has no mode left to show.
             file_mode: (s.event.mode != 0).then(|| format!("{:04o}", s.event.mode & 0o7777)),
             host_path: s.located.map(|l| l.host.display().to_string()),
+            path_source: Some(
+                if s.event.container_path.is_some() && !s.event.path_from_kernel {
+                    "caller"
+                } else {
+                    "kernel"
+                }
+                .into(),
+            ),
             reason,
             ..Default::default()
         }),
