@@ -36,6 +36,16 @@ pub fn tiny_other() -> PathBuf {
     other
 }
 
+/// `uring_nop N`: submits N io_uring NOP requests (raw syscalls) and waits for them.
+pub const URING_NOP_C: &str = include_str!("../c/uring_nop.c");
+/// Where tests put `uring_nop` in an image.
+pub const URING_NOP: &str = "/usr/local/bin/uring_nop";
+
+/// The built `uring_nop`.
+pub fn uring_nop() -> PathBuf {
+    build_static_c("uring_nop", URING_NOP_C).expect("build uring_nop")
+}
+
 /// The built `memfd_exec`.
 pub fn memfd_exec() -> PathBuf {
     build_static_c("memfd_exec", MEMFD_EXEC_C).expect("build memfd_exec")

@@ -46,6 +46,7 @@ fn start_node_with(args: &[&str]) -> Node {
             programs::programs_layer()
                 .file_from_host(TOOL, programs::tiny(), 0o755)
                 .file_from_host("/opt/tiny_other", programs::tiny_other(), 0o755)
+                .file_from_host(programs::URING_NOP, programs::uring_nop(), 0o755)
                 .file("/var/lib/dpkg/status", "Package: base\n", 0o644)
                 .dir("/var/log", 0o755)
                 .file("/etc/profile", "export PATH=/bin\n", 0o644),
@@ -87,6 +88,7 @@ fn a_changed_image_binary_is_reported_with_both_digests_and_the_writer() {
     );
     assert_eq!(e["upper_layer"], true, "{a}");
     assert_eq!(e["file_op"], "write", "{a}");
+    assert_eq!(e["path_source"], "kernel", "{a}");
     assert!(
         e["host_path"]
             .as_str()
@@ -306,6 +308,7 @@ fn with_syscall_hooks_renames_links_unlinks_and_mprotect_are_reported() {
     let a = node.wait_alert(&c, with_path("file_image_modified", TOOL));
     let e = &a["evidence"];
     assert_eq!(e["file_op"], "linked", "{a}");
+    assert_eq!(e["path_source"], "caller", "the syscall's string: {a}");
     assert_eq!(e["expected_sha256"], sha256_hex(&node.tiny), "{a}");
     assert_eq!(e["actual_sha256"], sha256_hex(&node.tiny_other), "{a}");
     assert!(e["reason"].as_str().unwrap().contains("rename"), "{a}");
@@ -353,30 +356,165 @@ fn with_syscall_hooks_renames_links_unlinks_and_mprotect_are_reported() {
 }
 
 #[test]
-fn without_syscall_hooks_the_status_says_what_the_kernel_offers() {
+fn the_status_and_ready_line_say_which_hook_serves_each_file_role() {
     let node = start_node();
     let s = node.status();
-    assert_eq!(s["files"]["hooks"], "tracepoints", "{s}");
-    assert!(
-        s["programs"]
+    let f = &s["files"];
+    let fentry = s["kernel"]["fentry"].as_str().unwrap().to_string();
+    let refused: Vec<&str> = f["kernel_hooks_refused"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    let points = |role: &str| -> Vec<String> {
+        f["roles"][role]
             .as_array()
-            .unwrap()
+            .unwrap_or_else(|| panic!("no role {role}: {s}"))
             .iter()
-            .all(|p| !p.as_str().unwrap().contains("sys_exit")),
+            .map(|p| p.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        points("writes"),
+        ["tp_btf/writeback_mark_inode_dirty"],
         "{s}"
     );
-    // Probed at start: these hosts refuse fentry (EPERM); a kernel that allows it says so.
-    let fentry = s["kernel"]["fentry"].as_str().unwrap();
     assert!(
-        fentry.starts_with("refused: ") || fentry.starts_with("available"),
-        "{s}"
+        !s["programs"].to_string().contains("sys_exit"),
+        "no syscall hook unless asked: {s}"
     );
+    // The table's choice on this kernel, from what it refused (these hosts: fentry EPERM,
+    // no BPF LSM; Debian's stock kernels: fentry attached).
+    if let Some(why) = fentry.strip_prefix("refused: ") {
+        assert_eq!(refused[0], format!("fentry: {why}"), "{s}");
+        assert!(why.starts_with("fentry/security_mmap_file: "), "{s}");
+        if s["kernel"]["bpf_lsm"] == false {
+            assert!(
+                refused[1].starts_with("lsm: the BPF LSM is not active"),
+                "{s}"
+            );
+            assert_eq!(f["hooks"], "tracepoints", "{s}");
+            assert!(points("names").is_empty(), "nothing sees renames: {s}");
+            let mappings = points("mappings");
+            assert!(
+                mappings.iter().all(|p| p.starts_with("tp_btf/mm_filemap_")),
+                "{s}"
+            );
+        } else {
+            assert_eq!(f["hooks"], "lsm+tracepoints", "{s}");
+        }
+    } else {
+        assert!(fentry.starts_with("attached"), "{s}");
+        assert_eq!(f["hooks"], "fentry+tracepoints", "{s}");
+        assert_eq!(
+            points("mappings"),
+            ["fentry/security_mmap_file", "fentry/security_file_mprotect"],
+            "{s}"
+        );
+        assert_eq!(points("names").len(), 3, "{s}");
+    }
+    assert!(!points("io_uring").is_empty(), "{s}");
     let ready = node
         .daemon()
         .json_lines()
         .into_iter()
         .find(|l| l["message"] == "layerguard ready")
         .unwrap();
-    assert_eq!(ready["file_hooks"], "tracepoints", "{ready}");
-    assert_eq!(ready["kernel"]["fentry"], fentry, "{ready}");
+    assert_eq!(ready["file_hooks"], f["hooks"], "{ready}");
+    assert_eq!(ready["kernel"]["fentry"], fentry.as_str(), "{ready}");
+    assert_eq!(
+        ready["kernel_hooks_refused"].as_array().unwrap().len(),
+        refused.len(),
+        "{ready}"
+    );
+    let ready_roles = ready["file_hook_roles"].as_array().unwrap();
+    let mappings = ready_roles
+        .iter()
+        .find(|r| r["role"] == "mappings")
+        .unwrap();
+    assert_eq!(
+        mappings["hooks"].as_array().unwrap().len(),
+        points("mappings").len(),
+        "{ready}"
+    );
+}
+
+/// An operator who insists on a kernel hook family this kernel refuses gets no daemon
+/// and one line saying why.
+#[test]
+fn an_insisted_kernel_hook_family_the_kernel_refuses_stops_the_start_with_why() {
+    let node = start_node();
+    let k = node.status()["kernel"].clone();
+    let (family, why) = if let Some(why) = k["fentry"].as_str().unwrap().strip_prefix("refused: ") {
+        ("fentry", why.to_string())
+    } else if k["bpf_lsm"] == false {
+        ("lsm", "the BPF LSM is not active".to_string())
+    } else {
+        panic!("this kernel offers both fentry and the BPF LSM: nothing to refuse: {k}");
+    };
+    drop(node);
+    let state = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(layerguard_tests::daemon_binary())
+        .args([
+            "run",
+            "--state-dir",
+            state.path().to_str().unwrap(),
+            "--containerd-socket",
+            "/nonexistent/containerd.sock",
+            "--set",
+            &format!("api.socket={}", state.path().join("api.sock").display()),
+            "--set",
+            &format!("files.kernel_hooks={family}"),
+        ])
+        .output()
+        .expect("layerguard run");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let want = format!("files.kernel_hooks = \"{family}\": {why}");
+    assert!(stderr.contains(&want), "{want:?} not in: {stderr}");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("layerguard ready"),
+        "{out:?}"
+    );
+}
+
+/// io_uring requests pass none of the file hooks: each container's are counted in the
+/// kernel, and `status` names the container.
+#[test]
+fn io_uring_requests_are_counted_per_container() {
+    let node = start_node();
+    let c = node.container();
+    let other = node.container();
+    run_ok(&c, &[programs::URING_NOP, "300"]);
+    run_ok(&other, &[programs::URING_NOP, "20"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let count = |s: &Value, id: &str| {
+        s["files"]["io_uring_by_container"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["container_id"] == id)
+            .map(|e| {
+                assert_eq!(e["namespace"], NS, "{s}");
+                e["requests"].as_u64().unwrap()
+            })
+    };
+    loop {
+        let s = node.status();
+        if let (Some(a), Some(b)) = (count(&s, c.id()), count(&s, other.id())) {
+            assert!((300..400).contains(&a), "{s}");
+            assert!((20..100).contains(&b), "{s}");
+            assert!(
+                s["files"]["io_uring_requests"].as_u64().unwrap() >= 320,
+                "{s}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no per-container counts: {s}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
