@@ -1355,6 +1355,35 @@ static __always_inline void kernel_hook_rename(const struct path *old_dir, struc
 	kernel_hook_name(LG_FILE_LINKED, new_dir, new_dentry, moved);
 }
 
+/* Each hook twice, as fentry on the security_* function and as a BPF-LSM program on the
+ * hook, with the same arguments (mmap_file's differ: below). `call` is parenthesised.
+ * The LSM programs return 0: no objection (an earlier program's refusal has ended the
+ * call before this one runs). */
+#define LG_KERNEL_HOOK(hook, call, ...)                                   \
+	SEC("fentry/security_" #hook)                                     \
+	int BPF_PROG(lg_fentry_##hook, __VA_ARGS__)                        \
+	{                                                                 \
+		call;                                                     \
+		return 0;                                                 \
+	}                                                                 \
+	SEC("lsm/" #hook)                                                 \
+	int BPF_PROG(lg_lsm_##hook, __VA_ARGS__)                           \
+	{                                                                 \
+		call;                                                     \
+		return 0;                                                 \
+	}
+
+LG_KERNEL_HOOK(file_mprotect, (prot & PROT_EXEC ? kernel_hook_mapping(BPF_CORE_READ(vma, vm_file)) : (void)0),
+	       struct vm_area_struct *vma, unsigned long reqprot, unsigned long prot)
+LG_KERNEL_HOOK(path_rename, (kernel_hook_rename(old_dir, old_dentry, new_dir, new_dentry, flags)),
+	       const struct path *old_dir, struct dentry *old_dentry, const struct path *new_dir,
+	       struct dentry *new_dentry, unsigned int flags)
+LG_KERNEL_HOOK(path_link, (kernel_hook_name(LG_FILE_LINKED, new_dir, new_dentry, BPF_CORE_READ(old_dentry, d_inode))),
+	       struct dentry *old_dentry, const struct path *new_dir, struct dentry *new_dentry)
+LG_KERNEL_HOOK(path_unlink, (kernel_hook_name(LG_FILE_UNLINKED, dir, dentry, BPF_CORE_READ(dentry, d_inode))),
+	       const struct path *dir, struct dentry *dentry)
+
+/* security_mmap_file(file, prot, flags); the LSM hook mmap_file(file, reqprot, prot, flags). */
 SEC("fentry/security_mmap_file")
 int BPF_PROG(lg_fentry_mmap_file, struct file *file, unsigned long prot)
 {
@@ -1363,77 +1392,10 @@ int BPF_PROG(lg_fentry_mmap_file, struct file *file, unsigned long prot)
 	return 0;
 }
 
-SEC("fentry/security_file_mprotect")
-int BPF_PROG(lg_fentry_file_mprotect, struct vm_area_struct *vma, unsigned long reqprot,
-	     unsigned long prot)
-{
-	if (prot & PROT_EXEC)
-		kernel_hook_mapping(BPF_CORE_READ(vma, vm_file));
-	return 0;
-}
-
-SEC("fentry/security_path_rename")
-int BPF_PROG(lg_fentry_path_rename, const struct path *old_dir, struct dentry *old_dentry,
-	     const struct path *new_dir, struct dentry *new_dentry, unsigned int flags)
-{
-	kernel_hook_rename(old_dir, old_dentry, new_dir, new_dentry, flags);
-	return 0;
-}
-
-SEC("fentry/security_path_link")
-int BPF_PROG(lg_fentry_path_link, struct dentry *old_dentry, const struct path *new_dir,
-	     struct dentry *new_dentry)
-{
-	kernel_hook_name(LG_FILE_LINKED, new_dir, new_dentry, BPF_CORE_READ(old_dentry, d_inode));
-	return 0;
-}
-
-SEC("fentry/security_path_unlink")
-int BPF_PROG(lg_fentry_path_unlink, const struct path *dir, struct dentry *dentry)
-{
-	kernel_hook_name(LG_FILE_UNLINKED, dir, dentry, BPF_CORE_READ(dentry, d_inode));
-	return 0;
-}
-
-/* The same as BPF-LSM programs. The hooks' arguments differ from the security_* functions'
- * where the LSM layer adds one (mmap_file's reqprot). Each returns 0: no objection (an
- * earlier program's refusal has ended the call before this one runs). */
 SEC("lsm/mmap_file")
 int BPF_PROG(lg_lsm_mmap_file, struct file *file, unsigned long reqprot, unsigned long prot)
 {
 	if (prot & PROT_EXEC)
 		kernel_hook_mapping(file);
-	return 0;
-}
-
-SEC("lsm/file_mprotect")
-int BPF_PROG(lg_lsm_file_mprotect, struct vm_area_struct *vma, unsigned long reqprot,
-	     unsigned long prot)
-{
-	if (prot & PROT_EXEC)
-		kernel_hook_mapping(BPF_CORE_READ(vma, vm_file));
-	return 0;
-}
-
-SEC("lsm/path_rename")
-int BPF_PROG(lg_lsm_path_rename, const struct path *old_dir, struct dentry *old_dentry,
-	     const struct path *new_dir, struct dentry *new_dentry, unsigned int flags)
-{
-	kernel_hook_rename(old_dir, old_dentry, new_dir, new_dentry, flags);
-	return 0;
-}
-
-SEC("lsm/path_link")
-int BPF_PROG(lg_lsm_path_link, struct dentry *old_dentry, const struct path *new_dir,
-	     struct dentry *new_dentry)
-{
-	kernel_hook_name(LG_FILE_LINKED, new_dir, new_dentry, BPF_CORE_READ(old_dentry, d_inode));
-	return 0;
-}
-
-SEC("lsm/path_unlink")
-int BPF_PROG(lg_lsm_path_unlink, const struct path *dir, struct dentry *dentry)
-{
-	kernel_hook_name(LG_FILE_UNLINKED, dir, dentry, BPF_CORE_READ(dentry, d_inode));
 	return 0;
 }

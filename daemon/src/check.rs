@@ -90,19 +90,19 @@ pub async fn check(config: &Config) -> Vec<Requirement> {
     match crate::sensor::Sensor::load(&config.sensor, crate::run::file_programs(config).as_ref()) {
         Ok(sensor) => {
             let programs = sensor.programs();
-            let families: std::collections::BTreeSet<String> = programs
+            let points: std::collections::BTreeSet<String> = programs
                 .iter()
                 .filter_map(|p| {
                     p.split_once('(')
                         .map(|(_, t)| t.trim_end_matches(')').to_string())
                 })
                 .collect();
-            for family in families {
-                out.push(req("tracepoint", true, family, ""));
+            for point in points {
+                out.push(req("hook", true, point, ""));
             }
             for tp in &sensor.features().absent_tracepoints {
                 out.push(Requirement {
-                    name: "tracepoint".into(),
+                    name: "hook".into(),
                     ok: false,
                     required: false,
                     detail: format!("tp_btf/{tp} not in this kernel: its program is not attached"),

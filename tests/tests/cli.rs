@@ -162,7 +162,7 @@ fn check_reports_each_requirement_and_exits_0_only_when_the_daemon_would_run() {
         "root",
         "kernel",
         "btf",
-        "tracepoint",
+        "hook",
         "ring buffer",
         "containerd",
         "state dir",
@@ -177,7 +177,7 @@ fn check_reports_each_requirement_and_exits_0_only_when_the_daemon_would_run() {
     assert!(
         lines
             .iter()
-            .any(|l| l["name"] == "tracepoint" && l["detail"] == "tp_btf/sched_process_exec"),
+            .any(|l| l["name"] == "hook" && l["detail"] == "tp_btf/sched_process_exec"),
         "{lines:?}"
     );
 
