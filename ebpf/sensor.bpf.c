@@ -1299,8 +1299,9 @@ static __always_inline void kernel_hook_mapping(struct file *file)
 }
 
 /* A name that appeared (LG_FILE_LINKED) or went away (LG_FILE_UNLINKED) in `dir`: sent when
- * it may matter like a write (`inode`, the file it names, gives the mode; an exec bit, a
- * library's name, a watched directory), named by the kernel (LG_FILE_KERNEL_PATH). */
+ * it names a regular file (`inode`) and may matter like a write (an exec bit, a library's
+ * name, a watched directory), named by the kernel (LG_FILE_KERNEL_PATH). Directories and
+ * symlinks are left out: the daemon judges regular files only. */
 static __always_inline void kernel_hook_name(__u32 op, const struct path *dir, struct dentry *dentry,
 					     struct inode *inode)
 {
@@ -1309,7 +1310,11 @@ static __always_inline void kernel_hook_name(__u32 op, const struct path *dir, s
 	if (!mnt_ns || !dir || !dentry)
 		return;
 	count(LG_STAT_KERNEL_HOOKS);
-	__u32 mode = inode ? BPF_CORE_READ(inode, i_mode) : 0;
+	if (!inode)
+		return;
+	__u32 mode = BPF_CORE_READ(inode, i_mode);
+	if ((mode & S_IFMT) != S_IFREG)
+		return;
 	if (!write_may_matter(mode, dentry, BPF_CORE_READ(dentry, d_parent))) {
 		count(LG_STAT_FILE_DATA);
 		return;
@@ -1322,17 +1327,15 @@ static __always_inline void kernel_hook_name(__u32 op, const struct path *dir, s
 	e->mode = mode;
 	/* The hook runs before the kernel makes the change: the file's identity (its layer's
 	 * inode) tells the daemon when the name holds it. */
-	if (inode) {
-		struct inode *real = inode;
-		if (BPF_CORE_READ(inode, i_sb, s_magic) == OVERLAYFS_SUPER_MAGIC) {
-			__u32 unused = 0;
-			struct inode *layer = overlay_real_inode(inode, &unused);
-			if (layer)
-				real = layer;
-		}
-		e->file.ino = BPF_CORE_READ(real, i_ino);
-		e->file.dev = BPF_CORE_READ(real, i_sb, s_dev);
+	struct inode *real = inode;
+	if (BPF_CORE_READ(inode, i_sb, s_magic) == OVERLAYFS_SUPER_MAGIC) {
+		__u32 unused = 0;
+		struct inode *layer = overlay_real_inode(inode, &unused);
+		if (layer)
+			real = layer;
 	}
+	e->file.ino = BPF_CORE_READ(real, i_ino);
+	e->file.dev = BPF_CORE_READ(real, i_sb, s_dev);
 	__u32 cut = 0;
 	__u32 len = walk_path_into(0, BPF_CORE_READ(dir, mnt), dentry, task->fs, &cut, 1);
 	if (cut)

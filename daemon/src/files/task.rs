@@ -25,8 +25,12 @@ async fn verified_image(
     }
 }
 
-/// How often [`await_name`] looks again.
-const NAME_POLL: std::time::Duration = std::time::Duration::from_millis(2);
+/// How soon [`await_name`] and [`await_gone`] look again: 1 ms, doubling up to 64 ms (a
+/// change is usually there at the first look; a refused one costs ~35 looks, not 1,000).
+fn next_poll(poll: std::time::Duration) -> std::time::Duration {
+    (poll * 2).min(std::time::Duration::from_millis(64))
+}
+const FIRST_POLL: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// A rename's or link's destination named by a kernel hook, which runs before the kernel
 /// makes the change: waits, up to `files.max_wait_ms`, until the writable layer holds a
@@ -41,6 +45,7 @@ pub(super) async fn await_name(
 ) -> Option<(FileEvent, Concern)> {
     use std::os::unix::fs::MetadataExt;
     let deadline = tokio::time::Instant::now() + shared.config.max_wait();
+    let mut poll = FIRST_POLL;
     loop {
         // One openat2 and an fstat: cheap enough for the task itself.
         let found =
@@ -66,7 +71,8 @@ pub(super) async fn await_name(
             );
             return None;
         }
-        tokio::time::sleep(NAME_POLL).await;
+        tokio::time::sleep(poll).await;
+        poll = next_poll(poll);
     }
 }
 
@@ -81,6 +87,7 @@ pub(super) async fn await_gone(shared: &Shared, event: &FileEvent, located: &Loc
     let upper_dev = std::fs::metadata(&located.layer_dir).map(|m| m.dev()).ok();
     let in_upper = event.file.ino == 0 || upper_dev == Some(event.file.dev);
     let deadline = tokio::time::Instant::now() + shared.config.max_wait();
+    let mut poll = FIRST_POLL;
     loop {
         let gone = match inspect::open_in_layer(&located.layer_dir, &located.path)
             .and_then(|f| f.metadata())
@@ -100,7 +107,8 @@ pub(super) async fn await_gone(shared: &Shared, event: &FileEvent, located: &Loc
             );
             return false;
         }
-        tokio::time::sleep(NAME_POLL).await;
+        tokio::time::sleep(poll).await;
+        poll = next_poll(poll);
     }
 }
 
