@@ -464,6 +464,28 @@ fn spawn_reader(
     })
 }
 
+/// `layerguard run` on a fresh `state_dir`, pointed at no containerd, with its API socket in
+/// that directory and `extra` arguments: for the starts that must be refused before the
+/// daemon gets going (it is killed after `timeout` if it is not).
+pub fn run_refused_start(
+    state_dir: &Path,
+    extra: &[&str],
+    timeout: Duration,
+) -> Result<std::process::Output> {
+    let socket = format!("api.socket={}", state_dir.join("api.sock").display());
+    let mut args = vec![
+        "run",
+        "--state-dir",
+        state_dir.to_str().unwrap(),
+        "--containerd-socket",
+        "/nonexistent/containerd.sock",
+        "--set",
+        &socket,
+    ];
+    args.extend_from_slice(extra);
+    crate::util::run_with_timeout(Command::new(daemon_binary()).args(args), timeout)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -45,7 +45,7 @@ use anyhow::{bail, Context, Result};
 
 pub use container::{container_view, unique_id, Container, OverlayMount, RunOptions, ViewEntry};
 pub use containerd::{cleanup_stale, Ctr, PrivateContainerd};
-pub use daemon::{daemon_binary, run_args, DaemonProcess, Line, Stream};
+pub use daemon::{daemon_binary, run_args, run_refused_start, DaemonProcess, Line, Stream};
 pub use oci::{
     busybox_image, busybox_layer, overlay_test_image, BuiltImage, BuiltLayer, Compression,
     ImageBuilder, Layer, MergedFile, MergedKind,

@@ -455,20 +455,12 @@ fn an_insisted_kernel_hook_family_the_kernel_refuses_stops_the_start_with_why() 
     };
     drop(node);
     let state = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(layerguard_tests::daemon_binary())
-        .args([
-            "run",
-            "--state-dir",
-            state.path().to_str().unwrap(),
-            "--containerd-socket",
-            "/nonexistent/containerd.sock",
-            "--set",
-            &format!("api.socket={}", state.path().join("api.sock").display()),
-            "--set",
-            &format!("files.kernel_hooks={family}"),
-        ])
-        .output()
-        .expect("layerguard run");
+    let out = layerguard_tests::run_refused_start(
+        state.path(),
+        &["--set", &format!("files.kernel_hooks={family}")],
+        Duration::from_secs(60),
+    )
+    .expect("layerguard run");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     let want = format!("files.kernel_hooks = \"{family}\": {why}");

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use layerguard_tests::node::{run_ok, TestNode, WAIT};
 use layerguard_tests::util::run_with_timeout;
-use layerguard_tests::{daemon_binary, require_root};
+use layerguard_tests::{daemon_binary, require_root, run_refused_start};
 use serde_json::Value;
 
 const NS: &str = "lg-statedir";
@@ -87,19 +87,7 @@ fn a_newer_journal_format_refuses_the_start_and_touches_nothing() {
     let format = "written_by = \"9.9.9\"\njournal = 7\nbaselines = 1\nwebhooks = 1\nlayers = 1\n";
     std::fs::write(state.path().join("FORMAT"), format).unwrap();
 
-    let out = run_with_timeout(
-        Command::new(daemon_binary()).args([
-            "run",
-            "--state-dir",
-            state.path().to_str().unwrap(),
-            "--containerd-socket",
-            "/nonexistent/containerd.sock",
-            "--set",
-            &format!("api.socket={}", state.path().join("api.sock").display()),
-        ]),
-        WAIT,
-    )
-    .expect("layerguard run");
+    let out = run_refused_start(state.path(), &[], WAIT).expect("layerguard run");
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
     assert_eq!(stderr.lines().count(), 1, "one line expected:\n{stderr}");
