@@ -1277,6 +1277,17 @@ int BPF_PROG(lg_sys_exit, struct pt_regs *regs, long ret)
  * On overlayfs the mapped file is the overlay's (ovl_mmap swaps the layer's file in later):
  * its real inode is taken, as the filemap tracepoints and the lg_clean map see it.
  */
+/* The layer's inode behind an overlay inode (the one the page cache, writeback and lg_clean
+ * know), else the inode itself: any other filesystem's, or an unknown overlay layout. */
+static __always_inline struct inode *layer_inode(struct inode *inode)
+{
+	if (BPF_CORE_READ(inode, i_sb, s_magic) != OVERLAYFS_SUPER_MAGIC)
+		return inode;
+	__u32 unused = 0;
+	struct inode *layer = overlay_real_inode(inode, &unused);
+	return layer ? layer : inode;
+}
+
 static __always_inline void kernel_hook_mapping(struct file *file)
 {
 	if (!file)
@@ -1289,13 +1300,7 @@ static __always_inline void kernel_hook_mapping(struct file *file)
 	struct inode *inode = BPF_CORE_READ(file, f_inode);
 	if (!inode)
 		return;
-	if (BPF_CORE_READ(inode, i_sb, s_magic) == OVERLAYFS_SUPER_MAGIC) {
-		__u32 flags = 0;
-		struct inode *real = overlay_real_inode(inode, &flags);
-		if (real)
-			inode = real;
-	}
-	exec_mapping_inode(task, mnt_ns, inode);
+	exec_mapping_inode(task, mnt_ns, layer_inode(inode));
 }
 
 /* A name that appeared (LG_FILE_LINKED) or went away (LG_FILE_UNLINKED) in `dir`: sent when
@@ -1327,13 +1332,7 @@ static __always_inline void kernel_hook_name(__u32 op, const struct path *dir, s
 	e->mode = mode;
 	/* The hook runs before the kernel makes the change: the file's identity (its layer's
 	 * inode) tells the daemon when the name holds it. */
-	struct inode *real = inode;
-	if (BPF_CORE_READ(inode, i_sb, s_magic) == OVERLAYFS_SUPER_MAGIC) {
-		__u32 unused = 0;
-		struct inode *layer = overlay_real_inode(inode, &unused);
-		if (layer)
-			real = layer;
-	}
+	struct inode *real = layer_inode(inode);
 	e->file.ino = BPF_CORE_READ(real, i_ino);
 	e->file.dev = BPF_CORE_READ(real, i_sb, s_dev);
 	__u32 cut = 0;

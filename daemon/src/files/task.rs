@@ -25,12 +25,23 @@ async fn verified_image(
     }
 }
 
-/// How soon [`await_name`] and [`await_gone`] look again: 1 ms, doubling up to 64 ms (a
-/// change is usually there at the first look; a refused one costs ~35 looks, not 1,000).
-fn next_poll(poll: std::time::Duration) -> std::time::Duration {
-    (poll * 2).min(std::time::Duration::from_millis(64))
+/// Calls `look` until it finds something, at most for `files.max_wait_ms`: at once, then
+/// after 1 ms, doubling up to 64 ms (a change is usually there at the first look; one that
+/// never comes costs ~35 looks, not 1,000). `None`: the wait ran out.
+async fn look_until<T>(shared: &Shared, mut look: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + shared.config.max_wait();
+    let mut poll = std::time::Duration::from_millis(1);
+    loop {
+        if let Some(found) = look() {
+            return Some(found);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(poll).await;
+        poll = (poll * 2).min(std::time::Duration::from_millis(64));
+    }
 }
-const FIRST_POLL: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// A rename's or link's destination named by a kernel hook, which runs before the kernel
 /// makes the change: waits, up to `files.max_wait_ms`, until the writable layer holds a
@@ -44,36 +55,30 @@ pub(super) async fn await_name(
     located: &Located,
 ) -> Option<(FileEvent, Concern)> {
     use std::os::unix::fs::MetadataExt;
-    let deadline = tokio::time::Instant::now() + shared.config.max_wait();
-    let mut poll = FIRST_POLL;
-    loop {
-        // One openat2 and an fstat: cheap enough for the task itself.
-        let found =
-            inspect::open_in_layer(&located.layer_dir, &located.path).and_then(|f| f.metadata());
-        if let Ok(meta) = &found {
-            let moved_here =
-                event.file.ino == 0 || event.file.dev != meta.dev() || event.file.ino == meta.ino();
-            if moved_here {
-                let mode = meta.mode();
-                let concern = judge::write_concern(&shared.rules, &located.path, mode)?;
-                let event = FileEvent {
-                    mode,
-                    ..event.clone()
-                };
-                return Some((event, concern));
-            }
-        }
-        if tokio::time::Instant::now() >= deadline {
-            tracing::debug!(
-                path = located.path,
-                found = ?found.map(|m| m.ino()),
-                "a renamed or linked name never held the file: not judged"
-            );
-            return None;
-        }
-        tokio::time::sleep(poll).await;
-        poll = next_poll(poll);
-    }
+    // One openat2 and an fstat per look: cheap enough for the task itself.
+    let held = look_until(shared, || {
+        let meta = inspect::open_in_layer(&located.layer_dir, &located.path)
+            .and_then(|f| f.metadata())
+            .ok()?;
+        let moved_here =
+            event.file.ino == 0 || event.file.dev != meta.dev() || event.file.ino == meta.ino();
+        moved_here.then_some(meta)
+    })
+    .await;
+    let Some(meta) = held else {
+        tracing::debug!(
+            path = located.path,
+            "a renamed or linked name never held the file: not judged"
+        );
+        return None;
+    };
+    let mode = meta.mode();
+    let concern = judge::write_concern(&shared.rules, &located.path, mode)?;
+    let event = FileEvent {
+        mode,
+        ..event.clone()
+    };
+    Some((event, concern))
 }
 
 /// An unlink (or a rename's source) named by a kernel hook, which runs before the kernel's
@@ -86,9 +91,7 @@ pub(super) async fn await_gone(shared: &Shared, event: &FileEvent, located: &Loc
     use std::os::unix::fs::MetadataExt;
     let upper_dev = std::fs::metadata(&located.layer_dir).map(|m| m.dev()).ok();
     let in_upper = event.file.ino == 0 || upper_dev == Some(event.file.dev);
-    let deadline = tokio::time::Instant::now() + shared.config.max_wait();
-    let mut poll = FIRST_POLL;
-    loop {
+    let gone = look_until(shared, || {
         let gone = match inspect::open_in_layer(&located.layer_dir, &located.path)
             .and_then(|f| f.metadata())
         {
@@ -97,19 +100,17 @@ pub(super) async fn await_gone(shared: &Shared, event: &FileEvent, located: &Loc
             // Not a regular file: the whiteout of a removed image file, or a replacement.
             Err(_) => true,
         };
-        if gone {
-            return true;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            tracing::debug!(
-                path = located.path,
-                "an unlinked name still holds its file: refused or undone, not reported"
-            );
-            return false;
-        }
-        tokio::time::sleep(poll).await;
-        poll = next_poll(poll);
+        gone.then_some(())
+    })
+    .await
+    .is_some();
+    if !gone {
+        tracing::debug!(
+            path = located.path,
+            "an unlinked name still holds its file: refused or undone, not reported"
+        );
     }
+    gone
 }
 
 async fn blocking<T: Send + 'static>(

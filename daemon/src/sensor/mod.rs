@@ -116,9 +116,7 @@ pub struct Sensor {
     features: KernelFeatures,
     host_mnt_ns: u32,
     config: SensorConfig,
-    /// Every attached program and its attach point (`tp_btf/sched_process_exec`).
-    attached: Vec<(&'static str, String)>,
-    /// The attached file programs.
+    /// The attached file programs (the process programs are always attached).
     file_hooks: Vec<&'static hooks::Hook>,
     kernel_choice: hooks::KernelChoice,
     stats: SharedStats,
@@ -133,6 +131,17 @@ fn program_error(e: &aya::programs::ProgramError) -> String {
             Some(source) => format!("{e}: {source}"),
             None => e.to_string(),
         },
+    }
+}
+
+/// Why a program did not attach, in one line with its attach point
+/// (`fentry/security_mmap_file: load: Operation not permitted`).
+fn refusal(e: SensorError) -> String {
+    match e {
+        SensorError::Program { point, source, .. } => {
+            format!("{point}: {}", program_error(&source))
+        }
+        e => e.to_string(),
     }
 }
 
@@ -196,12 +205,7 @@ fn attach_family(ebpf: &mut Ebpf, btf: &Btf, family: hooks::Family) -> Result<()
                 unload_program(ebpf, program);
             }
             unload_program(ebpf, hook.program);
-            return Err(match e {
-                SensorError::Program { point, source, .. } => {
-                    format!("{point}: {}", program_error(&source))
-                }
-                e => e.to_string(),
-            });
+            return Err(refusal(e));
         }
         done.push(hook.program);
     }
@@ -216,10 +220,7 @@ fn probe_fentry(ebpf: &mut Ebpf, btf: &Btf) -> Result<(), String> {
         .ok_or("no fentry program in the sensor object")?;
     let result = attach_program(ebpf, btf, hook.program, hook.family, hook.target);
     unload_program(ebpf, hook.program);
-    result.map_err(|e| match e {
-        SensorError::Program { source, .. } => program_error(&source),
-        e => e.to_string(),
-    })
+    result.map_err(refusal)
 }
 
 /// The mount namespace of the host: PID 1's when readable, else our own (the daemon runs
@@ -308,7 +309,6 @@ impl Sensor {
             .map_max_entries("lg_events", config.ring_buffer_bytes)
             .load(SENSOR_OBJECT)
             .map_err(SensorError::Load)?;
-        let mut attached = Vec::new();
         for (program, tracepoint) in PROCESS_PROGRAMS {
             attach_program(
                 &mut ebpf,
@@ -317,7 +317,6 @@ impl Sensor {
                 hooks::Family::Tracepoint,
                 tracepoint,
             )?;
-            attached.push((program, format!("tp_btf/{tracepoint}")));
         }
         let mut file_hooks: Vec<&'static hooks::Hook> = Vec::new();
         let mut kernel_choice = hooks::KernelChoice::default();
@@ -368,10 +367,6 @@ impl Sensor {
                 );
                 features.absent_tracepoints.push(hook.target.to_string());
             }
-            attached.extend(file_hooks.iter().map(|h| (h.program, h.attach_point())));
-        }
-        for (program, point) in &attached {
-            debug!(program, %point, "attached");
         }
         features.fentry = if kernel_choice.family == Some(hooks::Family::Fentry) {
             "attached (executable mappings, rename, link, unlink)".into()
@@ -394,7 +389,6 @@ impl Sensor {
             features,
             host_mnt_ns,
             config: config.clone(),
-            attached,
             file_hooks,
             kernel_choice,
             stats: Arc::new(Mutex::new(stats)),
@@ -452,10 +446,16 @@ impl Sensor {
         self.host_mnt_ns
     }
 
+    /// Every attached program and its attach point: `lg_exec (tp_btf/sched_process_exec)`.
     pub fn programs(&self) -> Vec<String> {
-        self.attached
+        PROCESS_PROGRAMS
             .iter()
-            .map(|(p, point)| format!("{p} ({point})"))
+            .map(|(p, t)| format!("{p} (tp_btf/{t})"))
+            .chain(
+                self.file_hooks
+                    .iter()
+                    .map(|h| format!("{} ({})", h.program, h.attach_point())),
+            )
             .collect()
     }
 
